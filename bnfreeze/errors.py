@@ -1,0 +1,24 @@
+"""Errors bnfreeze raises for problems a user can act on.
+
+The CLI maps :class:`InputError` to exit code 2 and :class:`ParityError` to
+exit code 1, printing the message as one line (no traceback unless
+``--debug``).
+"""
+
+from __future__ import annotations
+
+
+class BnfreezeError(ValueError):
+    """Base class of every error bnfreeze raises on purpose."""
+
+
+class InputError(BnfreezeError):
+    """The input (a file, a model, an option) cannot be used as given."""
+
+
+class ParityError(BnfreezeError):
+    """A rewritten model or artifact does not compute what the original computes."""
+
+    def __init__(self, message: str, parity=None):
+        super().__init__(message)
+        self.parity = parity

@@ -1,0 +1,212 @@
+"""A read-only view of a Sequential or Functional model's call graph.
+
+The graph is read from the model's config, the same structure Keras saves:
+each layer entry lists its calls (``inbound_nodes``) and each call names the
+tensors it consumes by ``keras_history`` ``[layer, node, index]``. A nested
+model is a layer of its parent graph and has a graph of its own
+(:meth:`ModelGraph.children`); bnfreeze never folds across that boundary.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterator, NamedTuple
+
+from bnfreeze.errors import InputError
+
+SEQUENTIAL_INPUT = "<sequential input>"
+
+
+class TensorRef(NamedTuple):
+    """A tensor of the graph: output ``index`` of call ``node`` of ``layer``."""
+
+    layer: str
+    node: int
+    index: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of a layer: the tensors it reads and its keyword arguments."""
+
+    layer: str
+    node: int
+    inputs: tuple[TensorRef, ...]
+    input_shapes: tuple[tuple[int | None, ...] | None, ...]
+    kwargs: dict = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """Where a tensor goes: a layer call, or a model output (``call`` is None)."""
+
+    call: Call | None
+
+    def describe(self) -> str:
+        return self.call.layer if self.call is not None else "the model output"
+
+
+def _walk_tensors(obj: Any) -> Iterator[dict]:
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            yield obj["config"]
+            return
+        for value in obj.values():
+            yield from _walk_tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _walk_tensors(value)
+
+
+def _is_history(obj: Any) -> bool:
+    return (
+        isinstance(obj, (list, tuple))
+        and len(obj) == 3
+        and isinstance(obj[0], str)
+        and isinstance(obj[1], int)
+        and isinstance(obj[2], int)
+    )
+
+
+def walk_histories(obj: Any) -> Iterator[list]:
+    """Yield every ``[layer, node, index]`` triple in an ``output_layers`` structure."""
+    if _is_history(obj):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from walk_histories(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from walk_histories(value)
+
+
+def model_kind(model) -> str:
+    """``"sequential"``, ``"functional"`` or ``"subclassed"``."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return "sequential"
+    if isinstance(model, keras.Model) and type(model).__name__ == "Functional":
+        return "functional"
+    return "subclassed"
+
+
+class ModelGraph:
+    """The call graph of one Sequential or Functional model (not its nested models)."""
+
+    def __init__(self, model, config: dict | None = None, path: tuple[str, ...] = ()):
+        kind = model_kind(model)
+        if kind == "subclassed":
+            raise InputError(
+                f"{model.name} is a subclassed model ({type(model).__name__}); bnfreeze rewrites "
+                "Sequential and Functional models only: rebuild it with the Functional API"
+            )
+        self.model = model
+        self.kind = kind
+        self.path = path
+        self.config = copy.deepcopy(model.get_config()) if config is None else config
+        self.entries: dict[str, dict] = {}
+        self.calls: dict[str, list[Call]] = {}
+        self.consumers: dict[TensorRef, list[Consumer]] = {}
+        self.outputs: list[TensorRef] = []
+        self.inputs: list[str] = []
+        if kind == "sequential":
+            self._read_sequential()
+        else:
+            self._read_functional()
+        for calls in self.calls.values():
+            for call in calls:
+                for ref in call.inputs:
+                    self.consumers.setdefault(ref, []).append(Consumer(call))
+        for ref in self.outputs:
+            self.consumers.setdefault(ref, []).append(Consumer(None))
+
+    # -- reading -----------------------------------------------------------------
+    def _read_functional(self) -> None:
+        for entry in self.config["layers"]:
+            name = entry["name"]
+            self.entries[name] = entry
+            calls = []
+            for node_index, node in enumerate(entry.get("inbound_nodes", [])):
+                tensors = list(_walk_tensors(node.get("args", []))) + list(_walk_tensors(node.get("kwargs", {})))
+                refs = tuple(TensorRef(*t["keras_history"]) for t in tensors)
+                shapes = tuple(tuple(t["shape"]) if t.get("shape") is not None else None for t in tensors)
+                kwargs = {k: v for k, v in node.get("kwargs", {}).items() if not list(_walk_tensors(v))}
+                calls.append(Call(name, node_index, refs, shapes, kwargs))
+            self.calls[name] = calls
+        self.inputs = [h[0] for h in walk_histories(self.config["input_layers"])]
+        self.outputs = [TensorRef(*h) for h in walk_histories(self.config["output_layers"])]
+
+    def _read_sequential(self) -> None:
+        previous = TensorRef(SEQUENTIAL_INPUT, 0, 0)
+        shape = self.config.get("build_input_shape")
+        for entry in self.config["layers"]:
+            name = entry["config"]["name"]
+            self.entries[name] = entry
+            if entry["class_name"] == "InputLayer":
+                self.inputs.append(name)
+                self.calls[name] = []
+                previous = TensorRef(name, 0, 0)
+                shape = entry["config"].get("batch_shape", shape)
+                continue
+            build = entry.get("build_config") or {}
+            in_shape = build.get("input_shape", shape)
+            self.calls[name] = [
+                Call(name, 0, (previous,), (tuple(in_shape) if in_shape is not None else None,), {})
+            ]
+            previous = TensorRef(name, 0, 0)
+            shape = None
+        if not self.inputs:
+            self.inputs.append(SEQUENTIAL_INPUT)
+        self.outputs = [previous]
+
+    # -- queries -----------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return "/".join(self.path) if self.path else self.model.name
+
+    def qualified(self, name: str) -> str:
+        """A layer name with the names of the nested models around it."""
+        return "/".join(self.path + (name,))
+
+    def layer(self, name: str):
+        return self.model.get_layer(name)
+
+    def class_name(self, name: str) -> str:
+        return self.entries[name]["class_name"] if name in self.entries else "InputLayer"
+
+    def layer_names(self) -> list[str]:
+        return list(self.entries)
+
+    def is_input(self, name: str) -> bool:
+        return name in self.inputs
+
+    def consumers_of(self, ref: TensorRef) -> list[Consumer]:
+        return self.consumers.get(ref, [])
+
+    def is_output(self, ref: TensorRef) -> bool:
+        return ref in self.outputs
+
+    def children(self) -> Iterator["ModelGraph"]:
+        """Graphs of the Sequential/Functional models used as layers here."""
+        for name, entry in self.entries.items():
+            if entry["class_name"] == "InputLayer":
+                continue
+            layer = self.layer(name)
+            if model_kind_of_layer(layer) in ("sequential", "functional"):
+                yield ModelGraph(layer, entry["config"], self.path + (name,))
+
+    def walk(self) -> Iterator["ModelGraph"]:
+        """This graph and every nested one, parents first."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+
+def model_kind_of_layer(layer) -> str | None:
+    import keras
+
+    if isinstance(layer, keras.Model):
+        return model_kind(layer)
+    return None

@@ -1,0 +1,40 @@
+"""``bnfreeze.inspect``: every normalization layer and what fold would do with it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from bnfreeze.planner import plan
+from bnfreeze.rules import RULES
+
+
+@dataclass(frozen=True)
+class NormalizationRow:
+    layer: str
+    kind: str  # "batch" or "per-sample"
+    action: str  # "fold backward into X", "fold forward into X", "keep", "nothing to fold"
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def inspect(model, rules=RULES) -> list[NormalizationRow]:
+    """List every normalization layer of ``model`` with its fold plan or the reason it stays."""
+    fold_plan = plan(model, rules)
+    rows = []
+    for match in fold_plan.folds:
+        entry = match.report_entry()
+        through = entry.get("through")
+        detail = f"through {', '.join(through)}" if through else f"rule {match.rule.name}"
+        rows.append(NormalizationRow(entry["bn"], "batch", f"fold {entry['direction']} into {entry['into']}", detail))
+    for kept in fold_plan.kept:
+        rows.append(NormalizationRow(kept.bn, "batch", "keep", kept.reason))
+    for name, class_name in fold_plan.per_sample:
+        rows.append(
+            NormalizationRow(
+                name, "per-sample", "nothing to fold",
+                f"{class_name} normalizes each sample by its own statistics; it has no population statistics",
+            )
+        )
+    return rows
