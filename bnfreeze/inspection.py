@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from bnfreeze.planner import plan
+from bnfreeze.planner import Kept, plan
 from bnfreeze.rules import RULES
 
 
@@ -23,13 +23,14 @@ def inspect(model, rules=RULES) -> list[NormalizationRow]:
     """List every normalization layer of ``model`` with its fold plan or the reason it stays."""
     fold_plan = plan(model, rules)
     rows = []
-    for match in fold_plan.folds:
-        entry = match.report_entry()
+    for outcome in fold_plan.outcomes:
+        if isinstance(outcome, Kept):
+            rows.append(NormalizationRow(outcome.bn, "batch", "keep", outcome.reason))
+            continue
+        entry = outcome.report_entry()
         through = entry.get("through")
-        detail = f"through {', '.join(through)}" if through else f"rule {match.rule.name}"
+        detail = f"through {', '.join(through)}" if through else f"rule {outcome.rule.name}"
         rows.append(NormalizationRow(entry["bn"], "batch", f"fold {entry['direction']} into {entry['into']}", detail))
-    for kept in fold_plan.kept:
-        rows.append(NormalizationRow(kept.bn, "batch", "keep", kept.reason))
     for name, class_name in fold_plan.per_sample:
         rows.append(
             NormalizationRow(

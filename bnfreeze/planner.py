@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from bnfreeze.bn import PER_SAMPLE_NORMALIZATIONS, BNAffine, is_batch_norm
-from bnfreeze.errors import InputError
 from bnfreeze.graph import ModelGraph, model_kind_of_layer
 from bnfreeze.rules import RULES, BNSite, FoldRule, Match
 
@@ -34,9 +33,16 @@ class Kept:
 class Plan:
     """Every fold to make and every BN to keep, in graph order."""
 
-    folds: list[Match] = field(default_factory=list)
-    kept: list[Kept] = field(default_factory=list)
+    outcomes: list[Match | Kept] = field(default_factory=list)
     per_sample: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def folds(self) -> list[Match]:
+        return [o for o in self.outcomes if isinstance(o, Match)]
+
+    @property
+    def kept(self) -> list[Kept]:
+        return [o for o in self.outcomes if isinstance(o, Kept)]
 
     @property
     def bn_count(self) -> int:
@@ -108,7 +114,7 @@ def plan_site(site: BNSite, rules: Sequence[FoldRule]) -> Match | Kept:
 def plan(model, rules: Sequence[FoldRule] = RULES) -> Plan:
     """Plan the folds of every BN in ``model`` (nested models included).
 
-    Raises :class:`InputError` for a subclassed top-level model. BNs inside a
+    Raises :class:`~bnfreeze.errors.InputError` for a subclassed top-level model. BNs inside a
     nested subclassed model are kept with a reason.
     """
     result = Plan()
@@ -122,7 +128,7 @@ def plan(model, rules: Sequence[FoldRule] = RULES) -> Plan:
                 continue
             if model_kind_of_layer(layer) == "subclassed":
                 for inner in _batch_norms_inside(layer):
-                    result.kept.append(
+                    result.outcomes.append(
                         Kept(
                             graph.qualified(f"{name}/{inner}"),
                             f"it is inside {name}, a subclassed model whose graph bnfreeze cannot read",
@@ -133,19 +139,12 @@ def plan(model, rules: Sequence[FoldRule] = RULES) -> Plan:
                 continue
             problem = _site_problem(graph, name, layer)
             if problem is not None:
-                result.kept.append(Kept(graph.qualified(name), problem))
+                result.outcomes.append(Kept(graph.qualified(name), problem))
                 continue
-            outcome = plan_site(_make_site(graph, name, layer), rules)
-            if isinstance(outcome, Match):
-                result.folds.append(outcome)
-            else:
-                result.kept.append(outcome)
+            result.outcomes.append(plan_site(_make_site(graph, name, layer), rules))
     return result
 
 
 def _batch_norms_inside(layer) -> list[str]:
-    try:
-        layers = layer._flatten_layers(include_self=False, recursive=True)
-    except AttributeError:  # pragma: no cover - every Keras 3 layer has it
-        raise InputError(f"cannot look inside {layer.name}") from None
+    layers = layer._flatten_layers(include_self=False, recursive=True)
     return [inner.name for inner in layers if is_batch_norm(inner)]
