@@ -25,7 +25,9 @@ def _quiet_tensorflow() -> None:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                import tensorflow  # noqa: F401
+                import tensorflow
+
+                tensorflow.config.list_physical_devices()  # probes CUDA now, quietly
             finally:
                 os.dup2(saved, 2)
     finally:

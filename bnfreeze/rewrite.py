@@ -110,10 +110,26 @@ def apply_plan(model, folds: list[Match]):
         if update.config:
             _update_layer_config(scope, match.target, update.config)
         bypass_layer(scope, match.site.name)
-    rebuilt = type(model).from_config(config)
+    rebuilt = _rebuild(model, config)
     changed_paths = {path[:i] for path, _name in new_weights for i in range(len(path) + 1)}
     _transfer_weights(model, rebuilt, (), new_weights, changed_paths)
     return rebuilt
+
+
+def _rebuild(model, config):
+    """A new model of ``model``'s class from ``config``.
+
+    ``model`` is already in memory, so whatever code it holds (a ``Lambda``
+    layer loaded with ``--unsafe``) was trusted when it was loaded; rebuilding
+    it must not ask again.
+    """
+    import keras
+
+    serialized = keras.saving.serialize_keras_object(model)
+    serialized["config"] = config
+    serialized.pop("build_config", None)
+    serialized.pop("compile_config", None)
+    return keras.saving.deserialize_keras_object(serialized, safe_mode=False)
 
 
 def _transfer_weights(old, new, path, new_weights, changed_paths) -> None:

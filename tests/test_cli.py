@@ -1,0 +1,176 @@
+"""The command line, run as a user runs it: exit codes, outputs, bad input."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bnfreeze(*args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "bnfreeze.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture()
+def model_copy(tmp_path, example_model_path):
+    target = tmp_path / "digits_cnn.keras"
+    shutil.copy(example_model_path, target)
+    return target
+
+
+def test_fold_writes_default_output_and_report(model_copy, tmp_path):
+    before = digest(model_copy)
+    report = tmp_path / "report.json"
+    proc = bnfreeze("fold", model_copy, "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "digits_cnn.folded.keras"
+    assert out.exists()
+    assert digest(model_copy) == before
+    data = json.loads(report.read_text())
+    assert set(data) == {"model", "output", "folded", "kept", "parity"}
+    assert data["output"] == str(out)
+    assert [f["bn"] for f in data["folded"]] == ["bn1", "bn2", "bn3"]
+    assert all(f["direction"] == "backward" for f in data["folded"])
+    assert set(data["parity"]) == {"max_abs", "max_rel", "samples", "passed"}
+    assert data["parity"]["passed"] and data["parity"]["max_abs"] < 1e-5
+    assert "folded 3 of 3" in proc.stdout
+    # refuses to replace without --force, and leaves the file as it was
+    stamp = digest(out)
+    proc = bnfreeze("fold", model_copy)
+    assert proc.returncode == 2
+    assert "already exists" in proc.stderr and "Traceback" not in proc.stderr
+    assert digest(out) == stamp
+    assert bnfreeze("fold", model_copy, "--force").returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits_cnn.folded.keras", "digits_cnn.keras", "report.json"]
+
+
+def test_folded_model_loads_without_bnfreeze(model_copy, tmp_path):
+    out = tmp_path / "plain.keras"
+    assert bnfreeze("fold", model_copy, "-o", out).returncode == 0
+    code = (
+        "import sys, keras, numpy as np\n"
+        f"m = keras.models.load_model({str(out)!r})\n"
+        "assert not any(k.startswith('bnfreeze') for k in sys.modules), 'bnfreeze was imported'\n"
+        "assert not any(type(l).__name__ == 'BatchNormalization' for l in m.layers)\n"
+        "print(m(np.zeros((1, 8, 8, 1), 'float32')).shape)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "(1, 10)" in proc.stdout
+
+
+def test_parity_failure_writes_nothing_and_exits_1(model_copy, tmp_path):
+    proc = bnfreeze("fold", model_copy, "--atol", 0, "--rtol", 0, "--report", tmp_path / "r.json")
+    assert proc.returncode == 1
+    assert "differs" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits_cnn.keras"]
+
+
+def test_output_equal_to_input_is_refused(model_copy):
+    before = digest(model_copy)
+    proc = bnfreeze("fold", model_copy, "-o", model_copy, "--force")
+    assert proc.returncode == 2 and "never overwrites its input" in proc.stderr
+    assert digest(model_copy) == before
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("missing.keras", None, "no such file"),
+        ("text.keras", b"not a model", "not a Keras model archive"),
+        ("weights.h5", b"not hdf5 at all", "not an HDF5 file"),
+        ("model.onnx", b"x", "unknown model format"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    proc = bnfreeze("fold", path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and message in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([name] if content is not None else [])
+
+
+def test_truncated_model(tmp_path, example_model_path):
+    path = tmp_path / "cut.keras"
+    path.write_bytes(example_model_path.read_bytes()[:4000])
+    proc = bnfreeze("fold", path)
+    assert proc.returncode == 2 and "cut.keras" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = bnfreeze("--debug", "fold", tmp_path / "missing.keras")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def _save_with_lambda(path):
+    code = (
+        "import keras\n"
+        "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(),"
+        " keras.layers.Lambda(lambda x: x * 2.0)])\n"
+        f"m.save({str(path)!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+
+
+def test_lambda_needs_unsafe(tmp_path):
+    path = tmp_path / "lam.keras"
+    _save_with_lambda(path)
+    proc = bnfreeze("fold", path)
+    assert proc.returncode == 2 and "--unsafe" in proc.stderr
+    proc = bnfreeze("fold", path, "--unsafe")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "lam.folded.keras").exists()
+
+
+def test_unknown_custom_layer(tmp_path):
+    path = tmp_path / "custom.keras"
+    code = (
+        "import keras\n"
+        "@keras.saving.register_keras_serializable('t')\n"
+        "class Twice(keras.layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return 2 * x\n"
+        "m = keras.Sequential([keras.Input((4,)), Twice(), keras.layers.Dense(2)])\n"
+        f"m.save({str(path)!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    proc = bnfreeze("fold", path)
+    assert proc.returncode == 2 and "Twice" in proc.stderr and "custom.keras" in proc.stderr
+
+
+def test_legacy_h5(tmp_path):
+    path = tmp_path / "legacy.h5"
+    code = (
+        "import keras\n"
+        "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])\n"
+        f"m.save({str(path)!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    proc = bnfreeze("fold", path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "legacy.folded.keras").exists()
+
+
+def test_inspect(example_model_path, tmp_path):
+    proc = bnfreeze("inspect", example_model_path, "--json", tmp_path / "plan.json")
+    assert proc.returncode == 0, proc.stderr
+    assert "fold backward into conv1" in proc.stdout
+    rows = json.loads((tmp_path / "plan.json").read_text())
+    assert [r["layer"] for r in rows] == ["bn1", "bn2", "bn3"]
