@@ -16,6 +16,7 @@ from typing import Sequence
 from bnfreeze.bn import PER_SAMPLE_NORMALIZATIONS, BNAffine, is_batch_norm
 from bnfreeze.graph import ModelGraph, model_kind_of_layer
 from bnfreeze.rules import RULES, BNSite, FoldRule, Match
+from bnfreeze.rules.forward import forward_stop_reason
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,11 @@ def _make_site(graph: ModelGraph, name: str, layer) -> BNSite:
     )
 
 
-def _default_reason(site: BNSite) -> str:
+def _backward_default_reason(site: BNSite) -> str:
     graph = site.graph
     ref = site.input_ref
     if graph.is_input(ref.layer):
-        return f"{site.name} normalizes the model input {ref.layer}; there is no layer before it to fold into"
+        return f"{site.name} normalizes the model input {ref.layer}"
     return (
         f"{site.name}'s input comes from {ref.layer} ({graph.class_name(ref.layer)}), "
         "not a layer bnfreeze folds into"
@@ -95,19 +96,29 @@ def _default_reason(site: BNSite) -> str:
 
 
 def plan_site(site: BNSite, rules: Sequence[FoldRule]) -> Match | Kept:
-    """The first rule that folds ``site``, or the reasons it is kept."""
+    """The first rule that folds ``site``, or the reasons it is kept.
+
+    The reasons name, for each direction, what stopped it: a rule's check,
+    or (when no rule of that direction recognised its pattern) what sits
+    before and after the BN.
+    """
     reasons = []
+    matched_directions = set()
     for rule in rules:
         match = rule.match(site)
         if match is None:
             continue
+        matched_directions.add(rule.direction)
         reason = rule.check(match)
         if reason is None:
             return match
         if reason not in reasons:
             reasons.append(reason)
-    if not reasons:
-        reasons.append(_default_reason(site))
+    directions = {rule.direction for rule in rules}
+    if "backward" in directions and "backward" not in matched_directions:
+        reasons.insert(0, _backward_default_reason(site))
+    if "forward" in directions and "forward" not in matched_directions:
+        reasons.append(forward_stop_reason(site))
     return Kept(site.graph.qualified(site.name), "; ".join(reasons))
 
 

@@ -12,6 +12,10 @@ from bnfreeze.rules.backward_dense import DenseBackward
 from bnfreeze.rules.backward_depthwise import DepthwiseBackward
 from bnfreeze.rules.backward_separable import SeparableBackward
 from bnfreeze.rules.base import BNSite, FoldRule, Match, TargetUpdate
+from bnfreeze.rules.forward_conv import ConvForward
+from bnfreeze.rules.forward_dense import DenseForward
+from bnfreeze.rules.forward_depthwise import DepthwiseForward
+from bnfreeze.rules.forward_separable import SeparableForward
 
 RULES: tuple[FoldRule, ...] = (
     DenseBackward(),
@@ -19,6 +23,10 @@ RULES: tuple[FoldRule, ...] = (
     DepthwiseBackward(),
     SeparableBackward(),
     ConvTransposeBackward(),
+    DenseForward(),
+    ConvForward(),
+    DepthwiseForward(),
+    SeparableForward(),
 )
 
 __all__ = ["RULES", "BNSite", "FoldRule", "Match", "TargetUpdate"]
