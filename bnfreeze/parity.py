@@ -13,35 +13,14 @@ import numpy as np
 
 from bnfreeze.compare import OutputComparison, Tolerance, compare_output, summarize
 from bnfreeze.errors import ParityError
+from bnfreeze.signature import TensorSpec, input_specs, output_names
 
 #: Size used for unknown (None) non-batch dimensions, such as the spatial
 #: dimensions of MobileNetV3 built with default arguments.
 DEFAULT_FREE_DIM = 64
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: str
-
-
-def input_specs(model) -> list[InputSpec]:
-    """Name, shape (batch dimension included) and dtype of each model input."""
-    specs = []
-    for tensor in model.inputs:
-        name = getattr(tensor, "name", None) or f"input_{len(specs)}"
-        specs.append(InputSpec(name, tuple(tensor.shape), str(tensor.dtype)))
-    return specs
-
-
-def output_names(model) -> list[str]:
-    names = list(getattr(model, "output_names", None) or [])
-    count = len(model.outputs)
-    return names if len(names) == count else [f"output_{i}" for i in range(count)]
-
-
-def random_inputs(specs: list[InputSpec], batch_size: int, seed: int, free_dim: int = DEFAULT_FREE_DIM):
+def random_inputs(specs: list[TensorSpec], batch_size: int, seed: int, free_dim: int = DEFAULT_FREE_DIM):
     """Seeded inputs: standard normal floats, small non-negative integers."""
     rng = np.random.default_rng(seed)
     arrays = []

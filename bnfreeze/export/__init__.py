@@ -1,0 +1,109 @@
+"""``bnfreeze.export``: SavedModel, ONNX and TFLite artifacts, each checked before it is written.
+
+Every artifact is written to a temporary path beside its destination, loaded
+with its runtime, and compared with the Keras model on seeded inputs (one
+sample and a batch, or the fixed batch size). Only when every requested
+artifact passes are they renamed into place; otherwise nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bnfreeze.compare import Tolerance, summarize
+from bnfreeze.errors import InputError, ParityError
+from bnfreeze.export.formats import DEFAULT_OPSET, ExportError, write_onnx, write_savedmodel, write_tflite
+from bnfreeze.modelio import atomic_path, check_writable
+from bnfreeze.runners import OnnxRunner, SavedModelRunner, TFLiteRunner
+from bnfreeze.signature import input_specs
+from bnfreeze.verification import check_inputs, compare_runner, random_feeds, run_reference
+
+#: kind -> (writer, runner, what the destination must look like)
+FORMATS = {
+    "savedmodel": (write_savedmodel, SavedModelRunner),
+    "onnx": (write_onnx, OnnxRunner),
+    "tflite": (write_tflite, TFLiteRunner),
+}
+
+
+@dataclass
+class Artifact:
+    kind: str
+    path: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "passed": self.passed, "seconds": self.seconds, **self.details}
+
+
+def requested(onnx=None, savedmodel=None, tflite=None) -> dict[str, Path]:
+    wanted = {"onnx": onnx, "savedmodel": savedmodel, "tflite": tflite}
+    return {kind: Path(path) for kind, path in wanted.items() if path is not None}
+
+
+def check_destinations(targets: dict[str, Path], force: bool) -> None:
+    if "onnx" in targets and targets["onnx"].suffix != ".onnx":
+        raise InputError(f"{targets['onnx']}: an ONNX file must end in .onnx")
+    if "tflite" in targets and targets["tflite"].suffix != ".tflite":
+        raise InputError(f"{targets['tflite']}: a TFLite file must end in .tflite")
+    if "savedmodel" in targets and targets["savedmodel"].exists() and not targets["savedmodel"].is_dir():
+        raise InputError(f"{targets['savedmodel']}: exists and is not a SavedModel folder")
+    for path in targets.values():
+        check_writable(path, force=force)
+
+
+def export(
+    model,
+    *,
+    onnx=None,
+    savedmodel=None,
+    tflite=None,
+    opset: int = DEFAULT_OPSET,
+    batch_size: int | None = None,
+    force: bool = False,
+    tolerance: Tolerance = Tolerance(),
+    seed: int = 0,
+) -> list[Artifact]:
+    """Write the requested artifacts of ``model``; raise ParityError (writing nothing) if one differs."""
+    import time
+
+    targets = requested(onnx, savedmodel, tflite)
+    if not targets:
+        raise InputError("nothing to export: give --onnx, --savedmodel and/or --tflite")
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    check_destinations(targets, force)
+    specs = input_specs(model)
+    feeds = random_feeds(specs, (batch_size,) if batch_size else (1, 4), seed)
+    expected = run_reference(model, feeds)
+    artifacts = []
+    with contextlib.ExitStack() as stack:
+        for kind, destination in targets.items():
+            writer, runner_cls = FORMATS[kind]
+            tmp = stack.enter_context(atomic_path(destination, force=force))
+            started = time.perf_counter()
+            kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
+            written = writer(model, tmp, **kwargs)
+            seconds = time.perf_counter() - started
+            with runner_cls(tmp, "cpu") as runner:
+                comparisons = compare_runner(runner, feeds, expected, check_inputs(runner, specs), tolerance)
+            worst = summarize(comparisons)
+            artifact = Artifact(kind, str(destination), worst["max_abs"], worst["max_rel"], worst["passed"],
+                                round(seconds, 3), written.details)
+            artifacts.append(artifact)
+            if not artifact.passed:
+                raise ParityError(
+                    f"{destination}: the {kind} artifact differs from the Keras model "
+                    f"(max_abs {artifact.max_abs:.3g}, max_rel {artifact.max_rel:.3g}); nothing was written"
+                )
+    return artifacts
+
+
+__all__ = ["Artifact", "ExportError", "export", "DEFAULT_OPSET"]

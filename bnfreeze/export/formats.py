@@ -1,0 +1,118 @@
+"""Writers for each artifact format. Each writes to the path it is given
+(bnfreeze passes a temporary path and renames it after the artifact passed
+its parity check) and returns facts about what it wrote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bnfreeze.errors import BnfreezeError
+from bnfreeze.export.onnx_graph import bn_derived_nodes, layer_of, op_counts, unsupported_nodes
+from bnfreeze.export.tracing import plain_convolutions, serving_function
+
+DEFAULT_OPSET = 17
+
+
+class ExportError(BnfreezeError):
+    """A converter could not produce a correct artifact for this model."""
+
+
+@dataclass
+class Written:
+    kind: str
+    details: dict = field(default_factory=dict)
+
+
+def _bn_layer_names(model) -> list[str]:
+    from bnfreeze.bn import is_batch_norm
+
+    return [l.name for l in model._flatten_layers(include_self=False, recursive=True) if is_batch_norm(l)]
+
+
+def _all_layer_names(model) -> list[str]:
+    return [l.name for l in model._flatten_layers(include_self=False, recursive=True)]
+
+
+def write_onnx(model, path: Path, *, opset: int = DEFAULT_OPSET, batch_size: int | None = None) -> Written:
+    """ONNX through tf2onnx ``from_function`` (``from_keras`` is broken for Keras 3)."""
+    import onnx
+    import tf2onnx
+
+    serving = serving_function(model, batch_size)
+    with plain_convolutions():
+        proto, _ = tf2onnx.convert.from_function(
+            serving.function, input_signature=serving.signature, opset=opset, output_path=None
+        )
+    bad = unsupported_nodes(proto)
+    if bad:
+        op_type, node = bad[0]
+        layer = layer_of(node, _all_layer_names(model))
+        where = f"layer {layer}" if layer else f"node {node}"
+        raise ExportError(f"tf2onnx cannot convert {where} ({op_type}); no ONNX file was written")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise ExportError(f"tf2onnx produced an invalid ONNX graph: {str(exc).splitlines()[0]}") from exc
+    onnx.save(proto, str(path))
+    return Written(
+        "onnx",
+        {
+            "opset": opset,
+            "nodes": len(proto.graph.node),
+            "ops": op_counts(proto),
+            "bn_derived_nodes": len(bn_derived_nodes(proto, _bn_layer_names(model))),
+            "inputs": [i.name for i in proto.graph.input],
+            "outputs": [o.name for o in proto.graph.output],
+        },
+    )
+
+
+def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Written:
+    """A SavedModel with a ``serving_default`` signature (Keras ``model.export``), for TF Serving.
+
+    Keras's own tracing is kept here: TensorFlow runs grouped convolutions on
+    the CPU only through the XLA function Keras emits for them.
+    """
+    import tensorflow as tf
+
+    from bnfreeze.signature import input_specs
+
+    signature = [tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
+    model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
+    return Written("savedmodel", {"signature": "serving_default"})
+
+
+def write_tflite(model, path: Path, *, batch_size: int | None = None) -> Written:
+    """A float32 TFLite flatbuffer through the TF Lite converter.
+
+    The converter reads a SavedModel written with Keras's ``ExportArchive``
+    (which tracks the variables so they are frozen into constants; converting
+    the concrete function directly leaves READ_VARIABLE ops that XNNPACK reads
+    as garbage). The endpoint is bnfreeze's serving function, so the
+    signature uses the Keras input and output names.
+    """
+    import shutil
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    workdir = Path(tempfile.mkdtemp(prefix=".bnfreeze-tflite-", dir=Path(path).parent))
+    try:
+        with plain_convolutions():
+            serving = serving_function(model, batch_size)
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint("serving_default", serving.function)
+            archive.write_out(str(workdir / "savedmodel"), verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "savedmodel"))
+        converter.optimizations = []
+        try:
+            flatbuffer = converter.convert()
+        except Exception as exc:
+            raise ExportError(f"the TFLite converter failed: {str(exc).strip().splitlines()[0][:200]}") from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    Path(path).write_bytes(flatbuffer)
+    return Written("tflite", {"bytes": len(flatbuffer)})
