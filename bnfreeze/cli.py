@@ -82,6 +82,22 @@ def write_options(func):
     return click.option("--force", is_flag=True, help="Replace existing outputs.")(func)
 
 
+def export_options(func):
+    func = click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                        help="Fix the batch dimension (default: dynamic).")(func)
+    func = click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")(func)
+    func = click.option("--tflite", type=click.Path(path_type=str), help="Write a float32 TFLite file.")(func)
+    func = click.option("--savedmodel", type=click.Path(path_type=str), help="Write a SavedModel folder.")(func)
+    func = click.option("--onnx", type=click.Path(path_type=str), help="Write an ONNX file.")(func)
+    return func
+
+
+def _exports(onnx, savedmodel, tflite, opset, batch_size):
+    from bnfreeze.commands import ExportOptions
+
+    return ExportOptions(onnx=onnx, savedmodel=savedmodel, tflite=tflite, opset=opset, batch_size=batch_size)
+
+
 def _console():
     from rich.console import Console
 
@@ -102,16 +118,75 @@ def main(debug: bool) -> None:
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Folded model (default <stem>.folded.keras).")
 @click.option("--report", type=click.Path(path_type=str), help="Write the fold report as JSON.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity-check inputs.")
+@export_options
 @write_options
 @load_options
 @tolerance_options
-def fold(model, output, report, seed, force, unsafe, atol, rtol):
-    """Fold BatchNormalization into neighbouring Conv/Dense layers."""
+def fold(model, output, report, seed, onnx, savedmodel, tflite, opset, batch_size, force, unsafe, atol, rtol):
+    """Fold BatchNormalization into neighbouring Conv/Dense layers (and export the result)."""
     from bnfreeze.commands import fold_file
-    from bnfreeze.terminal import print_fold_report
+    from bnfreeze.terminal import print_artifacts, print_fold_report
 
-    result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol, seed=seed)
-    print_fold_report(_console(), result.report)
+    exports = _exports(onnx, savedmodel, tflite, opset, batch_size)
+    result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol, seed=seed,
+                       exports=exports)
+    console = _console()
+    print_fold_report(console, result.report)
+    if result.report.get("artifacts"):
+        print_artifacts(console, result.report["artifacts"])
+
+
+@main.command()
+@model_argument
+@export_options
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the artifact-check inputs.")
+@write_options
+@load_options
+@tolerance_options
+def export(model, onnx, savedmodel, tflite, opset, batch_size, seed, force, unsafe, atol, rtol):
+    """Export a Keras model to ONNX, SavedModel and/or TFLite, each checked before it is written."""
+    from bnfreeze.commands import export_file
+    from bnfreeze.terminal import print_artifacts
+
+    artifacts = export_file(model, _exports(onnx, savedmodel, tflite, opset, batch_size), force=force,
+                            unsafe=unsafe, atol=atol, rtol=rtol, seed=seed)
+    print_artifacts(_console(), [a.as_dict() for a in artifacts])
+
+
+@main.command()
+@click.argument("reference", required=False, type=click.Path(path_type=str))
+@click.argument("candidates", nargs=-1, type=click.Path(path_type=str))
+@click.option("--config", "config_path", type=click.Path(path_type=str), help="Run the checks listed in a TOML file.")
+@click.option("--data", type=click.Path(path_type=str), help="Inputs (.npy, or .npz named after the inputs).")
+@click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True, help="Random samples without --data.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "gpu", "all"]), default="cpu", show_default=True)
+@click.option("--require-gpu", is_flag=True, help="Fail when a GPU row cannot run.")
+@click.option("--check", type=click.Choice(["max", "elementwise"]), default="max", show_default=True,
+              help="max: max error vs atol/rtol*max|ref|; elementwise: Polygraphy's per-element rule.")
+@click.option("--locate", is_flag=True, help="For a failing Keras candidate, name the first diverging layer.")
+@click.option("--json", "json_path", type=click.Path(path_type=str), help="Write the results as JSON.")
+@click.option("--junit", type=click.Path(path_type=str), help="Write JUnit XML (one testcase per candidate and device).")
+@load_options
+@tolerance_options
+def verify(reference, candidates, config_path, data, samples, seed, batch_size, device, require_gpu, check, locate,
+           json_path, junit, unsafe, atol, rtol):
+    """Check that CANDIDATE artifacts compute what the REFERENCE Keras model computes."""
+    from bnfreeze.commands import verify_files
+    from bnfreeze.compare import Tolerance
+    from bnfreeze.terminal import print_verify
+
+    reports = verify_files(
+        reference, list(candidates), config=config_path, data=data, samples=samples, seed=seed,
+        batch_size=batch_size, tolerance=Tolerance(atol, rtol, check), device=device, require_gpu=require_gpu,
+        locate=locate, unsafe=unsafe, json_path=json_path, junit_path=junit,
+    )
+    console = _console()
+    for report in reports:
+        print_verify(console, report)
+    if not all(report.passed for report in reports):
+        raise SystemExit(1)
 
 
 @main.command()

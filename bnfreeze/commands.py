@@ -8,9 +8,12 @@ nothing and writes nothing.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
+from bnfreeze.compare import Tolerance
 from bnfreeze.errors import InputError
+from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.folding import FoldResult, fold
 from bnfreeze.inspection import NormalizationRow, inspect
 from bnfreeze.modelio import atomic_path, check_writable, derived_path, load_model, same_file, to_json
@@ -25,6 +28,21 @@ def _check_outputs(model_path: Path, outputs: list[Path | None], force: bool) ->
         check_writable(out, force=force)
 
 
+@dataclass
+class ExportOptions:
+    """Artifacts to write beside a model (any may be None)."""
+
+    onnx: str | None = None
+    savedmodel: str | None = None
+    tflite: str | None = None
+    opset: int = DEFAULT_OPSET
+    batch_size: int | None = None
+
+    @property
+    def targets(self) -> dict[str, Path]:
+        return requested(self.onnx, self.savedmodel, self.tflite)
+
+
 def fold_file(
     model_path,
     output=None,
@@ -35,18 +53,24 @@ def fold_file(
     atol: float,
     rtol: float,
     seed: int = 0,
+    exports: ExportOptions | None = None,
 ) -> FoldResult:
-    """Fold the model in ``model_path``; write ``output`` (and ``report``) only if parity holds."""
+    """Fold the model in ``model_path``; write ``output`` (``report``, artifacts) only if parity holds."""
     model_path = Path(model_path)
     output = Path(output) if output is not None else derived_path(model_path, "folded")
     report = Path(report) if report is not None else None
+    exports = exports or ExportOptions()
     if output.suffix != ".keras":
         raise InputError(f"{output}: the folded model is saved as .keras; give an output ending in .keras")
-    _check_outputs(model_path, [output, report], force)
+    _check_outputs(model_path, [output, report, *exports.targets.values()], force)
+    check_destinations(exports.targets, force)
     model = load_model(model_path, unsafe=unsafe)
     result = fold(model, atol=atol, rtol=rtol, seed=seed)
     result.report["model"] = str(model_path)
     result.report["output"] = str(output)
+    if exports.targets:
+        artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
+        result.report["artifacts"] = [a.as_dict() for a in artifacts]
     with contextlib.ExitStack() as stack:
         result.model.save(stack.enter_context(atomic_path(output, force=force)))
         if report is not None:
@@ -54,5 +78,41 @@ def fold_file(
     return result
 
 
+def _export_kwargs(exports: ExportOptions) -> dict:
+    return {"onnx": exports.onnx, "savedmodel": exports.savedmodel, "tflite": exports.tflite,
+            "opset": exports.opset, "batch_size": exports.batch_size}
+
+
+def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False, atol: float, rtol: float, seed=0):
+    """Export the model in ``model_path``; every artifact is checked before it is written."""
+    model_path = Path(model_path)
+    _check_outputs(model_path, list(exports.targets.values()), force)
+    check_destinations(exports.targets, force)
+    model = load_model(model_path, unsafe=unsafe)
+    return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
+
+
 def inspect_file(model_path, *, unsafe: bool = False) -> list[NormalizationRow]:
     return inspect(load_model(model_path, unsafe=unsafe))
+
+
+def verify_files(reference, candidates, *, config=None, json_path=None, junit_path=None, **options):
+    """Run verify for the command line or a config file; write the JSON/JUnit reports."""
+    from bnfreeze.reports import write_junit, write_verify_json
+    from bnfreeze.verify import verify
+    from bnfreeze.verify_config import load_config
+
+    if config is not None:
+        if reference or candidates:
+            raise InputError("give either --config or REFERENCE CANDIDATE..., not both")
+        reports = [verify(job.reference, job.candidates, unsafe=options.get("unsafe", False), **job.verify_kwargs())
+                   for job in load_config(config)]
+    else:
+        if not reference or not candidates:
+            raise InputError("give a REFERENCE model and at least one CANDIDATE (or --config FILE)")
+        reports = [verify(reference, candidates, **options)]
+    if json_path:
+        write_verify_json(reports, json_path)
+    if junit_path:
+        write_junit(reports, junit_path)
+    return reports

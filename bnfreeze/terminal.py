@@ -46,3 +46,43 @@ def print_inspection(console, model_label: str, rows) -> None:
     console.print(table)
     if not rows:
         console.print("no normalization layers")
+
+
+def print_artifacts(console, artifacts: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="artifacts (checked against the Keras model)", title_justify="left")
+    for column in ("kind", "path", "max_abs", "max_rel", "seconds", "BN nodes left"):
+        table.add_column(column)
+    for a in artifacts:
+        table.add_row(a["kind"], a["path"], _fmt(a["max_abs"]), _fmt(a["max_rel"]), f"{a['seconds']:.2f}",
+                      str(a.get("bn_derived_nodes", "-")))
+    console.print(table)
+
+
+def print_verify(console, report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"bnfreeze verify: {report.reference} on {report.data}", title_justify="left")
+    for column in ("candidate", "backend", "device", "provider", "batch", "max_abs", "max_rel", "top-1", "result"):
+        table.add_column(column)
+    notes = []
+    for row in report.rows:
+        if row.skipped:
+            result = "[red]FAILED[/red]" if row.required else "[yellow]skipped[/yellow]"
+        elif row.passed:
+            result = "[green]passed[/green]"
+        else:
+            result = "[red]FAILED[/red]"
+        if row.reason:
+            notes.append(f"{row.candidate} ({row.backend}/{row.device}): {row.reason}")
+            result += f" [{len(notes)}]"
+        top1 = "-" if row.top1_agreement is None else f"{row.top1_agreement:.3f}"
+        table.add_row(row.candidate, row.backend, row.device, row.provider or "-", str(row.batch_size),
+                      _fmt(row.max_abs), _fmt(row.max_rel), top1, result)
+    console.print(table)
+    for number, note in enumerate(notes, 1):
+        console.print(f"[{number}] {note}", markup=False, highlight=False)
+    t = report.tolerance
+    verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
+    console.print(f"tolerance: max_abs <= {t.atol:g} or max_rel <= {t.rtol:g} ({t.check}): {verdict}")

@@ -106,4 +106,4 @@ def export(
     return artifacts
 
 
-__all__ = ["Artifact", "ExportError", "export", "DEFAULT_OPSET"]
+__all__ = ["Artifact", "ExportError", "export", "check_destinations", "requested", "DEFAULT_OPSET"]

@@ -43,10 +43,14 @@ class OnnxRunner(Runner):
             providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
+        if self.device == "gpu":
+            ort.set_default_logger_severity(4)  # a missing CUDA is reported as a skipped row instead
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:
             raise InputError(f"{self.path}: onnxruntime cannot load it ({_first_line(exc)})") from exc
+        finally:
+            ort.set_default_logger_severity(2)
         active = self.session.get_providers()
         self.provider = active[0]
         if self.device == "gpu" and self.provider != "CUDAExecutionProvider":
