@@ -171,6 +171,12 @@ class ModelGraph:
         return "/".join(self.path + (name,))
 
     def layer(self, name: str):
+        """The live layer, or the Keras operation (``keras.ops`` call) of that name."""
+        if not hasattr(self, "_operations"):
+            operations = getattr(self.model, "operations", None) or self.model.layers
+            self._operations = {op.name: op for op in operations}
+        if name in self._operations:
+            return self._operations[name]
         return self.model.get_layer(name)
 
     def class_name(self, name: str) -> str:

@@ -129,3 +129,16 @@ def channels_last_twin(model):
     twin = type(model).from_config(config)
     twin.set_weights(model.get_weights())
     return twin
+
+
+def noise_floor(model, seed: int = 0, batch: int = 2) -> float:
+    """How much the model's output moves (relative to its largest magnitude)
+    when its input moves by float32 rounding (1e-7 relative): the parity any
+    float32 rewrite of an ill-conditioned network can hope for."""
+    rng = np.random.default_rng(seed)
+    arrays = inputs_for(model, batch=batch, seed=seed)
+    nudged = [(a * (1 + 1e-7 * rng.standard_normal(a.shape))).astype(a.dtype) for a in arrays]
+    worst = 0.0
+    for ref, moved in zip(run(model, arrays), run(model, nudged)):
+        worst = max(worst, float(np.max(np.abs(ref - moved)) / max(1e-30, np.max(np.abs(ref)))))
+    return worst

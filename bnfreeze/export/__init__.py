@@ -92,8 +92,12 @@ def export(
             kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
             written = writer(model, tmp, **kwargs)
             seconds = time.perf_counter() - started
-            with runner_cls(tmp, "cpu") as runner:
-                comparisons = compare_runner(runner, feeds, expected, check_inputs(runner, specs), tolerance)
+            try:
+                with runner_cls(tmp, "cpu") as runner:
+                    comparisons = compare_runner(runner, feeds, expected, check_inputs(runner, specs), tolerance)
+            except InputError as exc:
+                detail = str(exc).split(": ", 1)[-1]
+                raise ExportError(f"{destination}: the {kind} artifact is not usable ({detail}); nothing was written") from exc
             worst = summarize(comparisons)
             artifact = Artifact(kind, str(destination), worst["max_abs"], worst["max_rel"], worst["passed"],
                                 round(seconds, 3), written.details)

@@ -44,6 +44,7 @@ def write_onnx(model, path: Path, *, opset: int = DEFAULT_OPSET, batch_size: int
         proto, _ = tf2onnx.convert.from_function(
             serving.function, input_signature=serving.signature, opset=opset, output_path=None
         )
+    _inline_captured_constants(proto, serving.concrete, [spec.name for spec in serving.signature])
     bad = unsupported_nodes(proto)
     if bad:
         op_type, node = bad[0]
@@ -66,6 +67,36 @@ def write_onnx(model, path: Path, *, opset: int = DEFAULT_OPSET, batch_size: int
             "outputs": [o.name for o in proto.graph.output],
         },
     )
+
+
+def _inline_captured_constants(proto, concrete, input_names) -> None:
+    """Turn captured constant tensors that tf2onnx left as graph inputs into initializers.
+
+    Layers that keep state as plain tensors rather than variables (Keras's
+    ``Normalization`` after ``adapt``, as in EfficientNet) are captured by the
+    traced function; tf2onnx 1.17 freezes variables but exposes such captures
+    as extra graph inputs, which no user can feed.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    constants = {
+        internal.name: external
+        for external, internal in concrete.graph.captures
+        if external.dtype.name != "resource"
+    }
+    keep = []
+    for graph_input in proto.graph.input:
+        name = graph_input.name
+        value = constants.get(name) if name not in input_names else None
+        if value is None:
+            value = constants.get(f"{name}:0") if name not in input_names else None
+        if value is None:
+            keep.append(graph_input)
+            continue
+        proto.graph.initializer.append(numpy_helper.from_array(np.asarray(value.numpy()), name=name))
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
 
 
 def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Written:
