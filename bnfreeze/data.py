@@ -80,7 +80,8 @@ def _open(path: Path) -> dict[str, np.ndarray]:
             archive = np.load(path, allow_pickle=False)
             return {key: archive[key] for key in archive.files}
     except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
+        text = str(exc).lower()
+        if "pickle" in text or "python objects" in text:
             raise InputError(f"{path}: holds a pickled or object array, which bnfreeze refuses to load") from exc
         raise InputError(f"{path}: not a readable NumPy file ({str(exc).splitlines()[0][:120]})") from exc
     except (OSError, EOFError, zipfile.BadZipFile) as exc:

@@ -1,0 +1,115 @@
+"""Export: every artifact loads, matches the Keras model, and is written atomically."""
+
+import keras
+import numpy as np
+import onnx
+import pytest
+import tensorflow as tf
+from keras import layers
+from support import randomize_bn
+
+import bnfreeze
+from bnfreeze.export import ExportError, export
+from bnfreeze.export import formats as formats_module
+from bnfreeze.export.onnx_graph import bn_derived_nodes
+from bnfreeze.runners import OnnxRunner
+
+
+@pytest.fixture(scope="module")
+def folded_digits(example_model_path):
+    return bnfreeze.fold(keras.models.load_model(example_model_path)).model
+
+
+def test_all_three_formats(folded_digits, tmp_path):
+    artifacts = export(folded_digits, onnx=tmp_path / "m.onnx", savedmodel=tmp_path / "sm", tflite=tmp_path / "m.tflite")
+    assert [a.kind for a in artifacts] == ["onnx", "savedmodel", "tflite"]
+    assert all(a.passed and a.max_abs < 1e-5 for a in artifacts)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(proto)
+    assert [i.name for i in proto.graph.input] == ["digits"]
+    assert [o.name for o in proto.graph.output] == ["probs"]
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert not dims[0].HasField("dim_value")  # dynamic batch
+    assert artifacts[0].details["bn_derived_nodes"] == 0
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    assert "serving_default" in loaded.signatures
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.tflite", "sm"]
+
+
+def test_fixed_batch_size(folded_digits, tmp_path):
+    export(folded_digits, onnx=tmp_path / "m.onnx", batch_size=2)
+    dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 2
+
+
+def test_existing_outputs_need_force(folded_digits, tmp_path):
+    target = tmp_path / "m.onnx"
+    target.write_text("old")
+    with pytest.raises(bnfreeze.InputError, match="--force"):
+        export(folded_digits, onnx=target)
+    assert target.read_text() == "old"
+    export(folded_digits, onnx=target, force=True)
+    onnx.checker.check_model(onnx.load(str(target)))
+
+
+def _grouped_model():
+    inputs = keras.Input((8, 8, 4), name="x")
+    x = layers.Conv2D(6, 3, groups=2, name="gconv")(inputs)
+    x = layers.BatchNormalization()(x)
+    model = keras.Model(inputs, layers.ReLU()(x))
+    randomize_bn(model)
+    return bnfreeze.fold(model).model
+
+
+def test_grouped_convolution_becomes_a_grouped_onnx_conv(tmp_path):
+    model = _grouped_model()
+    artifacts = export(model, onnx=tmp_path / "g.onnx", tflite=tmp_path / "g.tflite", savedmodel=tmp_path / "g_sm")
+    assert all(a.passed for a in artifacts)
+    convs = [n for n in onnx.load(str(tmp_path / "g.onnx")).graph.node if n.op_type == "Conv"]
+    assert [a.i for n in convs for a in n.attribute if a.name == "group"] == [2]
+
+
+def test_unconvertible_layer_fails_naming_it_and_writes_nothing(tmp_path, monkeypatch):
+    """Without bnfreeze's tracing fix tf2onnx meets Keras's XLA call: it must fail clearly."""
+    import contextlib
+
+    monkeypatch.setattr(formats_module, "plain_convolutions", contextlib.nullcontext)
+    monkeypatch.setattr("bnfreeze.export.tracing.plain_convolutions", contextlib.nullcontext)
+    with pytest.raises(ExportError, match="layer gconv"):
+        export(_grouped_model(), onnx=tmp_path / "g.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wrong_artifact_is_not_written(folded_digits, tmp_path, monkeypatch):
+    real = formats_module.write_onnx
+
+    def scaled_onnx(model, path, **kwargs):
+        written = real(model, path, **kwargs)
+        proto = onnx.load(str(path))
+        for init in proto.graph.initializer:
+            if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) >= 2:
+                values = onnx.numpy_helper.to_array(init) * np.float32(1.01)
+                init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+        onnx.save(proto, str(path))
+        return written
+
+    monkeypatch.setitem(__import__("bnfreeze.export", fromlist=["FORMATS"]).FORMATS, "onnx", (scaled_onnx, OnnxRunner))
+    with pytest.raises(bnfreeze.ParityError, match="nothing was written"):
+        export(folded_digits, onnx=tmp_path / "m.onnx", tflite=tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_peer_leaves_bn_nodes_that_bnfreeze_folds(tmp_path):
+    """tf2onnx alone keeps a BN after a Dense as Mul+Add; the folded export has none."""
+    inputs = keras.Input((6,), name="x")
+    x = layers.Dense(5, name="d")(inputs)
+    x = layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, layers.ReLU(name="act")(x))
+    randomize_bn(model)
+    unfolded = export(model, onnx=tmp_path / "peer.onnx")[0]
+    assert unfolded.details["bn_derived_nodes"] >= 2
+    proto = onnx.load(str(tmp_path / "peer.onnx"))
+    assert len(bn_derived_nodes(proto, ["bn"])) >= 2
+    folded = export(bnfreeze.fold(model).model, onnx=tmp_path / "folded.onnx")[0]
+    assert folded.details["bn_derived_nodes"] == 0
