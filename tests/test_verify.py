@@ -154,3 +154,11 @@ def test_config_file(built, tmp_path, example_model_path):
     (tmp_path / "broken.toml").write_text("[[check]]\nreference = 'x.keras'\n")
     result = CliRunner().invoke(main, ["verify", "--config", str(tmp_path / "broken.toml")])
     assert result.exit_code == 2 and "needs a reference and a non-empty candidates list" in result.output
+
+
+def test_the_documented_ci_config_parses(repo):
+    from bnfreeze.verify_config import load_config
+
+    jobs = load_config(repo / "docs" / "ci" / "parity.toml")
+    assert len(jobs) == 1 and len(jobs[0].candidates) == 4
+    assert jobs[0].reference.resolve() == (repo / "models" / "digits_cnn.keras").resolve()
