@@ -5,7 +5,6 @@ Exit codes: 0 success, 1 parity failure (nothing written), 2 bad input.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 

@@ -113,7 +113,6 @@ def channels_last_twin(model):
     """
     import copy
 
-    import keras
 
     config = copy.deepcopy(model.get_config())
     for entry in config["layers"]:
@@ -142,3 +141,16 @@ def noise_floor(model, seed: int = 0, batch: int = 2) -> float:
     for ref, moved in zip(run(model, arrays), run(model, nudged)):
         worst = max(worst, float(np.max(np.abs(ref - moved)) / max(1e-30, np.max(np.abs(ref)))))
     return worst
+
+
+def fold_channels_first_and_check(model, *, folded: int = 1):
+    """Randomize and fold a channels_first model; check parity through channels_last twins
+    (TF runs channels_first convolutions on GPUs only)."""
+    import bnfreeze
+
+    randomize_weights(model)
+    randomize_bn(model)
+    result = bnfreeze.fold(model, check=False)
+    assert len(result.report["folded"]) == folded
+    assert_parity(channels_last_twin(model), channels_last_twin(result.model))
+    return result

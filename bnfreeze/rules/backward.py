@@ -72,15 +72,8 @@ class BackwardFold(FoldRule):
     """Fold a BN into the linear layer that produces its input."""
 
     direction = "backward"
-    #: The exact Keras classes this rule folds into (subclasses may change ``call``).
-    target_class_names: tuple[str, ...] = ()
     #: The kernel variable whose output channels get scaled.
     kernel_name = "kernel"
-
-    def target_classes(self) -> tuple[type, ...]:
-        import keras
-
-        return tuple(getattr(keras.layers, n) for n in self.target_class_names if hasattr(keras.layers, n))
 
     # -- hooks for subclasses ------------------------------------------------------
     def channel_axis(self, layer, rank: int) -> int:

@@ -95,6 +95,13 @@ class FoldRule(ABC):
     name: str = ""
     #: ``"backward"`` (linear layer, then BN) or ``"forward"`` (BN, then linear layer).
     direction: str = ""
+    #: The exact Keras classes this rule folds into (subclasses may change ``call``).
+    target_class_names: tuple[str, ...] = ()
+
+    def target_classes(self) -> tuple[type, ...]:
+        import keras
+
+        return tuple(getattr(keras.layers, n) for n in self.target_class_names if hasattr(keras.layers, n))
 
     @abstractmethod
     def match(self, site: BNSite) -> Match | None:

@@ -124,12 +124,6 @@ class ForwardFold(FoldRule):
     """Fold a BN into the linear layer its output reaches through commuting ops."""
 
     direction = "forward"
-    target_class_names: tuple[str, ...] = ()
-
-    def target_classes(self) -> tuple[type, ...]:
-        import keras
-
-        return tuple(getattr(keras.layers, n) for n in self.target_class_names if hasattr(keras.layers, n))
 
     def match(self, site: BNSite) -> Match | None:
         walk = walk_forward(site)

@@ -2,7 +2,7 @@ import keras
 import pytest
 from keras import layers
 import bnfreeze
-from support import assert_parity, channels_last_twin, fold_and_check, randomize_bn, randomize_weights
+from support import fold_and_check, fold_channels_first_and_check
 
 CONVS = {1: layers.Conv1D, 2: layers.Conv2D, 3: layers.Conv3D}
 SPATIAL = {1: (11,), 2: (9, 10), 3: (6, 7, 5)}
@@ -40,11 +40,7 @@ def test_causal_padding():
 @pytest.mark.parametrize("groups", [1, 2])
 def test_channels_first(rank, groups):
     model = _model(rank, data_format="channels_first", bn_axis=1, padding="same", groups=groups)
-    randomize_weights(model)
-    randomize_bn(model)
-    result = bnfreeze.fold(model, check=False)  # TF runs channels_first convs on GPUs only
-    assert len(result.report["folded"]) == 1
-    assert_parity(channels_last_twin(model), channels_last_twin(result.model))
+    fold_channels_first_and_check(model)
 
 
 def test_channels_first_with_bn_on_last_axis_is_kept():

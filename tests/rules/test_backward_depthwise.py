@@ -1,8 +1,7 @@
 import keras
 import pytest
 from keras import layers
-import bnfreeze
-from support import assert_parity, channels_last_twin, fold_and_check, randomize_bn, randomize_weights
+from support import fold_and_check, fold_channels_first_and_check
 
 DEPTHWISE = {1: (layers.DepthwiseConv1D, (12, 3)), 2: (layers.DepthwiseConv2D, (9, 8, 3))}
 
@@ -24,8 +23,4 @@ def test_depthwise_channels_first():
     x = layers.DepthwiseConv2D(3, depth_multiplier=2, data_format="channels_first")(inputs)
     x = layers.BatchNormalization(axis=1)(x)
     model = keras.Model(inputs, x)
-    randomize_weights(model)
-    randomize_bn(model)
-    result = bnfreeze.fold(model, check=False)  # TF runs channels_first convs on GPUs only
-    assert len(result.report["folded"]) == 1
-    assert_parity(channels_last_twin(model), channels_last_twin(result.model))
+    fold_channels_first_and_check(model)

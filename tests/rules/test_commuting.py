@@ -1,6 +1,5 @@
 """The ops a BN's affine map is moved through, checked numerically with Keras itself."""
 
-import keras
 import numpy as np
 import pytest
 from keras import layers

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
-from support import assert_parity, channels_last_twin, fold_and_check, randomize_bn, randomize_weights
+from support import assert_parity, fold_and_check, fold_channels_first_and_check, randomize_bn, randomize_weights
 
 import bnfreeze
 
@@ -101,11 +101,7 @@ def test_channels_first_target():
     x = layers.AveragePooling2D(2, data_format="channels_first")(x)
     x = layers.Conv2D(6, 3, data_format="channels_first", groups=2)(x)
     model = keras.Model(inputs, x)
-    randomize_weights(model)
-    randomize_bn(model)
-    result = bnfreeze.fold(model, check=False)  # TF runs channels_first convs on GPUs only
-    assert len(result.report["folded"]) == 1
-    assert_parity(channels_last_twin(model), channels_last_twin(result.model))
+    fold_channels_first_and_check(model)
 
 
 def test_relu_between_stops_the_walk():
