@@ -56,12 +56,34 @@ class ArrayData:
                 feed[spec.name] = batch.astype(_numpy_dtype(spec.dtype), copy=False)
             yield feed
 
+    def take(self, indices) -> dict[str, np.ndarray]:
+        """The samples at ``indices`` (sorted) as one feed."""
+        indices = np.sort(np.asarray(indices))
+        return next(_Subset(self, indices).batches(len(indices)))
+
     def label_batches(self, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
         if self.labels is None:
             return
         total = self.size if limit is None else min(self.size, limit)
         for start in range(0, total, batch_size):
             yield np.asarray(self.labels[start:min(start + batch_size, total)])
+
+
+class _Subset(ArrayData):
+    def __init__(self, data: ArrayData, indices: np.ndarray):
+        super().__init__(data.source, {k: np.asarray(v[indices]) for k, v in data.arrays.items()}, data.specs)
+
+
+def open_data(path, specs: list[TensorSpec], rescale: float | None = None):
+    """Calibration or evaluation data: a ``.npy``/``.npz`` file, or a folder of images."""
+    path = Path(path)
+    if path.is_dir():
+        from bnfreeze.images import load_image_folder
+
+        return load_image_folder(path, specs, 1.0 if rescale is None else rescale)
+    if rescale is not None:
+        raise InputError(f"{path}: --rescale applies to a folder of images only")
+    return load_arrays(path, specs)
 
 
 def _numpy_dtype(name: str):
@@ -73,12 +95,13 @@ def _open(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; expected a .npy or .npz file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: is empty")
     try:
         if path.suffix == ".npy":
             return {"": np.load(path, mmap_mode="r", allow_pickle=False)}
         if path.suffix == ".npz":
-            archive = np.load(path, allow_pickle=False)
-            return {key: archive[key] for key in archive.files}
+            return _open_npz(path)
     except ValueError as exc:
         text = str(exc).lower()
         if "pickle" in text or "python objects" in text:
@@ -89,11 +112,85 @@ def _open(path: Path) -> dict[str, np.ndarray]:
     raise InputError(f"{path}: unknown data format {path.suffix or '(no suffix)'!r}; expected .npy or .npz")
 
 
+class NpzMember:
+    """One array of an ``.npz`` read row range by row range, never whole.
+
+    ``np.load`` of an ``.npz`` reads a member completely; this reads the
+    ``.npy`` header of the member and then only the rows asked for (seeking
+    in the zip member, which for compressed archives means decompressing up
+    to them), so memory follows the batch, not the file.
+    """
+
+    def __init__(self, path: Path, member: str):
+        self.path = path
+        self.member = member
+        with zipfile.ZipFile(path) as archive, archive.open(member) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+            self.offset = stream.tell()
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        if fortran and len(shape) > 1:
+            raise ValueError("Fortran-ordered arrays are not supported; save with np.ascontiguousarray")
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.ndim = len(shape)
+        self._archive = None
+        self._stream = None
+        self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        array = self[:]
+        return array if dtype is None else array.astype(dtype)
+
+    def __getitem__(self, index):
+        if not self.shape:
+            return self._read(0, 1).reshape(())
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.shape[0])
+            if step != 1:
+                return self[:][index]
+            return self._read(start, max(stop - start, 0))
+        rows = np.asarray(index)
+        return np.stack([self._read(int(i), 1)[0] for i in rows]) if rows.size else self._read(0, 0)
+
+    def _read(self, start: int, rows: int) -> np.ndarray:
+        position = self.offset + start * self._row_bytes
+        if self._stream is None or self._stream.tell() != position:
+            if self._stream is None:
+                self._archive = zipfile.ZipFile(self.path)
+                self._stream = self._archive.open(self.member)
+            self._stream.seek(position)
+        try:
+            data = self._stream.read(rows * self._row_bytes)
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            raise InputError(f"{self.path}: {self.member} is corrupt ({exc})") from exc
+        if len(data) != rows * self._row_bytes:
+            raise InputError(f"{self.path}: {self.member} is truncated")
+        return np.frombuffer(data, dtype=self.dtype).reshape((rows, *self.shape[1:])).copy()
+
+
+def _open_npz(path: Path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".npy")]
+    if not names:
+        raise ValueError("no arrays in the archive")
+    return {name[:-4]: NpzMember(path, name) for name in names}
+
+
 def load_arrays(path: str | Path, specs: list[TensorSpec]) -> ArrayData:
     """Open ``path`` for a model with inputs ``specs``; check names, shapes and dtypes."""
     path = Path(path)
     found = _open(path)
     labels = found.pop(LABEL_KEY, None) if path.suffix == ".npz" else None
+    if labels is not None:
+        labels = np.asarray(labels)
     names = [s.name for s in specs]
     if all(name in found for name in names):
         arrays = {name: found[name] for name in names}

@@ -9,7 +9,7 @@ from bnfreeze.compare import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
 from bnfreeze.errors import ParityError
 from bnfreeze.parity import ParityResult, check_models
 from bnfreeze.planner import Plan, plan
-from bnfreeze.rewrite import apply_plan
+from bnfreeze.rewrite import apply_plan, copy_model
 from bnfreeze.rules import RULES, FoldRule
 
 
@@ -55,7 +55,7 @@ def fold(
     """
     tolerance = Tolerance(atol=atol, rtol=rtol)
     fold_plan = plan(model, rules)
-    folded = apply_plan(model, fold_plan.folds) if fold_plan.folds else _copy(model)
+    folded = apply_plan(model, fold_plan.folds) if fold_plan.folds else copy_model(model)
     parity = check_models(model, folded, tolerance, seed=seed) if check else None
     report = build_report(model.name, fold_plan, parity)
     if parity is not None and not parity.passed:
@@ -66,6 +66,3 @@ def fold(
         )
     return FoldResult(model=folded, plan=fold_plan, parity=parity, report=report)
 
-
-def _copy(model):
-    return apply_plan(model, [])

@@ -1,0 +1,216 @@
+"""``bnfreeze.recalibrate``: replace BN population statistics with those of calibration data.
+
+BN's moving averages are an exponential average taken while the weights were
+still changing, and they describe the training domain. Recalibration gives
+every BN the statistics of the data the model will really see: AdaBN (Li et
+al., 2016) shows that target-domain statistics alone recover most of the
+accuracy a domain shift costs; PreciseBN (Wu & Johnson, 2021) that exact
+population statistics beat the moving averages even in-domain.
+
+Only ``moving_mean`` and ``moving_variance`` change (and, with batch
+renormalisation, ``moving_stddev``, ``renorm_mean`` and ``renorm_stddev``,
+which Keras derives from them; otherwise the next training step would undo the
+work). Every other weight is a bit-for-bit copy. The input model is not
+modified; the result holds a new one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bnfreeze.errors import InputError
+from bnfreeze.recalibration.estimators import (
+    EmaEstimator,
+    ExactEstimator,
+    NoProgress,
+    PreciseEstimator,
+    Progress,
+    Statistics,
+)
+from bnfreeze.recalibration.execution import Executor
+from bnfreeze.recalibration.program import Program, flatten, run_steps
+from bnfreeze.recalibration.report import BnChange, accuracy
+
+MODES = ("exact", "precise", "ema", "fixed-batch")
+DEFAULT_BATCH_SIZE = 32
+
+
+def default_memory_budget() -> int:
+    """A quarter of the machine's physical memory, at most 8 GiB."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        physical = 8 << 30
+    return int(min(physical // 4, 8 << 30))
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30, "t": 1 << 40, "tb": 1000**4, "tib": 1 << 40}
+
+
+def parse_bytes(text: str | int) -> int:
+    """``"2GiB"``, ``"512MB"``, ``"0"`` or a number of bytes."""
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise InputError(f"memory budget {text!r}: give a size like 2GiB, 512MB or 0")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+@dataclass
+class RecalibrationResult:
+    model: object
+    mode: str
+    statistics: dict[str, Statistics]
+    changes: list[BnChange]
+    passes: int
+    samples: int
+    skipped: list[str] = field(default_factory=list)
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    accuracy_data: str | None = None
+    details: dict = field(default_factory=dict)
+
+    @property
+    def report(self) -> dict:
+        return {
+            "mode": self.mode,
+            "samples": self.samples,
+            "passes": self.passes,
+            "batch_norms": [c.as_dict() for c in self.changes],
+            "skipped": self.skipped,
+            "accuracy": None if self.accuracy_before is None else {
+                "data": self.accuracy_data, "before": self.accuracy_before, "after": self.accuracy_after},
+            **self.details,
+        }
+
+
+def recalibrate(
+    model,
+    data,
+    *,
+    mode: str = "exact",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_samples: int | None = None,
+    seed: int = 0,
+    memory_budget: int | str | None = None,
+    strategy=None,
+    eval_data=None,
+    progress: Progress | None = None,
+) -> RecalibrationResult:
+    """Recalibrate every BatchNormalization layer of ``model`` on ``data``.
+
+    ``data`` comes from :func:`bnfreeze.data.open_data` (or any object with
+    ``size``, ``specs`` and ``batches(batch_size, limit)``). ``mode``: ``exact``
+    (default; the mean and biased variance of each BN's inference-time input,
+    in dependency order; idempotent and independent of ``batch_size``),
+    ``precise`` (PreciseBN), ``ema`` (Keras's momentum update) or
+    ``fixed-batch`` (one seeded batch of ``batch_size`` samples).
+    ``strategy``: a ``tf.distribute`` strategy to run on; the statistics equal
+    a single device's. Accuracy before and after is measured on ``eval_data``,
+    or on ``data`` when it has labels.
+    """
+    from bnfreeze.rewrite import copy_model
+
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    if max_samples is not None and max_samples < 1:
+        raise InputError(f"--max-samples must be >= 1, got {max_samples}")
+    budget = default_memory_budget() if memory_budget is None else parse_bytes(memory_budget)
+    progress = progress or NoProgress()
+    samples = data.size if max_samples is None else min(data.size, max_samples)
+    if samples == 0:
+        raise InputError(f"{data.source}: holds no samples")
+
+    result_model = copy_model(model)
+    program = flatten(result_model, ordered=mode == "exact")
+    if not program.bn_layers:
+        raise InputError(f"{model.name}: has no BatchNormalization layer bnfreeze can reach; nothing to recalibrate")
+    old = {i: (layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
+           for i, layer in program.bn_layers.items()}
+    executor = Executor(strategy)
+    names = [s.name for s in data.specs]
+
+    def batches():
+        for feed in data.batches(batch_size, samples):
+            yield [feed[n] for n in names]
+
+    def assign(layer_id: int, stats: Statistics) -> None:
+        _assign(program.bn_layers[layer_id], stats)
+
+    details: dict = {"batch_size": batch_size}
+    if mode == "exact":
+        estimator = ExactEstimator(program, executor, assign, budget, progress)
+        statistics = estimator.run(batches, samples, _sample_bytes(program, data, names))
+        details.update(memory_budget=budget, cached_passes=estimator.cached_passes,
+                       peak_cache_bytes=estimator.peak_cache_bytes, levels=program.max_level + 1)
+    elif mode == "ema":
+        estimator = EmaEstimator(program, executor, progress)
+        statistics = estimator.run(batches, samples)
+    else:
+        estimator = PreciseEstimator(program, executor, progress)
+        if mode == "fixed-batch":
+            indices = np.sort(np.random.default_rng(seed).choice(samples, size=min(batch_size, samples), replace=False))
+            feed = data.take(indices)
+            details.update(seed=seed, fixed_batch=len(indices))
+            statistics = estimator.run(lambda: iter([[feed[n] for n in names]]), len(indices), "fixed-batch")
+            samples = len(indices)
+        else:
+            statistics = estimator.run(batches, samples)
+    if mode != "exact":
+        for layer_id, stats in statistics.items():
+            assign(layer_id, stats)
+
+    changes = []
+    for layer_id, stats in statistics.items():
+        layer = program.bn_layers[layer_id]
+        changes.append(BnChange.of(
+            "/".join(program.bn_paths[layer_id]), program.levels.get(layer_id), len(program.bn_steps(layer_id)),
+            stats.count, *old[layer_id], stats.mean, stats.variance, layer.epsilon))
+    result = RecalibrationResult(
+        result_model, mode, {"/".join(program.bn_paths[i]): s for i, s in statistics.items()}, changes,
+        estimator.passes, samples, skipped=list(program.opaque), details=details)
+    _measure_accuracy(result, model, data if eval_data is None else eval_data, batch_size)
+    return result
+
+
+def _assign(layer, stats: Statistics) -> None:
+    """Write new moving statistics into ``layer`` (cast to each variable's dtype)."""
+    values = {"moving_mean": stats.mean, "moving_variance": stats.variance}
+    if getattr(layer, "renorm", False):
+        stddev = np.sqrt(np.asarray(stats.variance, np.float64) + layer.epsilon)
+        values.update(moving_stddev=stddev, renorm_mean=stats.mean, renorm_stddev=stddev)
+        values.update(stats.extra or {})
+    for name, value in values.items():
+        variable = getattr(layer, name)
+        variable.assign(np.asarray(value).astype(variable.dtype))
+
+
+def _sample_bytes(program: Program, data, names: list[str]) -> dict:
+    """Bytes per sample of every tensor of the flattened graph (one sample run once)."""
+    feed = next(iter(data.batches(1, 1)))
+    values = dict(zip(program.input_keys, [feed[n] for n in names]))
+    run_steps(program.steps, values)
+    return {key: int(np.prod(v.shape[1:], dtype=np.int64)) * _itemsize(v.dtype) for key, v in values.items()}
+
+
+def _itemsize(dtype) -> int:
+    import keras
+
+    name = keras.backend.standardize_dtype(dtype)
+    return 2 if name == "bfloat16" else np.dtype(name).itemsize
+
+
+def _measure_accuracy(result: RecalibrationResult, model, data, batch_size: int) -> None:
+    if getattr(data, "labels", None) is None:
+        return
+    result.accuracy_data = str(data.source)
+    result.accuracy_before = accuracy(model, data, batch_size)
+    result.accuracy_after = accuracy(result.model, data, batch_size)

@@ -1,0 +1,69 @@
+"""Running one step function per batch, on one device or on every replica of a strategy.
+
+Under the default strategy a step runs eagerly, batch by batch. Under a
+``tf.distribute`` strategy with several replicas it runs as a ``tf.function``
+through ``strategy.run``: each global batch is split across the replicas, and
+the moments in the step are all-reduced inside it
+(:func:`~bnfreeze.recalibration.moments.batch_moments`), so the host reads the
+same totals from any replica. Tensors a step returns for later stages stay on
+their replicas.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+
+class Executor:
+    def __init__(self, strategy=None):
+        import tensorflow as tf
+
+        self.strategy = strategy if strategy is not None else tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.distributed = self.replicas > 1
+
+    def compile(self, fn: Callable) -> Callable:
+        """``fn(*tensors) -> (reduced, kept)`` made ready to run on every replica."""
+        if not self.distributed:
+            return fn
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+
+    def feed(self, arrays: list[np.ndarray]):
+        """One global batch as (per-replica) tensors."""
+        import tensorflow as tf
+
+        if not self.distributed:
+            return tuple(tf.convert_to_tensor(a) for a in arrays)
+        bounds = np.linspace(0, len(arrays[0]), self.replicas + 1).astype(int)
+
+        def value_fn(ctx):
+            i = ctx.replica_id_in_sync_group
+            return tuple(tf.convert_to_tensor(a[bounds[i]:bounds[i + 1]]) for a in arrays)
+
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
+
+    def run(self, fn: Callable, args: tuple):
+        """Run ``fn`` on ``args``; return (host copies of the reduced outputs, the kept outputs)."""
+        if not self.distributed:
+            reduced, kept = fn(*args)
+            return _to_numpy(reduced), kept
+        with self.strategy.scope():
+            reduced, kept = self.strategy.run(fn, args=args)
+        first = _map(reduced, lambda v: self.strategy.experimental_local_results(v)[0])
+        return _to_numpy(first), kept
+
+
+def _map(structure, fn):
+    if isinstance(structure, (list, tuple)):
+        return type(structure)(_map(v, fn) for v in structure)
+    if isinstance(structure, dict):
+        return {k: _map(v, fn) for k, v in structure.items()}
+    return fn(structure)
+
+
+def _to_numpy(structure):
+    return _map(structure, lambda v: np.asarray(v))

@@ -1,0 +1,234 @@
+"""A Keras model flattened into one ordered list of layer calls, for staged execution.
+
+Recalibration must run parts of a model: the calls between stored activations
+and the inputs of the BNs being measured. Keras runs a Functional model as a
+whole, so :func:`flatten` reads its call graph (``_nodes_by_depth``, the same
+structure ``Functional._run_through_graph`` walks) into :class:`Step` s, and
+inlines nested Functional and Sequential models so that BNs inside them are
+reached and measured like any other. Every tensor of the flattened graph has a
+:data:`Key`; a nested model called twice gets two sets of keys.
+
+The stage of a tensor is the number of BN levels it lies behind: level ``L``
+BNs read tensors of stage <= ``L`` only, and their outputs are stage ``L+1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable
+
+from bnfreeze.errors import InputError
+
+Key = Hashable
+
+
+@dataclass(eq=False)
+class Step:
+    """One call of a layer (or keras.ops operation) in the flattened graph."""
+
+    index: int
+    op: object
+    node: object
+    path: tuple[str, ...]  # names of the nested models the call sits in
+    inputs: dict[int, Key]  # id(KerasTensor of the node) -> key
+    outputs: list[Key]
+    is_bn: bool
+    stage: int = 0
+
+    @property
+    def name(self) -> str:
+        return "/".join((*self.path, self.op.name))
+
+    def keys_in(self) -> set[Key]:
+        return set(self.inputs.values())
+
+
+@dataclass
+class Program:
+    """The flattened graph with the BN level of every BN layer."""
+
+    steps: list[Step]
+    input_keys: list[Key]
+    output_keys: list[Key]
+    levels: dict[int, int] = field(default_factory=dict)  # id(BN layer) -> level
+    bn_layers: dict[int, object] = field(default_factory=dict)
+    bn_paths: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    opaque: list[str] = field(default_factory=list)  # layers holding BNs bnfreeze cannot reach
+
+    @property
+    def max_level(self) -> int:
+        return max((lv for lv in self.levels.values() if lv is not None), default=-1)
+
+    def bn_steps(self, layer_id: int) -> list[Step]:
+        return [s for s in self.steps if s.is_bn and id(s.op) == layer_id]
+
+    def key_stage(self) -> dict[Key, int]:
+        stages = {key: 0 for key in self.input_keys}
+        for step in self.steps:
+            for key in step.outputs:
+                stages[key] = step.stage
+        return stages
+
+    def producers(self) -> dict[Key, Step]:
+        return {key: step for step in self.steps for key in step.outputs}
+
+    def needed_steps(self, targets: set[Key], available: set[Key]) -> list[Step]:
+        """The steps, in order, that compute ``targets`` from the ``available`` tensors."""
+        producers = self.producers()
+        needed: set[int] = set()
+        todo = [k for k in targets if k not in available]
+        seen = set(todo)
+        while todo:
+            key = todo.pop()
+            step = producers.get(key)
+            if step is None:
+                raise InputError(f"internal: tensor {key} has no producer and is not available")
+            if step.index in needed:
+                continue
+            needed.add(step.index)
+            for k in step.keys_in():
+                if k not in available and k not in seen:
+                    seen.add(k)
+                    todo.append(k)
+        return [s for s in self.steps if s.index in needed]
+
+
+def _is_batch_norm(op) -> bool:
+    import keras
+
+    return isinstance(op, keras.layers.BatchNormalization)
+
+
+def _graph_of(op):
+    """The Functional graph behind a nested model, or None for any other layer."""
+    from keras.src.models.functional import Functional
+    from keras.src.models.sequential import Sequential
+
+    if isinstance(op, Sequential):
+        return getattr(op, "_functional", None)
+    if isinstance(op, Functional):
+        return op
+    return None
+
+
+def _holds_batch_norm(op) -> bool:
+    import keras
+
+    layers = getattr(op, "_flatten_layers", None)
+    if layers is None:
+        return False
+    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in op._flatten_layers(include_self=False))
+
+
+def flatten(model, ordered: bool = True) -> Program:
+    """Flatten ``model`` (Functional or Sequential) into a :class:`Program`.
+
+    With ``ordered`` every BN gets its level (and a BN that reads its own
+    output is refused); without, levels are None (one-pass modes need none).
+    """
+    from keras import tree
+
+    graph = _graph_of(model)
+    if graph is None:
+        raise InputError(f"{model.name}: recalibration needs a Functional or Sequential model, "
+                         f"got a subclassed {type(model).__name__}")
+    steps: list[Step] = []
+    opaque: list[str] = []
+
+    def visit(function, scope: tuple, path: tuple[str, ...], input_keys: list[Key]) -> list[Key]:
+        alias: dict[int, Key] = {id(x): k for x, k in zip(function.inputs, input_keys)}
+
+        def key(tensor) -> Key:
+            return alias.get(id(tensor), (scope, id(tensor)))
+
+        for depth in sorted(function._nodes_by_depth, reverse=True):
+            for node in function._nodes_by_depth[depth]:
+                op = node.operation
+                if not op or node.is_input:
+                    continue
+                inputs = {id(t): key(t) for t in node.input_tensors}
+                inner = _graph_of(op)
+                if inner is not None:
+                    inner_inputs = [key(t) for t in tree.flatten(node.arguments.args[0])]
+                    outs = visit(inner, scope + (len(steps), op.name), path + (op.name,), inner_inputs)
+                    for outer, inner_key in zip(node.outputs, outs):
+                        alias[id(outer)] = inner_key
+                    continue
+                if not _is_batch_norm(op) and _holds_batch_norm(op):
+                    opaque.append("/".join((*path, op.name)))
+                steps.append(Step(len(steps), op, node, path, inputs,
+                                  [(scope, id(t)) for t in node.outputs], _is_batch_norm(op)))
+        return [key(t) for t in function.outputs]
+
+    input_keys = [((), id(x)) for x in graph.inputs]
+    output_keys = visit(graph, (), (), input_keys)
+    program = Program(steps, input_keys, output_keys, opaque=opaque)
+    if ordered:
+        _assign_levels(program)
+    else:
+        for step in steps:
+            if step.is_bn:
+                program.bn_layers[id(step.op)] = step.op
+                program.bn_paths.setdefault(id(step.op), (*step.path, step.op.name))
+                program.levels[id(step.op)] = None
+    return program
+
+
+def _assign_levels(program: Program) -> None:
+    """BN level = the largest stage among its calls' inputs (fixed point over shared BNs).
+
+    A BN whose input depends on its own output (a nested model applied to its
+    own result) has no level: exact recalibration of it would need an
+    iteration, so it is refused with a reason.
+    """
+    levels: dict[int, int] = {}
+    for step in program.steps:
+        if step.is_bn:
+            levels.setdefault(id(step.op), 0)
+            program.bn_layers[id(step.op)] = step.op
+            program.bn_paths.setdefault(id(step.op), (*step.path, step.op.name))
+    for _ in range(len(levels) + 2):
+        changed = False
+        stage = {key: 0 for key in program.input_keys}
+        for step in program.steps:
+            s = max((stage[k] for k in step.keys_in()), default=0)
+            if step.is_bn:
+                if s > levels[id(step.op)]:
+                    levels[id(step.op)] = s
+                    changed = True
+                step.stage = levels[id(step.op)] + 1
+            else:
+                step.stage = s
+            for key in step.outputs:
+                stage[key] = step.stage
+        if not changed:
+            program.levels = levels
+            return
+    cyclic = sorted({"/".join(program.bn_paths[i]) for i in levels})
+    program.levels = {}
+    raise InputError(
+        "a BatchNormalization layer reads its own output (a nested model applied to its own result; "
+        f"among {', '.join(cyclic[:3])}): exact recalibration has no fixed order for it; use --mode precise"
+    )
+
+
+def run_steps(steps: list[Step], values: dict, bn_call=None) -> None:
+    """Run ``steps`` in order on ``values`` (key -> tensor), adding their outputs.
+
+    Every layer that takes ``training`` gets ``training=False``: Dropout and
+    other training-only behaviour stay off. ``bn_call(step, x)``, if given,
+    replaces the call of every BN step.
+    """
+    from keras import tree
+
+    for step in steps:
+        local = {tensor_id: values[key] for tensor_id, key in step.inputs.items()}
+        args, kwargs = step.node.arguments.fill_in(local)
+        if step.is_bn and bn_call is not None:
+            outputs = bn_call(step, args[0])
+        else:
+            if getattr(step.op, "_call_has_training_arg", False):
+                kwargs["training"] = False
+            outputs = step.op(*args, **kwargs)
+        for key, value in zip(step.outputs, tree.flatten(outputs)):
+            values[key] = value

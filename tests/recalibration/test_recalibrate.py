@@ -1,0 +1,232 @@
+"""bnfreeze.recalibrate: exactness, idempotence, what changes and what does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bnfreeze.data import ArrayData
+from bnfreeze.errors import InputError
+from bnfreeze.recalibration import parse_bytes, recalibrate
+from bnfreeze.signature import input_specs
+from helpers import bn_input_moments, calibration, nested_model, residual_model
+
+RTOL = 2e-5  # float32 activations, float64 statistics
+
+
+def data_of(model, x, labels=None):
+    specs = input_specs(model)
+    from pathlib import Path
+
+    return ArrayData(Path("<test>"), {specs[0].name: x}, specs, labels)
+
+
+def bn_statistics(model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    import keras
+
+    return {l.name: (l.moving_mean.numpy().astype(np.float64), l.moving_variance.numpy().astype(np.float64))
+            for l in model._flatten_layers(include_self=False) if isinstance(l, keras.layers.BatchNormalization)}
+
+
+def assert_close(a, b, rtol=RTOL, atol=1e-6):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return residual_model(seed=1)
+
+
+@pytest.fixture(scope="module")
+def x(model):
+    return calibration(model, samples=70)
+
+
+@pytest.fixture(scope="module")
+def exact(model, x):
+    return recalibrate(model, data_of(model, x), batch_size=16)
+
+
+def test_exact_normalises_every_bn_input_on_the_calibration_set(exact, x):
+    """After exact recalibration, each BN's inference-time input has exactly the stored mean and variance."""
+    observed = bn_input_moments(exact.model, x)
+    stored = bn_statistics(exact.model)
+    assert set(observed) == set(stored) == {"bn1", "bn2", "bn3", "bn_skip", "bn_pool", "bn_dense"}
+    for name, (mean, var) in observed.items():
+        assert_close(stored[name][0], mean)
+        assert_close(stored[name][1], var)
+
+
+def test_statistics_moved_far_from_the_old_ones(model, exact):
+    old, new = bn_statistics(model), bn_statistics(exact.model)
+    for name in old:
+        assert np.max(np.abs(old[name][0] - new[name][0])) > 0.1, name
+    assert all(c.mean_shift_max > 0.05 for c in exact.changes)
+
+
+def test_exact_is_idempotent(exact, x):
+    again = recalibrate(exact.model, data_of(exact.model, x), batch_size=16)
+    first, second = bn_statistics(exact.model), bn_statistics(again.model)
+    for name in first:
+        np.testing.assert_array_equal(first[name][0], second[name][0])
+        np.testing.assert_array_equal(first[name][1], second[name][1])
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 70])
+def test_exact_does_not_depend_on_batch_size(model, x, exact, batch_size):
+    other = recalibrate(model, data_of(model, x), batch_size=batch_size)
+    a, b = bn_statistics(exact.model), bn_statistics(other.model)
+    for name in a:
+        assert_close(a[name][0], b[name][0])
+        assert_close(a[name][1], b[name][1])
+
+
+def test_exact_without_frontier_cache_gives_the_same_statistics(model, x, exact):
+    uncached = recalibrate(model, data_of(model, x), batch_size=16, memory_budget=0)
+    assert uncached.details["cached_passes"] == 0 and exact.details["cached_passes"] > 0
+    assert uncached.passes == exact.passes == exact.details["levels"]
+    a, b = bn_statistics(exact.model), bn_statistics(uncached.model)
+    for name in a:
+        assert_close(a[name][0], b[name][0], rtol=1e-6)
+        assert_close(a[name][1], b[name][1], rtol=1e-6)
+
+
+def test_levels_group_independent_bns_into_one_pass(exact):
+    levels = {c.name: c.level for c in exact.changes}
+    assert levels["bn1"] == 0
+    assert levels["bn2"] == levels["bn_skip"] == 1  # both read bn1's output only
+    assert levels["bn3"] == 2 and levels["bn_pool"] == 3 and levels["bn_dense"] == 4
+    assert exact.passes == 5
+
+
+@pytest.mark.parametrize("mode", ["exact", "precise", "ema", "fixed-batch"])
+def test_only_moving_statistics_change(model, x, mode):
+    import keras
+
+    result = recalibrate(model, data_of(model, x), mode=mode, batch_size=16)
+    changed = set()
+    for old_layer, new_layer in zip(model.layers, result.model.layers):
+        assert old_layer.name == new_layer.name
+        for old, new in zip(old_layer.weights, new_layer.weights):
+            if isinstance(old_layer, keras.layers.BatchNormalization) and old.name.startswith("moving_"):
+                if not np.array_equal(old.numpy(), new.numpy()):
+                    changed.add((old_layer.name, old.name))
+                continue
+            np.testing.assert_array_equal(old.numpy(), new.numpy(), err_msg=f"{old_layer.name}/{old.name}")
+    assert len(changed) == 12  # six BNs, mean and variance each
+    # the input model is untouched
+    assert bn_statistics(model)["bn1"][0][0] == pytest.approx(residual_model(seed=1).get_layer("bn1").moving_mean[0])
+
+
+def test_precise_pools_batch_statistics(model, x):
+    """PreciseBN: the first BN sees raw data, so its statistics are exact whatever the batch size."""
+    result = recalibrate(model, data_of(model, x), mode="precise", batch_size=16)
+    first = bn_input_moments(model, x)["bn1"]
+    stats = bn_statistics(result.model)["bn1"]
+    assert_close(stats[0], first[0])
+    assert_close(stats[1], first[1])
+    # deeper BNs see batch-normalised inputs upstream, so they differ from the exact statistics
+    exact = bn_statistics(recalibrate(model, data_of(model, x), batch_size=16).model)
+    precise = bn_statistics(result.model)
+    assert np.max(np.abs(precise["bn_dense"][0] - exact["bn_dense"][0])) > 1e-3
+
+
+def test_fixed_batch_equals_training_mode_on_that_batch(model, x):
+    """With the statistics of one batch, inference reproduces training-mode BN on that batch."""
+    import keras
+
+    result = recalibrate(model, data_of(model, x), mode="fixed-batch", batch_size=20, seed=5)
+    indices = np.sort(np.random.default_rng(5).choice(70, 20, replace=False))
+    batch = x[indices]
+    no_dropout = keras.models.clone_model(model)
+    no_dropout.set_weights(model.get_weights())
+    for layer in no_dropout.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    training = np.asarray(no_dropout(batch, training=True))
+    inference = np.asarray(result.model(batch, training=False))
+    np.testing.assert_allclose(inference, training, rtol=1e-4, atol=1e-4)
+
+
+def test_ema_follows_keras_momentum_update(model, x):
+    """One batch: moving = old * momentum + batch * (1 - momentum), as Keras training does."""
+    result = recalibrate(model, data_of(model, x[:16]), mode="ema", batch_size=16)
+    old, new = bn_statistics(model)["bn1"], bn_statistics(result.model)["bn1"]
+    mean, var = bn_input_moments(model, x[:16])["bn1"]
+    assert_close(new[0], old[0] * 0.99 + mean * 0.01, rtol=1e-5)
+    assert_close(new[1], old[1] * 0.99 + var * 0.01, rtol=1e-5)
+
+
+def test_trainable_false_and_renorm_are_recalibrated():
+    model = residual_model(seed=2, renorm=True, frozen="bn2")
+    x = calibration(model, samples=40)
+    result = recalibrate(model, data_of(model, x), batch_size=16)
+    observed = bn_input_moments(result.model, x)
+    for layer in result.model.layers:
+        if layer.name in observed:
+            mean, var = observed[layer.name]
+            assert_close(layer.moving_mean.numpy(), mean)
+            assert_close(layer.moving_variance.numpy(), var)
+            assert_close(layer.moving_stddev.numpy(), np.sqrt(var + layer.epsilon))
+            assert_close(layer.renorm_stddev.numpy(), np.sqrt(var + layer.epsilon))
+    assert result.model.get_layer("bn2").trainable is False
+
+
+def test_nested_model_bns_are_reached():
+    import keras
+
+    model = nested_model(seed=4)
+    x = calibration(model, samples=50)
+    result = recalibrate(model, data_of(model, x), batch_size=8)
+    names = {c.name for c in result.changes}
+    assert names == {"outer_bn", "block/inner_bn", "head_bn"}
+    block = result.model.get_layer("block")
+    block_input = keras.Model(result.model.inputs, result.model.get_layer("outer_bn").output)(x)
+    pre_bn = keras.Model(block.inputs, block.get_layer("inner_dense").output)(block_input)
+    inner = block.get_layer("inner_bn")
+    assert_close(inner.moving_mean.numpy(), np.asarray(pre_bn, np.float64).mean(axis=0))
+    assert_close(inner.moving_variance.numpy(), np.asarray(pre_bn, np.float64).var(axis=0))
+    top = bn_input_moments(result.model, x)
+    assert_close(result.model.get_layer("head_bn").moving_mean.numpy(), top["head_bn"][0])
+
+
+def test_shared_nested_model_pools_both_calls():
+    import keras
+
+    model = nested_model(seed=5, shared_twice=True)
+    x = calibration(model, samples=30)
+    result = recalibrate(model, data_of(model, x), batch_size=8)
+    outer = keras.Model(result.model.inputs,
+                        [result.model.get_layer("outer_bn").output, result.model.get_layer("other").output])
+    a, b = outer(x)
+    block = result.model.get_layer("block")
+    dense = keras.Model(block.inputs, block.get_layer("inner_dense").output)
+    pooled = np.concatenate([np.asarray(dense(a)), np.asarray(dense(b))]).astype(np.float64)
+    inner = block.get_layer("inner_bn")
+    assert_close(inner.moving_mean.numpy(), pooled.mean(axis=0))
+    assert_close(inner.moving_variance.numpy(), pooled.var(axis=0))
+
+
+def test_labels_give_accuracy_before_and_after(model, x):
+    labels = np.random.default_rng(0).integers(0, 4, len(x))
+    result = recalibrate(model, data_of(model, x, labels), mode="precise")
+    assert 0 <= result.accuracy_before <= 1 and 0 <= result.accuracy_after <= 1
+    assert result.report["accuracy"]["before"] == result.accuracy_before
+
+
+def test_bad_arguments_are_input_errors(model, x):
+    with pytest.raises(InputError, match="unknown mode"):
+        recalibrate(model, data_of(model, x), mode="fast")
+    with pytest.raises(InputError, match="batch size"):
+        recalibrate(model, data_of(model, x), batch_size=0)
+    with pytest.raises(InputError, match="memory budget"):
+        parse_bytes("lots")
+    assert parse_bytes("2GiB") == 2 << 30 and parse_bytes("512MB") == 512_000_000 and parse_bytes("0") == 0
+
+
+def test_model_without_bn_is_refused():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(InputError, match="no BatchNormalization"):
+        recalibrate(model, data_of(model, np.zeros((4, 3), np.float32)))
