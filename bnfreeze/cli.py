@@ -81,9 +81,12 @@ def write_options(func):
     return click.option("--force", is_flag=True, help="Replace existing outputs.")(func)
 
 
-def export_options(func):
-    func = click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                        help="Fix the batch dimension (default: dynamic).")(func)
+def export_options(func=None, *, batch_flag: str = "--batch-size"):
+    """--onnx/--savedmodel/--tflite/--opset and the exports' fixed batch size (``batch_flag``)."""
+    if func is None:
+        return lambda f: export_options(f, batch_flag=batch_flag)
+    func = click.option(batch_flag, "export_batch_size", type=click.IntRange(min=1), default=None,
+                        help="Fix the exports' batch dimension (default: dynamic).")(func)
     func = click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")(func)
     func = click.option("--tflite", type=click.Path(path_type=str), help="Write a float32 TFLite file.")(func)
     func = click.option("--savedmodel", type=click.Path(path_type=str), help="Write a SavedModel folder.")(func)
@@ -101,6 +104,12 @@ def _console():
     from rich.console import Console
 
     return Console()
+
+
+def _console_err():
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @click.group(cls=BnfreezeGroup)
@@ -121,12 +130,12 @@ def main(debug: bool) -> None:
 @write_options
 @load_options
 @tolerance_options
-def fold(model, output, report, seed, onnx, savedmodel, tflite, opset, batch_size, force, unsafe, atol, rtol):
+def fold(model, output, report, seed, onnx, savedmodel, tflite, opset, export_batch_size, force, unsafe, atol, rtol):
     """Fold BatchNormalization into neighbouring Conv/Dense layers (and export the result)."""
     from bnfreeze.commands import fold_file
     from bnfreeze.terminal import print_artifacts, print_fold_report
 
-    exports = _exports(onnx, savedmodel, tflite, opset, batch_size)
+    exports = _exports(onnx, savedmodel, tflite, opset, export_batch_size)
     result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol, seed=seed,
                        exports=exports)
     console = _console()
@@ -142,12 +151,12 @@ def fold(model, output, report, seed, onnx, savedmodel, tflite, opset, batch_siz
 @write_options
 @load_options
 @tolerance_options
-def export(model, onnx, savedmodel, tflite, opset, batch_size, seed, force, unsafe, atol, rtol):
+def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, force, unsafe, atol, rtol):
     """Export a Keras model to ONNX, SavedModel and/or TFLite, each checked before it is written."""
     from bnfreeze.commands import export_file
     from bnfreeze.terminal import print_artifacts
 
-    artifacts = export_file(model, _exports(onnx, savedmodel, tflite, opset, batch_size), force=force,
+    artifacts = export_file(model, _exports(onnx, savedmodel, tflite, opset, export_batch_size), force=force,
                             unsafe=unsafe, atol=atol, rtol=rtol, seed=seed)
     print_artifacts(_console(), [a.as_dict() for a in artifacts])
 
@@ -186,6 +195,54 @@ def verify(reference, candidates, config_path, data, samples, seed, batch_size, 
         print_verify(console, report)
     if not all(report.passed for report in reports):
         raise SystemExit(1)
+
+
+@main.command()
+@model_argument
+@click.option("--calib-data", required=True, type=click.Path(path_type=str),
+              help="Calibration inputs: .npy, .npz (arrays named after the inputs, or x; optional y) or an image folder.")
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Recalibrated model (default <stem>.recalibrated.keras).")
+@click.option("--mode", type=click.Choice(["exact", "precise", "ema", "fixed-batch"]), default="exact", show_default=True,
+              help="exact: population statistics in dependency order; precise: PreciseBN; ema: Keras's momentum "
+                   "update; fixed-batch: one seeded batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--max-samples", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fixed batch and the parity checks.")
+@click.option("--memory-budget", default=None,
+              help="Memory for activations kept between exact passes, e.g. 2GiB or 0 (default: 1/4 of RAM, max 8GiB).")
+@click.option("--distribute", type=click.Choice(["mirrored"]), default=None,
+              help="Run on a tf.distribute.MirroredStrategy over all local devices.")
+@click.option("--eval-data", type=click.Path(path_type=str), help="Labelled .npz (x, y) for accuracy before/after.")
+@click.option("--rescale", type=float, default=None, help="Multiply image-folder pixels by this (e.g. 0.00392 = 1/255).")
+@click.option("--report", type=click.Path(path_type=str), help="Write the recalibration report as JSON.")
+@click.option("--fold", "fold_after", is_flag=True, help="Fold the recalibrated model right after (and export that).")
+@click.option("--folded-output", type=click.Path(path_type=str),
+              help="Folded model with --fold (default <output stem>.folded.keras).")
+@export_options(batch_flag="--export-batch-size")
+@write_options
+@load_options
+@tolerance_options
+def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, memory_budget, distribute, eval_data,
+                rescale, report, fold_after, folded_output, onnx, savedmodel, tflite, opset, export_batch_size, force,
+                unsafe, atol, rtol):
+    """Replace BN moving statistics with those of calibration data (AdaBN / PreciseBN)."""
+    from bnfreeze.commands import recalibrate_file
+    from bnfreeze.terminal import RichProgress, print_artifacts, print_fold_report, print_recalibration
+
+    console = _console()
+    with RichProgress(_console_err()) as progress:
+        result, fold_result, summary = recalibrate_file(
+            model, calib_data, output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
+            memory_budget=memory_budget, distribute=distribute, eval_data=eval_data, rescale=rescale, report=report,
+            force=force, unsafe=unsafe, fold_after=fold_after, folded_output=folded_output,
+            exports=_exports(onnx, savedmodel, tflite, opset, export_batch_size), atol=atol, rtol=rtol,
+            progress=progress,
+        )
+    print_recalibration(console, model, summary)
+    if fold_result is not None:
+        print_fold_report(console, fold_result.report)
+    if summary.get("artifacts"):
+        print_artifacts(console, summary["artifacts"])
 
 
 @main.command()

@@ -92,6 +92,95 @@ def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False
     return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
 
 
+def recalibrate_file(
+    model_path,
+    calib_data,
+    output=None,
+    *,
+    mode: str = "exact",
+    batch_size: int = 32,
+    max_samples: int | None = None,
+    seed: int = 0,
+    memory_budget=None,
+    distribute: str | None = None,
+    eval_data=None,
+    rescale: float | None = None,
+    report=None,
+    force: bool = False,
+    unsafe: bool = False,
+    fold_after: bool = False,
+    folded_output=None,
+    exports: ExportOptions | None = None,
+    atol: float,
+    rtol: float,
+    progress=None,
+):
+    """Recalibrate the model in ``model_path`` on ``calib_data``; optionally fold and export the result.
+
+    Everything is checked before the work starts (outputs, data against the
+    model's inputs) and written at the end, atomically; a failure writes
+    nothing. Returns the RecalibrationResult, the FoldResult (or None) and the
+    report dict that ``report`` receives.
+    """
+    from bnfreeze.data import open_data
+    from bnfreeze.recalibration import parse_bytes, recalibrate
+    from bnfreeze.signature import input_specs
+
+    model_path = Path(model_path)
+    output = Path(output) if output is not None else derived_path(model_path, "recalibrated")
+    report = Path(report) if report is not None else None
+    exports = exports or ExportOptions()
+    if folded_output is not None and not fold_after:
+        raise InputError("--folded-output needs --fold")
+    folded = (Path(folded_output) if folded_output is not None else derived_path(output, "folded")) if fold_after else None
+    for path in (output, folded):
+        if path is not None and path.suffix != ".keras":
+            raise InputError(f"{path}: models are saved as .keras; give an output ending in .keras")
+    _check_outputs(model_path, [output, folded, report, *exports.targets.values()], force)
+    check_destinations(exports.targets, force)
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+    model = load_model(model_path, unsafe=unsafe)
+    specs = input_specs(model)
+    data = open_data(calib_data, specs, rescale)
+    evaluation = None
+    if eval_data is not None:
+        evaluation = open_data(eval_data, specs)
+        if evaluation.labels is None:
+            raise InputError(f"{eval_data}: evaluation data needs labels (an array y in the .npz)")
+    result = recalibrate(model, data, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
+                         memory_budget=budget, strategy=_strategy(distribute), eval_data=evaluation,
+                         progress=progress)
+    summary = result.report
+    summary.update(model=str(model_path), data=str(calib_data), output=str(output))
+    fold_result = None
+    final = result.model
+    if fold_after:
+        fold_result = fold(result.model, atol=atol, rtol=rtol, seed=seed)
+        fold_result.report.update(model=str(output), output=str(folded))
+        summary.update(folded_output=str(folded), fold=fold_result.report)
+        final = fold_result.model
+    if exports.targets:
+        artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
+        summary["artifacts"] = [a.as_dict() for a in artifacts]
+    with contextlib.ExitStack() as stack:
+        result.model.save(stack.enter_context(atomic_path(output, force=force)))
+        if fold_result is not None:
+            fold_result.model.save(stack.enter_context(atomic_path(folded, force=force)))
+        if report is not None:
+            stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
+    return result, fold_result, summary
+
+
+def _strategy(name: str | None):
+    if name is None:
+        return None
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise InputError(f"unknown --distribute {name!r}; choose mirrored")
+
+
 def inspect_file(model_path, *, unsafe: bool = False) -> list[NormalizationRow]:
     return inspect(load_model(model_path, unsafe=unsafe))
 

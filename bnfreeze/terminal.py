@@ -86,3 +86,60 @@ def print_verify(console, report) -> None:
     t = report.tolerance
     verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
     console.print(f"tolerance: max_abs <= {t.atol:g} or max_rel <= {t.rtol:g} ({t.check}): {verdict}")
+
+
+def print_recalibration(console, model_label: str, report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"bnfreeze recalibrate ({report['mode']}, {report['samples']} samples, "
+                        f"{report['passes']} passes): {model_label}", title_justify="left")
+    for column in ("BatchNormalization", "level", "calls", "Δmean max/σ", "Δmean rms/σ", "var ratio",
+                   "var ratio range"):
+        table.add_column(column)
+    for bn in report["batch_norms"]:
+        level = "-" if bn["level"] is None else str(bn["level"])
+        table.add_row(bn["name"], level, str(bn["calls"]), f"{bn['mean_shift_max']:.3g}",
+                      f"{bn['mean_shift_rms']:.3g}", f"{bn['variance_ratio_median']:.3g}",
+                      f"{bn['variance_ratio_min']:.3g}..{bn['variance_ratio_max']:.3g}")
+    console.print(table)
+    for name in report.get("skipped", []):
+        console.print(f"[yellow]not reached[/yellow]: BNs inside {name} (a layer bnfreeze cannot look into)")
+    accuracy = report.get("accuracy")
+    if accuracy:
+        console.print(f"accuracy on {accuracy['data']}: before {accuracy['before']:.4f}, after {accuracy['after']:.4f}")
+    if "cached_passes" in report:
+        console.print(f"activations kept between passes: {report['cached_passes']} of {report['passes']} passes, "
+                      f"peak {report['peak_cache_bytes'] / 2**20:.1f} MiB of {report['memory_budget'] / 2**20:.0f} MiB")
+    for key in ("output", "folded_output"):
+        if report.get(key):
+            console.print(f"wrote {report[key]}")
+
+
+class RichProgress:
+    """A progress bar with samples per second, for :mod:`bnfreeze.recalibration`."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False,
+        )
+        self._task = None
+
+    def __enter__(self):
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._progress.stop()
+
+    def start(self, description: str, total: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, visible=False)
+        self._task = self._progress.add_task(description, total=total, rate="")
+
+    def advance(self, samples: int) -> None:
+        self._progress.advance(self._task, samples)
+        speed = self._progress.tasks[-1].speed
+        self._progress.update(self._task, rate=f"{speed:,.0f} samples/s" if speed else "")

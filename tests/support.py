@@ -154,3 +154,39 @@ def fold_channels_first_and_check(model, *, folded: int = 1):
     assert len(result.report["folded"]) == folded
     assert_parity(channels_last_twin(model), channels_last_twin(result.model))
     return result
+
+
+def bnfreeze(*args, cwd=None, timeout: int = 300):
+    """Run the command line in a fresh process, as a user does."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", "bnfreeze.cli", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+    )
+
+
+def digest(path) -> str:
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def loads_without_bnfreeze(path, sample_shape: tuple) -> str:
+    """Load ``path`` with plain keras.models.load_model in a process that never imports bnfreeze; run one sample."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras, numpy as np\n"
+        f"m = keras.models.load_model({str(path)!r})\n"
+        "assert not any(k.startswith('bnfreeze') for k in sys.modules), 'bnfreeze was imported'\n"
+        f"print(m(np.zeros((1, *{tuple(sample_shape)!r}), 'float32')).shape)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout

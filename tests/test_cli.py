@@ -1,8 +1,6 @@
 """The command line, run as a user runs it: exit codes, outputs, bad input."""
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -10,19 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from support import bnfreeze, digest
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def bnfreeze(*args, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, "-m", "bnfreeze.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
-    )
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture()
