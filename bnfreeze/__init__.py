@@ -5,12 +5,17 @@ Python API::
     import bnfreeze
     result = bnfreeze.fold(model)          # result.model, result.report
     rows = bnfreeze.inspect(model)         # fold plan of every normalization layer
+    data = bnfreeze.open_data("calib.npy", bnfreeze.input_specs(model))
+    result = bnfreeze.recalibrate(model, data, mode="exact")   # result.model, result.report
 """
 
 from bnfreeze.errors import BnfreezeError, InputError, ParityError
 from bnfreeze.folding import FoldResult, fold
 from bnfreeze.inspection import inspect
+from bnfreeze.data import open_data
 from bnfreeze.modelio import load_model, save_model
+from bnfreeze.recalibration import RecalibrationResult, recalibrate
+from bnfreeze.signature import input_specs
 
 __version__ = "0.1.0"
 
@@ -20,7 +25,11 @@ __all__ = [
     "InputError",
     "ParityError",
     "fold",
+    "RecalibrationResult",
+    "input_specs",
     "inspect",
     "load_model",
+    "open_data",
+    "recalibrate",
     "save_model",
 ]
