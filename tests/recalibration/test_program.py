@@ -1,0 +1,55 @@
+"""Flattening a model into steps and BN levels."""
+
+import pytest
+
+from bnfreeze.errors import InputError
+from bnfreeze.recalibration.program import flatten
+from helpers import nested_model, residual_model
+
+
+def test_levels_and_steps_of_a_residual_model():
+    program = flatten(residual_model())
+    levels = {"/".join(program.bn_paths[i]): lv for i, lv in program.levels.items()}
+    assert levels == {"bn1": 0, "bn2": 1, "bn_skip": 1, "bn3": 2, "bn_pool": 3, "bn_dense": 4}
+    assert program.max_level == 4
+    bn_steps = [s for s in program.steps if s.is_bn]
+    assert all(s.stage == program.levels[id(s.op)] + 1 for s in bn_steps)
+
+
+def test_nested_models_are_inlined_with_paths():
+    program = flatten(nested_model(shared_twice=True))
+    names = sorted("/".join(p) for p in program.bn_paths.values())
+    assert names == ["block/inner_bn", "head_bn", "outer_bn"]
+    inner = [s for s in program.steps if s.is_bn and s.op.name == "inner_bn"]
+    assert len(inner) == 2 and inner[0].outputs != inner[1].outputs  # two calls, two sets of tensors
+
+
+def test_bn_reading_its_own_output_is_refused_for_exact_only():
+    import keras
+    from keras import layers
+
+    block = keras.Sequential([keras.Input((4,)), layers.Dense(4), layers.BatchNormalization(name="loop_bn")],
+                             name="block")
+    x_in = keras.Input((4,))
+    model = keras.Model(x_in, block(block(x_in)))
+    with pytest.raises(InputError, match="reads its own output.*precise"):
+        flatten(model)
+    program = flatten(model, ordered=False)
+    assert len([s for s in program.steps if s.is_bn]) == 2
+
+
+def test_subclassed_model_is_refused():
+    import keras
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, x):
+            return self.bn(x)
+
+    net = Net()
+    net(keras.ops.zeros((1, 3)))
+    with pytest.raises(InputError, match="subclassed"):
+        flatten(net)
