@@ -65,7 +65,7 @@ def check_models(
     tolerance: Tolerance = Tolerance(),
     *,
     seed: int = 0,
-    batch_sizes: tuple[int, ...] = (1, 8),
+    batch_sizes: tuple[int, ...] = (1, 3),
 ) -> ParityResult:
     """Compare two models on seeded random inputs, one run per batch size."""
     specs = input_specs(reference)

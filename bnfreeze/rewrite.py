@@ -152,3 +152,17 @@ def _transfer_weights(old, new, path, new_weights, changed_paths) -> None:
 def copy_model(model):
     """A new model with ``model``'s config and a bit-for-bit copy of its weights."""
     return apply_plan(model, [])
+
+
+def without_layers(model, names: list[str]):
+    """A copy of a flat model with the single-input layers ``names`` bypassed (weights copied).
+
+    With every BN named, this is the *limit* a fold can reach: the same
+    network built without BN (used by the benchmarks).
+    """
+    config = copy.deepcopy(model.get_config())
+    for name in names:
+        bypass_layer(config, name)
+    rebuilt = _rebuild(model, config)
+    _transfer_weights(model, rebuilt, (), {}, set())
+    return rebuilt

@@ -1,0 +1,352 @@
+"""Benchmarks against the limit and the peers; writes BENCHMARKS.md.
+
+For each keras.applications architecture (weights=None, randomised BN
+statistics with a third of the gammas negative), in one process:
+
+* BN layers folded (backward/forward) and kept (with reasons), and the
+  folded model's parity error on seeded inputs;
+* wall time of ``bnfreeze fold`` on the command line (a fresh process:
+  TensorFlow start-up included) and of each export;
+* TF batch-1 latency of the original, the folded model and the *limit* —
+  the same architecture with every BN replaced by an identity — measured
+  interleaved (round-robin, one call of each per turn), medians;
+* onnxruntime CPU batch-1 latency of the unfolded model's ONNX at
+  ORT_ENABLE_ALL and the folded model's ONNX at ORT_ENABLE_BASIC and
+  ORT_ENABLE_ALL, interleaved, medians;
+* ONNX node counts and BN-derived nodes: tf2onnx on the unfolded model (the
+  peer), that graph after onnxruntime's own ORT_ENABLE_ALL fusions (the other
+  peer), and bnfreeze's export of the folded model;
+* with a GPU present: the TF and CUDA-provider latencies as well.
+
+Run: ``python scripts/bench.py [--models ResNet50 MobileNetV2] [--size 224] [--calls 30] [--out BENCHMARKS.md]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import numpy as np  # noqa: E402
+
+MODELS = ["ResNet50", "ResNet50V2", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "EfficientNetV2B0",
+          "InceptionV3", "Xception", "DenseNet121", "NASNetMobile", "RegNetX002", "ConvNeXtTiny"]
+MIN_SIZE = {"InceptionV3": 75, "Xception": 71, "NASNetMobile": 224}
+
+
+@dataclass
+class Row:
+    model: str
+    available: bool = True
+    note: str = ""
+    bn: int = 0
+    folded_backward: int = 0
+    folded_forward: int = 0
+    kept: dict = field(default_factory=dict)
+    parity_max_rel: float | None = None
+    fold_cli_s: float | None = None
+    fold_cli_user_s: float | None = None
+    fold_s: float | None = None
+    export_s: dict = field(default_factory=dict)
+    tf_ms: dict = field(default_factory=dict)
+    ort_ms: dict = field(default_factory=dict)
+    gpu_ms: dict = field(default_factory=dict)
+    onnx_nodes: dict = field(default_factory=dict)
+    bn_nodes: dict = field(default_factory=dict)
+
+
+def limit_model(model):
+    """The same architecture and weights with every BN bypassed (an identity)."""
+    import keras
+
+    from bnfreeze.rewrite import without_layers
+
+    return without_layers(model, [l.name for l in model.layers if isinstance(l, keras.layers.BatchNormalization)])
+
+
+def interleaved(functions: dict, calls: int, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds per call of each function, run round-robin so drift hits all alike."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
+    for _ in range(calls):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def tf_callable(model, x, device: str):
+    import tensorflow as tf
+
+    with tf.device(device):
+        fn = tf.function(lambda t: model(t, training=False))
+        tensor = tf.constant(x)
+        fn(tensor)
+
+    def call():
+        with tf.device(device):
+            fn(tensor).numpy()
+
+    return call
+
+
+def ort_callable(path: Path, level: str, x, provider="CPUExecutionProvider", optimized: Path | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    if optimized is not None:
+        options.optimized_model_filepath = str(optimized)
+    session = ort.InferenceSession(str(path), sess_options=options, providers=[provider])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+def onnx_facts(path: Path, bn_names) -> tuple[int, int]:
+    import onnx
+
+    from bnfreeze.export.onnx_graph import bn_derived_nodes
+
+    proto = onnx.load(str(path))
+    return len(proto.graph.node), len(bn_derived_nodes(proto, bn_names))
+
+
+def regnetx002(input_shape):
+    """RegNetX-200MF (Radosavovic et al., 2020) built from its published parameters.
+
+    Keras 3.15 does not ship ``keras.applications.RegNetX002``; this is the
+    same design: stem 32 (3x3/2), four stages of X blocks (1x1 conv-BN-ReLU,
+    3x3 grouped conv-BN-ReLU with group width 8, 1x1 conv-BN, residual Add
+    with a 1x1/2 conv-BN shortcut where the shape changes, ReLU), widths
+    24/56/152/368 and depths 1/1/4/7, global average pooling, Dense 1000.
+    """
+    import keras
+    from keras import layers
+
+    def conv_bn(x, filters, kernel, stride=1, groups=1, name=""):
+        x = layers.Conv2D(filters, kernel, stride, padding="same", groups=groups, use_bias=False, name=name + "_conv")(x)
+        return layers.BatchNormalization(name=name + "_bn")(x)
+
+    inputs = keras.Input(input_shape)
+    x = layers.ReLU()(conv_bn(inputs, 32, 3, 2, name="stem"))
+    for stage, (width, depth) in enumerate(zip((24, 56, 152, 368), (1, 1, 4, 7))):
+        for block in range(depth):
+            name = f"s{stage}b{block}"
+            stride = 2 if block == 0 else 1
+            shortcut = x
+            if block == 0:
+                shortcut = conv_bn(x, width, 1, stride, name=name + "_skip")
+            y = layers.ReLU()(conv_bn(x, width, 1, name=name + "_a"))
+            y = layers.ReLU()(conv_bn(y, width, 3, stride, groups=width // 8, name=name + "_b"))
+            y = conv_bn(y, width, 1, name=name + "_c")
+            x = layers.ReLU()(layers.Add()([y, shortcut]))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(1000, name="logits")(x), name="RegNetX002")
+
+
+def cli_fold_seconds(source: Path, out: Path, without_sklearn: bool) -> float | None:
+    """Wall time of ``bnfreeze fold`` in a fresh process (TensorFlow start-up included).
+
+    ``without_sklearn`` runs it as a user's install does: scikit-learn is a
+    test-only dependency of bnfreeze, but when present Keras imports it at
+    start-up (``keras.wrappers``), which costs about a second here.
+    """
+    block = "import sys; sys.modules['sklearn'] = None; " if without_sklearn else ""
+    code = (f"{block}import sys; sys.argv = ['bnfreeze', 'fold', {str(source)!r}, '-o', {str(out)!r}, '--force', "
+            "'--atol', '1e-2', '--rtol', '1e-2']; from bnfreeze.cli import main; main()")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return time.perf_counter() - started if proc.returncode == 0 else None
+
+
+def bench_model(name: str, size: int, calls: int, work: Path, gpu: bool) -> Row:
+    import keras
+
+    import bnfreeze
+    from bnfreeze.compare import Tolerance
+    from bnfreeze.export import export
+    from support import randomize_bn
+
+    row = Row(name)
+    size = max(size, MIN_SIZE.get(name, 32))
+    keras.utils.set_random_seed(0)
+    if hasattr(keras.applications, name):
+        model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    elif name == "RegNetX002":
+        model = regnetx002((size, size, 3))
+        row.note = "built here: not in Keras 3.15; "
+    else:
+        row.available, row.note = False, "not in keras.applications of this Keras version"
+        return row
+    randomize_bn(model, seed=3)
+    bn_names = [l.name for l in model._flatten_layers(include_self=False) if isinstance(l, keras.layers.BatchNormalization)]
+    row.bn = len(bn_names)
+    row.note += f"{size}x{size}"
+    source = work / f"{name}.keras"
+    model.save(source)
+
+    row.fold_cli_s = cli_fold_seconds(source, work / f"{name}.cli.keras", without_sklearn=False)
+    row.fold_cli_user_s = cli_fold_seconds(source, work / f"{name}.cli.keras", without_sklearn=True)
+
+    started = time.perf_counter()
+    result = bnfreeze.fold(model, atol=1.0, rtol=1.0)
+    row.fold_s = time.perf_counter() - started
+    row.parity_max_rel = result.parity.max_rel
+    for entry in result.report["folded"]:
+        if entry["direction"] == "backward":
+            row.folded_backward += 1
+        else:
+            row.folded_forward += 1
+    for entry in result.report["kept"]:
+        row.kept[entry["reason"]] = row.kept.get(entry["reason"], 0) + 1
+    folded = result.model
+    limit = limit_model(model)
+
+    loose = Tolerance(1e-2, 1e-2)  # the chaotic EfficientNetV2B0 (see tests/test_zoo.py) needs it
+    for kind, suffix in (("onnx", ".onnx"), ("tflite", ".tflite"), ("savedmodel", "_sm")):
+        started = time.perf_counter()
+        export(folded, **{kind: work / f"{name}.folded{suffix}"}, tolerance=loose)
+        row.export_s[kind] = time.perf_counter() - started
+    export(model, onnx=work / f"{name}.onnx", tolerance=loose)
+
+    x = np.random.default_rng(0).normal(0, 1, (1, size, size, 3)).astype(np.float32)
+    row.tf_ms = interleaved({"original": tf_callable(model, x, "/cpu:0"), "folded": tf_callable(folded, x, "/cpu:0"),
+                             "limit": tf_callable(limit, x, "/cpu:0")}, calls)
+    optimized = work / f"{name}.ort_all.onnx"
+    row.ort_ms = interleaved({
+        "unfolded ALL": ort_callable(work / f"{name}.onnx", "ORT_ENABLE_ALL", x, optimized=optimized),
+        "folded BASIC": ort_callable(work / f"{name}.folded.onnx", "ORT_ENABLE_BASIC", x),
+        "folded ALL": ort_callable(work / f"{name}.folded.onnx", "ORT_ENABLE_ALL", x),
+    }, calls)
+    for label, path in (("tf2onnx", work / f"{name}.onnx"), ("tf2onnx + ORT ALL", optimized),
+                        ("bnfreeze", work / f"{name}.folded.onnx")):
+        row.onnx_nodes[label], row.bn_nodes[label] = onnx_facts(path, bn_names)
+    if gpu:
+        row.gpu_ms = interleaved({
+            "TF original": tf_callable(model, x, "/gpu:0"), "TF folded": tf_callable(folded, x, "/gpu:0"),
+            "TF limit": tf_callable(limit, x, "/gpu:0"),
+            "CUDA unfolded ALL": ort_callable(work / f"{name}.onnx", "ORT_ENABLE_ALL", x, "CUDAExecutionProvider"),
+            "CUDA folded ALL": ort_callable(work / f"{name}.folded.onnx", "ORT_ENABLE_ALL", x, "CUDAExecutionProvider"),
+        }, calls)
+    keras.backend.clear_session()
+    return row
+
+
+def _f(value, digits=2):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[Row], machine: str, args) -> str:
+    out = [
+        "# Benchmarks", "",
+        f"Generated by `python scripts/bench.py --size {args.size} --calls {args.calls}` on {machine}.",
+        "Architectures from `keras.applications` with weights=None and randomised BN statistics "
+        "(gamma 0.5–1.5, a third negative; beta, mean ~N(0, 0.5); variance 0.2–2). "
+        "Latencies are medians of interleaved batch-1 calls. `bnfreeze fold` CLI times are wall times of a fresh "
+        "process (TensorFlow start-up, load, fold, parity check, save); *user install* runs it without "
+        "scikit-learn (a test-only dependency that Keras imports at start-up when present). "
+        "Goal: ResNet50 under 10 s.", "",
+        "## Fold", "",
+        "| model | input | BN | folded backward | folded forward | kept (reason) | parity max_rel | "
+        "`bnfreeze fold` CLI s, user install | same, dev env (+scikit-learn) | fold s (in process) | ONNX export s | "
+        "TFLite s | SavedModel s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if not r.available:
+            out.append(f"| {r.model} | – | – | – | – | {r.note} | – | – | – | – | – | – | – |")
+            continue
+        kept = "; ".join(f"{n}: {reason}" for reason, n in r.kept.items()) or "–"
+        out.append(f"| {r.model} | {r.note} | {r.bn} | {r.folded_backward} | {r.folded_forward} | {kept} | "
+                   f"{r.parity_max_rel:.1e} | {_f(r.fold_cli_user_s, 1)} | {_f(r.fold_cli_s, 1)} | {_f(r.fold_s, 1)} | "
+                   f"{_f(r.export_s.get('onnx'), 1)} | {_f(r.export_s.get('tflite'), 1)} | "
+                   f"{_f(r.export_s.get('savedmodel'), 1)} |")
+    out += ["", "## TensorFlow batch-1 latency (CPU)", "",
+            "*limit*: the same network with every BN replaced by an identity. Goal: folded speed-up >= 95% of the "
+            "limit's (`limit/folded` >= 0.95).", "",
+            "| model | original ms | folded ms | limit ms | original/folded | original/limit | limit/folded | goal |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r.available:
+            continue
+        t = r.tf_ms
+        share = t["limit"] / t["folded"]
+        goal = "met" if share >= 0.95 else ("not met: BNs kept" if r.kept else "not met")
+        out.append(f"| {r.model} | {_f(t['original'])} | {_f(t['folded'])} | {_f(t['limit'])} | "
+                   f"{t['original'] / t['folded']:.2f} | {t['original'] / t['limit']:.2f} | {share:.2f} | {goal} |")
+    out += ["", "## onnxruntime batch-1 latency (CPU provider)", "",
+            "| model | unfolded, ORT_ENABLE_ALL ms | folded, ORT_ENABLE_BASIC ms | folded, ORT_ENABLE_ALL ms | "
+            "unfolded ALL / folded ALL |", "|---|---|---|---|---|"]
+    for r in rows:
+        if not r.available:
+            continue
+        o = r.ort_ms
+        out.append(f"| {r.model} | {_f(o['unfolded ALL'])} | {_f(o['folded BASIC'])} | {_f(o['folded ALL'])} | "
+                   f"{o['unfolded ALL'] / o['folded ALL']:.2f} |")
+    out += ["", "## ONNX graphs", "",
+            "BN-derived nodes: BatchNormalization nodes, and Mul/Add/Sub/Div/Sqrt nodes named after a BN layer "
+            "(what a converter leaves when it cannot fuse). Goal: 0 where bnfreeze folded every BN.", "",
+            "| model | tf2onnx nodes | tf2onnx BN-derived | after ORT ALL nodes | after ORT ALL BN-derived | "
+            "bnfreeze nodes | bnfreeze BN-derived | goal |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r.available:
+            continue
+        n, b = r.onnx_nodes, r.bn_nodes
+        goal = "met" if (b["bnfreeze"] == 0 or r.kept) else "not met"
+        out.append(f"| {r.model} | {n['tf2onnx']} | {b['tf2onnx']} | {n['tf2onnx + ORT ALL']} | "
+                   f"{b['tf2onnx + ORT ALL']} | {n['bnfreeze']} | {b['bnfreeze']} | {goal} |")
+    if any(r.gpu_ms for r in rows):
+        out += ["", "## GPU batch-1 latency", "", "| model | " + " | ".join(next(r.gpu_ms for r in rows if r.gpu_ms)) + " |",
+                "|---|" + "---|" * 5]
+        for r in rows:
+            if r.gpu_ms:
+                out.append(f"| {r.model} | " + " | ".join(_f(v) for v in r.gpu_ms.values()) + " |")
+    else:
+        out += ["", "No GPU was present: the GPU latencies (TF GPU, CUDA provider) were not measured."]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+               f"{'GPU ' + tf.config.experimental.get_device_details(tf.config.list_physical_devices('GPU')[0]).get('device_name', '') if gpu else 'no GPU'}, "
+               f"TensorFlow {tf.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            started = time.perf_counter()
+            rows.append(bench_model(name, args.size, args.calls, Path(tmp), gpu))
+            print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            args.out.write_text(markdown(rows, machine, args))
+            if args.json:
+                args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
