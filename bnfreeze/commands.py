@@ -181,6 +181,31 @@ def _strategy(name: str | None):
     raise InputError(f"unknown --distribute {name!r}; choose mirrored")
 
 
+def report_file(model_path, output=None, *, compare=None, data=None, samples: int = 8, seed: int = 0,
+                force: bool = False, unsafe: bool = False) -> Path:
+    """Write the HTML report of the model in ``model_path`` (default ``<stem>.report.html``)."""
+    from bnfreeze.data import open_data, random_data
+    from bnfreeze.html.page import bn_facts, parity_facts, render
+    from bnfreeze.signature import input_specs
+
+    model_path = Path(model_path)
+    output = Path(output) if output is not None else model_path.with_name(model_path.stem + ".report.html")
+    if output.suffix not in (".html", ".htm"):
+        raise InputError(f"{output}: the report is HTML; give an output ending in .html")
+    _check_outputs(model_path, [output], force)
+    model = load_model(model_path, unsafe=unsafe)
+    other = load_model(compare, unsafe=unsafe) if compare is not None else None
+    specs = input_specs(model)
+    source = open_data(data, specs) if data is not None else random_data(specs, samples, seed)
+    feeds = [[feed[s.name] for s in specs] for feed in source.batches(8, samples if data is None else None)]
+    folded = fold(model, check=False).model
+    page = render(str(model_path), inspect(model), bn_facts(model), parity_facts(model, folded, feeds, str(source.source)),
+                  str(compare) if compare else None, bn_facts(other) if other is not None else None)
+    with atomic_path(output, force=force) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return output
+
+
 def inspect_file(model_path, *, unsafe: bool = False) -> list[NormalizationRow]:
     return inspect(load_model(model_path, unsafe=unsafe))
 
