@@ -10,7 +10,6 @@ import sys
 
 import click
 
-from bnfreeze.compare import DEFAULT_ATOL, DEFAULT_RTOL
 
 
 def _quiet_tensorflow() -> None:
@@ -68,11 +67,14 @@ def load_options(func):
 
 def tolerance_options(func):
     func = click.option(
-        "--rtol", type=float, default=DEFAULT_RTOL, show_default=True,
-        help="Pass when max |error| <= RTOL * max |reference output|.",
+        "--rtol", type=float, default=None,
+        help="Pass when max |error| <= RTOL * max |reference output| (default by compute dtype: "
+             "float32 1e-4, float16 1e-2, bfloat16 5e-2, float64 1e-7).",
     )(func)
     func = click.option(
-        "--atol", type=float, default=DEFAULT_ATOL, show_default=True, help="Pass when max |error| <= ATOL."
+        "--atol", type=float, default=None,
+        help="Pass when max |error| <= ATOL (default by compute dtype: float32 1e-5, float16 1e-2, "
+             "bfloat16 5e-2, float64 1e-8)."
     )(func)
     return func
 

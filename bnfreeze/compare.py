@@ -23,18 +23,63 @@ DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-4
 CHECKS = ("max", "elementwise")
 
+#: Default (atol, rtol) by the lowest floating-point precision a model computes in. Folding
+#: changes the order of roundings, so a model computing in float16 (machine epsilon 1e-3) or
+#: bfloat16 (8e-3) cannot be held to float32's 1e-4; float64 can be held to far more.
+DTYPE_TOLERANCES = {
+    "float64": (1e-8, 1e-7),
+    "float32": (DEFAULT_ATOL, DEFAULT_RTOL),
+    "float16": (1e-2, 1e-2),
+    "bfloat16": (5e-2, 5e-2),
+}
+_PRECISION_ORDER = ["bfloat16", "float16", "float32", "float64"]
+
+
+def compute_dtype(model) -> str:
+    """The lowest floating-point precision among the model's layers' compute dtypes."""
+    found = {"float32"}
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
+    seen = {str(getattr(layer, "compute_dtype", "float32")) for layer in layers}
+    found = {d for d in seen if d in DTYPE_TOLERANCES} or found
+    return min(found, key=_PRECISION_ORDER.index)
+
 
 @dataclass(frozen=True)
 class Tolerance:
-    atol: float = DEFAULT_ATOL
-    rtol: float = DEFAULT_RTOL
+    """``atol``/``rtol`` left None take the default for the model's compute dtype (:meth:`resolved`)."""
+
+    atol: float | None = None
+    rtol: float | None = None
     check: str = "max"
+    dtype: str | None = None
 
     def __post_init__(self):
-        if not (self.atol >= 0 and self.rtol >= 0):
+        if (self.atol is not None and not self.atol >= 0) or (self.rtol is not None and not self.rtol >= 0):
             raise InputError(f"tolerances must be >= 0 (atol={self.atol}, rtol={self.rtol})")
         if self.check not in CHECKS:
             raise InputError(f"unknown check {self.check!r}; choose one of {', '.join(CHECKS)}")
+
+    def resolved(self, model) -> "Tolerance":
+        """Fill the missing values from :data:`DTYPE_TOLERANCES` for ``model``'s compute dtype."""
+        dtype = compute_dtype(model)
+        atol, rtol = DTYPE_TOLERANCES[dtype]
+        return Tolerance(atol if self.atol is None else self.atol, rtol if self.rtol is None else self.rtol,
+                         self.check, dtype)
+
+    @property
+    def abs_limit(self) -> float:
+        return DEFAULT_ATOL if self.atol is None else self.atol
+
+    @property
+    def rel_limit(self) -> float:
+        return DEFAULT_RTOL if self.rtol is None else self.rtol
+
+    def describe(self) -> str:
+        source = f" ({self.dtype} defaults)" if self.dtype else ""
+        return f"atol {self.abs_limit:g}, rtol {self.rel_limit:g}{source}"
+
+    def as_dict(self) -> dict:
+        return {"atol": self.abs_limit, "rtol": self.rel_limit, "check": self.check, "dtype": self.dtype}
 
 
 @dataclass(frozen=True)
@@ -82,16 +127,16 @@ def compare_output(name: str, reference, candidate, tolerance: Tolerance = Toler
     else:
         max_rel = 0.0 if max_abs == 0 else float("inf")
     if tolerance.check == "elementwise":
-        within = (diff <= tolerance.atol) | (diff <= tolerance.rtol * np.abs(reference))
+        within = (diff <= tolerance.abs_limit) | (diff <= tolerance.rel_limit * np.abs(reference))
         passed = bool(np.all(within))
     else:
-        passed = max_abs <= tolerance.atol or max_rel <= tolerance.rtol
+        passed = max_abs <= tolerance.abs_limit or max_rel <= tolerance.rel_limit
     reason = None
     if not finite:
         passed = False
         reason = "NaN or Inf in the outputs"
     elif not passed:
-        reason = f"max_abs {max_abs:.3g} > atol {tolerance.atol:g} and max_rel {max_rel:.3g} > rtol {tolerance.rtol:g}"
+        reason = f"max_abs {max_abs:.3g} > atol {tolerance.abs_limit:g} and max_rel {max_rel:.3g} > rtol {tolerance.rel_limit:g}"
     return OutputComparison(
         name=name,
         max_abs=max_abs,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from bnfreeze.compare import DEFAULT_ATOL, DEFAULT_RTOL, Tolerance
+from bnfreeze.compare import Tolerance
 from bnfreeze.errors import ParityError
 from bnfreeze.parity import ParityResult, check_models
 from bnfreeze.planner import Plan, plan
@@ -36,8 +36,8 @@ def build_report(model_label: str, fold_plan: Plan, parity: ParityResult | None,
 def fold(
     model,
     *,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
+    atol: float | None = None,
+    rtol: float | None = None,
     check: bool = True,
     seed: int = 0,
     rules: Sequence[FoldRule] = RULES,
@@ -53,7 +53,7 @@ def fold(
     the output's largest magnitude, :class:`~bnfreeze.errors.ParityError` is
     raised (its ``.parity`` holds the numbers).
     """
-    tolerance = Tolerance(atol=atol, rtol=rtol)
+    tolerance = Tolerance(atol=atol, rtol=rtol).resolved(model)
     fold_plan = plan(model, rules)
     folded = apply_plan(model, fold_plan.folds) if fold_plan.folds else copy_model(model)
     parity = check_models(model, folded, tolerance, seed=seed) if check else None
@@ -61,7 +61,7 @@ def fold(
     if parity is not None and not parity.passed:
         raise ParityError(
             f"the folded model differs from {model.name}: max_abs {parity.max_abs:.3g}, "
-            f"max_rel {parity.max_rel:.3g} (atol {atol:g}, rtol {rtol:g})",
+            f"max_rel {parity.max_rel:.3g} ({tolerance.describe()})",
             parity,
         )
     return FoldResult(model=folded, plan=fold_plan, parity=parity, report=report)

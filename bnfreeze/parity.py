@@ -54,9 +54,11 @@ class ParityResult:
     samples: int
     passed: bool
     outputs: list[OutputComparison] = field(default_factory=list)
+    tolerance: Tolerance | None = None
 
     def as_dict(self) -> dict:
-        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "samples": self.samples, "passed": self.passed}
+        return {"max_abs": self.max_abs, "max_rel": self.max_rel, "samples": self.samples, "passed": self.passed,
+                "tolerance": self.tolerance.as_dict() if self.tolerance else None}
 
 
 def check_models(
@@ -68,6 +70,7 @@ def check_models(
     batch_sizes: tuple[int, ...] = (1, 3),
 ) -> ParityResult:
     """Compare two models on seeded random inputs, one run per batch size."""
+    tolerance = tolerance.resolved(reference)
     specs = input_specs(reference)
     names = output_names(reference)
     comparisons: list[OutputComparison] = []
@@ -86,4 +89,5 @@ def check_models(
         samples=sum(batch_sizes),
         passed=worst["passed"],
         outputs=comparisons,
+        tolerance=tolerance,
     )

@@ -7,6 +7,13 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def _tolerance_note(tolerance: dict | None) -> str:
+    if not tolerance:
+        return ""
+    dtype = f", {tolerance['dtype']} defaults" if tolerance.get("dtype") else ""
+    return f" (atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g}{dtype})"
+
+
 def print_fold_report(console, report: dict) -> None:
     from rich.table import Table
 
@@ -29,7 +36,7 @@ def print_fold_report(console, report: dict) -> None:
         verdict = "[green]passed[/green]" if parity["passed"] else "[red]FAILED[/red]"
         console.print(
             f"parity on {parity['samples']} samples: max_abs {_fmt(parity['max_abs'])}, "
-            f"max_rel {_fmt(parity['max_rel'])}: {verdict}"
+            f"max_rel {_fmt(parity['max_rel'])}{_tolerance_note(parity.get('tolerance'))}: {verdict}"
         )
     if report.get("output"):
         console.print(f"wrote {report['output']}")
@@ -85,7 +92,8 @@ def print_verify(console, report) -> None:
         console.print(f"[{number}] {note}", markup=False, highlight=False)
     t = report.tolerance
     verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
-    console.print(f"tolerance: max_abs <= {t.atol:g} or max_rel <= {t.rtol:g} ({t.check}): {verdict}")
+    dtype = f", {t.dtype} defaults" if t.dtype else ""
+    console.print(f"tolerance: max_abs <= {t.abs_limit:g} or max_rel <= {t.rel_limit:g} ({t.check}{dtype}): {verdict}")
 
 
 def print_recalibration(console, model_label: str, report: dict) -> None:

@@ -69,9 +69,10 @@ class VerifyReport:
             "passed": self.passed,
             "reference": self.reference,
             "data": self.data,
-            "atol": self.tolerance.atol,
-            "rtol": self.tolerance.rtol,
+            "atol": self.tolerance.abs_limit,
+            "rtol": self.tolerance.rel_limit,
             "check": self.tolerance.check,
+            "tolerance_dtype": self.tolerance.dtype,
             "results": [row.as_dict() for row in self.rows],
         }
 
@@ -123,6 +124,7 @@ def verify(
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     reference_model = load_model(reference, unsafe=unsafe)
+    tolerance = tolerance.resolved(reference_model)
     classes = [(Path(c), runner_class(c)) for c in candidates]  # bad paths fail before any run
     dataset, feeds = _feeds(reference_model, data, samples, seed, batch_size)
     expected = run_reference(reference_model, feeds)

@@ -42,8 +42,8 @@ class Job:
     def verify_kwargs(self) -> dict:
         options = dict(self.options)
         tolerance = Tolerance(
-            atol=options.pop("atol", Tolerance.atol),
-            rtol=options.pop("rtol", Tolerance.rtol),
+            atol=options.pop("atol", None),
+            rtol=options.pop("rtol", None),
             check=options.pop("check", "max"),
         )
         return {"data": self.data, "tolerance": tolerance, **options}

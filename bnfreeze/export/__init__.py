@@ -80,6 +80,7 @@ def export(
     if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     check_destinations(targets, force)
+    tolerance = tolerance.resolved(model)
     specs = input_specs(model)
     feeds = random_feeds(specs, (batch_size,) if batch_size else (1, 4), seed)
     expected = run_reference(model, feeds)
