@@ -1,6 +1,8 @@
 """The ``bnfreeze`` command line: option parsing only, over :mod:`bnfreeze.commands`.
 
-Exit codes: 0 success, 1 parity failure (nothing written), 2 bad input.
+Exit codes: 0 success, 1 parity failure (nothing written), 2 bad input,
+3 internal error (a bug: rerun with --debug), 130 interrupted (SIGINT),
+143 terminated (SIGTERM); nothing is written unless the exit code is 0.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ def _quiet_tensorflow() -> None:
         os.close(saved)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where Python runs so that every ``finally`` (temporary files) runs."""
+
+
+def _on_sigterm(_signum, _frame):
+    raise _Terminated()
+
+
 class BnfreezeGroup(click.Group):
     """Turns bnfreeze's errors into one line on stderr and an exit code."""
 
@@ -40,6 +50,12 @@ class BnfreezeGroup(click.Group):
 
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("bnfreeze: interrupted; nothing was written", err=True)
+            ctx.exit(130)
+        except _Terminated:
+            click.echo("bnfreeze: terminated; nothing was written", err=True)
+            ctx.exit(143)
         except BnfreezeError as exc:
             if ctx.params.get("debug"):
                 raise
@@ -59,9 +75,22 @@ def model_argument(func):
     return click.argument("model", type=click.Path(dir_okay=True, path_type=str))(func)
 
 
+def _custom_objects(ctx, _param, value):
+    if value:
+        from bnfreeze.custom_objects import import_custom_objects
+
+        import_custom_objects(value, unsafe=ctx.params.get("unsafe", False))
+    return value
+
+
 def load_options(func):
+    func = click.option(
+        "--custom-objects", type=click.Path(path_type=str), expose_value=False, callback=_custom_objects,
+        help="Import this .py file first (it registers custom layers, or lists them in CUSTOM_OBJECTS); needs --unsafe.",
+    )(func)
     return click.option(
-        "--unsafe", is_flag=True, help="Turn Keras safe mode off (needed for Lambda layers; trusted files only)."
+        "--unsafe", is_flag=True, is_eager=True,
+        help="Turn Keras safe mode off (needed for Lambda layers and --custom-objects; trusted files only).",
     )(func)
 
 
@@ -119,6 +148,9 @@ def _console_err():
 @click.version_option(package_name="bnfreeze")
 def main(debug: bool) -> None:
     """Fold, recalibrate, export and verify Keras models with BatchNormalization."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if not debug:
         _quiet_tensorflow()
 

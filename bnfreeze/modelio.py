@@ -45,8 +45,7 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
         if not _is_hdf5(path):
             raise InputError(f"{path}: not an HDF5 file (truncated or not a Keras .h5 model)")
     elif path.suffix.lower() in KERAS_SUFFIXES:
-        if not zipfile.is_zipfile(path):
-            raise InputError(f"{path}: not a Keras model archive (truncated or not a .keras file)")
+        _check_keras_archive(path)
     else:
         raise InputError(f"{path}: unknown model format {path.suffix or '(no suffix)'!r}; expected .keras or .h5")
     try:
@@ -56,6 +55,35 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
     if not isinstance(model, keras.Model):
         raise InputError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     return model
+
+
+def _check_keras_archive(path: Path) -> None:
+    """A ``.keras`` file is a zip of ``metadata.json``, ``config.json`` and the weights; check all three.
+
+    Every member's CRC is checked, so a damaged transfer is reported as such
+    rather than loaded with whatever the damage left.
+    """
+    import json
+
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a Keras model archive (truncated or not a .keras file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise InputError(f"{path}: damaged archive ({bad} fails its checksum)")
+            names = set(archive.namelist())
+            for member in ("metadata.json", "config.json"):
+                if member not in names:
+                    raise InputError(f"{path}: damaged Keras archive ({member} is missing)")
+                try:
+                    content = json.loads(archive.read(member))
+                except ValueError:
+                    content = None
+                if not isinstance(content, dict):
+                    raise InputError(f"{path}: damaged Keras archive ({member} is not a JSON object)")
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise InputError(f"{path}: damaged Keras archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
 
 
 def _describe_load_error(exc: Exception) -> str:

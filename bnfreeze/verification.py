@@ -86,7 +86,7 @@ def compare_runner(
     comparisons = []
     for feed, reference in zip(feeds, expected):
         batch = next(iter(feed.values())).shape[0]
-        got = runner.infer({input_map[name]: value for name, value in feed.items()})
+        got = _infer(runner, {input_map[name]: value for name, value in feed.items()})
         for name, ref, cand in _match_outputs(reference, got):
             label = f"{name}[batch {batch}]"
             if cand is None:
@@ -96,3 +96,17 @@ def compare_runner(
             else:
                 comparisons.append(compare_output(label, ref, cand, tolerance))
     return comparisons
+
+
+def _infer(runner, feed):
+    """Run the artifact; a runtime's failure on it (a damaged graph) is the artifact's fault: one line, exit 2."""
+    from bnfreeze.errors import BnfreezeError
+
+    try:
+        return runner.infer(feed)
+    except BnfreezeError:
+        raise
+    except Exception as exc:  # onnxruntime, TFLite and TF raise many types
+        lines = str(exc).strip().splitlines()
+        detail = lines[0][:200] if lines else type(exc).__name__
+        raise InputError(f"{runner.path}: {runner.backend} failed to run it ({detail})") from exc
