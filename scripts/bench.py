@@ -76,6 +76,30 @@ def limit_model(model):
     return without_layers(model, [l.name for l in model.layers if isinstance(l, keras.layers.BatchNormalization)])
 
 
+def limit_with_biases(model, limit):
+    """The limit with a (zero) bias in every layer that had none: the network as one builds it without BN.
+
+    Folding gives every target a bias (the BN's shift), so this is what a
+    folded model can at most match.
+    """
+    import copy
+
+    from bnfreeze.rewrite import _rebuild
+
+    config = copy.deepcopy(limit.get_config())
+    for entry in config["layers"]:
+        if entry["config"].get("use_bias") is False:
+            entry["config"]["use_bias"] = True
+    biased = _rebuild(limit, config)
+    for layer in biased.layers:
+        weights = limit.get_layer(layer.name).get_weights()
+        if len(layer.weights) == len(weights) + 1:
+            weights = weights + [np.zeros(layer.weights[-1].shape, layer.weights[-1].dtype)]
+        if layer.weights:
+            layer.set_weights(weights)
+    return biased
+
+
 def interleaved(functions: dict, calls: int, warmup: int = 3) -> dict[str, float]:
     """Median milliseconds per call of each function, run round-robin so drift hits all alike."""
     for fn in functions.values():
@@ -226,7 +250,8 @@ def bench_model(name: str, size: int, calls: int, work: Path, gpu: bool) -> Row:
 
     x = np.random.default_rng(0).normal(0, 1, (1, size, size, 3)).astype(np.float32)
     row.tf_ms = interleaved({"original": tf_callable(model, x, "/cpu:0"), "folded": tf_callable(folded, x, "/cpu:0"),
-                             "limit": tf_callable(limit, x, "/cpu:0")}, calls)
+                             "limit": tf_callable(limit, x, "/cpu:0"),
+                             "limit + biases": tf_callable(limit_with_biases(model, limit), x, "/cpu:0")}, calls)
     optimized = work / f"{name}.ort_all.onnx"
     row.ort_ms = interleaved({
         "unfolded ALL": ort_callable(work / f"{name}.onnx", "ORT_ENABLE_ALL", x, optimized=optimized),
@@ -247,6 +272,18 @@ def bench_model(name: str, size: int, calls: int, work: Path, gpu: bool) -> Row:
     return row
 
 
+def kept_summary(kept: dict) -> str:
+    """'16 after Add, 1 after MaxPooling2D' from the planner's reasons (one per kept BN)."""
+    import re
+
+    by_producer: dict[str, int] = {}
+    for reason, count in kept.items():
+        found = re.search(r"input comes from \S+ \((\w+)\)", reason)
+        key = f"after {found.group(1)}" if found else reason[:80]
+        by_producer[key] = by_producer.get(key, 0) + count
+    return ", ".join(f"{n} {key}" for key, n in sorted(by_producer.items(), key=lambda kv: -kv[1])) or "–"
+
+
 def _f(value, digits=2):
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -262,7 +299,7 @@ def markdown(rows: list[Row], machine: str, args) -> str:
         "scikit-learn (a test-only dependency that Keras imports at start-up when present). "
         "Goal: ResNet50 under 10 s.", "",
         "## Fold", "",
-        "| model | input | BN | folded backward | folded forward | kept (reason) | parity max_rel | "
+        "| model | input | BN | folded backward | folded forward | kept (input of the BN) | parity max_rel | "
         "`bnfreeze fold` CLI s, user install | same, dev env (+scikit-learn) | fold s (in process) | ONNX export s | "
         "TFLite s | SavedModel s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -271,24 +308,30 @@ def markdown(rows: list[Row], machine: str, args) -> str:
         if not r.available:
             out.append(f"| {r.model} | – | – | – | – | {r.note} | – | – | – | – | – | – | – |")
             continue
-        kept = "; ".join(f"{n}: {reason}" for reason, n in r.kept.items()) or "–"
+        kept = kept_summary(r.kept)
         out.append(f"| {r.model} | {r.note} | {r.bn} | {r.folded_backward} | {r.folded_forward} | {kept} | "
                    f"{r.parity_max_rel:.1e} | {_f(r.fold_cli_user_s, 1)} | {_f(r.fold_cli_s, 1)} | {_f(r.fold_s, 1)} | "
                    f"{_f(r.export_s.get('onnx'), 1)} | {_f(r.export_s.get('tflite'), 1)} | "
                    f"{_f(r.export_s.get('savedmodel'), 1)} |")
     out += ["", "## TensorFlow batch-1 latency (CPU)", "",
             "*limit*: the same network with every BN replaced by an identity. Goal: folded speed-up >= 95% of the "
-            "limit's (`limit/folded` >= 0.95).", "",
-            "| model | original ms | folded ms | limit ms | original/folded | original/limit | limit/folded | goal |",
-            "|---|---|---|---|---|---|---|---|"]
+            "limit's (`limit/folded` >= 0.95). A fold must give its target the BN's shift as a bias, which the "
+            "limit does not have where the layer before a BN was built without one (`use_bias=False`); "
+            "*limit + biases* is the limit with a zero bias in those layers — the network as one would build it "
+            "without BN, and what a folded model can at most match.", "",
+            "| model | original ms | folded ms | limit ms | limit + biases ms | original/folded | original/limit | "
+            "limit/folded | goal | (limit + biases)/folded |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not r.available:
             continue
         t = r.tf_ms
         share = t["limit"] / t["folded"]
         goal = "met" if share >= 0.95 else ("not met: BNs kept" if r.kept else "not met")
-        out.append(f"| {r.model} | {_f(t['original'])} | {_f(t['folded'])} | {_f(t['limit'])} | "
-                   f"{t['original'] / t['folded']:.2f} | {t['original'] / t['limit']:.2f} | {share:.2f} | {goal} |")
+        biased = t.get("limit + biases")
+        out.append(f"| {r.model} | {_f(t['original'])} | {_f(t['folded'])} | {_f(t['limit'])} | {_f(biased)} | "
+                   f"{t['original'] / t['folded']:.2f} | {t['original'] / t['limit']:.2f} | {share:.2f} | {goal} | "
+                   f"{(biased / t['folded']) if biased else float('nan'):.2f} |")
     out += ["", "## onnxruntime batch-1 latency (CPU provider)", "",
             "| model | unfolded, ORT_ENABLE_ALL ms | folded, ORT_ENABLE_BASIC ms | folded, ORT_ENABLE_ALL ms | "
             "unfolded ALL / folded ALL |", "|---|---|---|---|---|"]
@@ -307,7 +350,8 @@ def markdown(rows: list[Row], machine: str, args) -> str:
         if not r.available:
             continue
         n, b = r.onnx_nodes, r.bn_nodes
-        goal = "met" if (b["bnfreeze"] == 0 or r.kept) else "not met"
+        kept = sum(r.kept.values())
+        goal = "met" if b["bnfreeze"] == 0 else (f"met: the {kept} kept BNs" if kept else "not met")
         out.append(f"| {r.model} | {n['tf2onnx']} | {b['tf2onnx']} | {n['tf2onnx + ORT ALL']} | "
                    f"{b['tf2onnx + ORT ALL']} | {n['bnfreeze']} | {b['bnfreeze']} | {goal} |")
     if any(r.gpu_ms for r in rows):
@@ -327,7 +371,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="Also write the raw numbers as JSON.")
+    parser.add_argument("--merge", type=Path,
+                        help="JSON of an earlier run: keep its rows, re-measure only --models, write the merged file.")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -336,11 +382,16 @@ def main() -> None:
     machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
                f"{'GPU ' + tf.config.experimental.get_device_details(tf.config.list_physical_devices('GPU')[0]).get('device_name', '') if gpu else 'no GPU'}, "
                f"TensorFlow {tf.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
-    rows = []
+    rows = [Row(**r) for r in json.loads(args.merge.read_text())] if args.merge else []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             started = time.perf_counter()
-            rows.append(bench_model(name, args.size, args.calls, Path(tmp), gpu))
+            row = bench_model(name, args.size, args.calls, Path(tmp), gpu)
+            index = next((i for i, r in enumerate(rows) if r.model == name), None)
+            if index is None:
+                rows.append(row)
+            else:
+                rows[index] = row
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
             args.out.write_text(markdown(rows, machine, args))
             if args.json:
