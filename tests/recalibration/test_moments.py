@@ -23,7 +23,7 @@ def test_merged_batches_equal_the_whole(sizes, offset, seed):
 
 
 def test_large_offset_keeps_small_variance():
-    """E[x^2] - E[x]^2 would lose every digit here; the centred update does not."""
+    """E[x^2] - E[x]^2 would lose every digit here; the centred update (float64 for (batch, channel) inputs) does not."""
     rng = np.random.default_rng(0)
     x = (1e4 + rng.normal(0, 1e-2, (4000, 2))).astype(np.float32)
     m = Moments()
@@ -37,8 +37,9 @@ def test_batch_moments_reduce_all_but_the_channel_axis():
     x = np.random.default_rng(1).normal(size=(4, 5, 6, 3)).astype(np.float32)
     n, mean, m2 = (np.asarray(v) for v in batch_moments(x, [0, 1, 2]))
     assert n == 120
-    np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(0, 1, 2)), rtol=1e-12)
-    np.testing.assert_allclose(m2 / n, x.astype(np.float64).var(axis=(0, 1, 2)), rtol=1e-12)
+    # float32 within a sample (documented ~1e-7), float64 across samples
+    np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(0, 1, 2)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(m2 / n, x.astype(np.float64).var(axis=(0, 1, 2)), rtol=1e-6)
 
 
 def test_empty_batch_changes_nothing():
