@@ -65,7 +65,7 @@ def test_recalibrate_keeps_statistics_in_the_variable_dtype(policy, stat_dtype):
     first = [l for l in result.model.layers if isinstance(l, keras.layers.BatchNormalization)][0]
     assert str(first.moving_mean.dtype) == stat_dtype
     probe = keras.Model(result.model.inputs, first.input)
-    seen = np.asarray(probe(x), np.float64)
+    seen = np.asarray(probe([x]), np.float64)
     rtol = 1e-5 if policy == "float64" else 1e-2
     np.testing.assert_allclose(first.moving_mean.numpy(), seen.mean(axis=(0, 1, 2)), rtol=rtol, atol=rtol)
     np.testing.assert_allclose(first.moving_variance.numpy(), seen.var(axis=(0, 1, 2)), rtol=rtol, atol=rtol)

@@ -181,7 +181,7 @@ def test_nested_model_bns_are_reached():
     names = {c.name for c in result.changes}
     assert names == {"outer_bn", "block/inner_bn", "head_bn"}
     block = result.model.get_layer("block")
-    block_input = keras.Model(result.model.inputs, result.model.get_layer("outer_bn").output)(x)
+    block_input = keras.Model(result.model.inputs, result.model.get_layer("outer_bn").output)([x])
     pre_bn = keras.Model(block.inputs, block.get_layer("inner_dense").output)(block_input)
     inner = block.get_layer("inner_bn")
     assert_close(inner.moving_mean.numpy(), np.asarray(pre_bn, np.float64).mean(axis=0))
@@ -198,7 +198,7 @@ def test_shared_nested_model_pools_both_calls():
     result = recalibrate(model, data_of(model, x), batch_size=8)
     outer = keras.Model(result.model.inputs,
                         [result.model.get_layer("outer_bn").output, result.model.get_layer("other").output])
-    a, b = outer(x)
+    a, b = outer([x])
     block = result.model.get_layer("block")
     dense = keras.Model(block.inputs, block.get_layer("inner_dense").output)
     pooled = np.concatenate([np.asarray(dense(a)), np.asarray(dense(b))]).astype(np.float64)
