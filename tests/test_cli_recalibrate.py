@@ -52,6 +52,14 @@ def test_other_modes(model_copy, calib, tmp_path, mode):
     assert f"({mode}" in proc.stdout
 
 
+def test_distribute_mirrored_on_the_local_devices(model_copy, calib, tmp_path):
+    report = tmp_path / "r.json"
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib, "--distribute", "mirrored", "--max-samples", "64",
+                    "-o", tmp_path / "m.keras", "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["replicas"] >= 1
+
+
 def test_image_folder_with_rescale(model_copy, repo, tmp_path):
     import tensorflow as tf
 

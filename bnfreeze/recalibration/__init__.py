@@ -145,7 +145,7 @@ def recalibrate(
     def assign(layer_id: int, stats: Statistics) -> None:
         _assign(program.bn_layers[layer_id], stats)
 
-    details: dict = {"batch_size": batch_size}
+    details: dict = {"batch_size": batch_size, "replicas": executor.replicas}
     if mode == "exact":
         estimator = ExactEstimator(program, executor, assign, budget, progress)
         statistics = estimator.run(batches, samples, _sample_bytes(program, data, names))
