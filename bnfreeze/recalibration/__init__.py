@@ -172,10 +172,10 @@ def recalibrate(
     for layer_id, stats in statistics.items():
         layer = program.bn_layers[layer_id]
         changes.append(BnChange.of(
-            "/".join(program.bn_paths[layer_id]), program.levels.get(layer_id), len(program.bn_steps(layer_id)),
+            program.bn_names[layer_id], program.levels.get(layer_id), len(program.bn_steps(layer_id)),
             stats.count, *old[layer_id], stats.mean, stats.variance, layer.epsilon))
     result = RecalibrationResult(
-        result_model, mode, {"/".join(program.bn_paths[i]): s for i, s in statistics.items()}, changes,
+        result_model, mode, {program.bn_names[i]: s for i, s in statistics.items()}, changes,
         estimator.passes, samples, skipped=list(program.opaque), details=details)
     _measure_accuracy(result, model, data if eval_data is None else eval_data, batch_size)
     return result

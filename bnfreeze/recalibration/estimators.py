@@ -21,7 +21,7 @@ will be saved. Layers that take ``training`` always get ``training=False``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -97,7 +97,6 @@ class ExactEstimator:
                 consumers.setdefault(key, []).append(step)
         results: dict[int, Statistics] = {}
         cache: _Cache | None = None
-        cache_keys: list[Key] = list(program.input_keys)
         for level in range(program.max_level + 1):
             layer_ids = [i for i, lv in program.levels.items() if lv == level]
             stat_steps = [s for i in layer_ids for s in program.bn_steps(i)]
@@ -105,6 +104,7 @@ class ExactEstimator:
                         if st <= level and any(c.stage > level for c in consumers.get(k, []))]
             frontier_bytes = sum(sample_bytes[k] for k in frontier) * samples
             held = cache.bytes if cache is not None else 0
+            cache_keys = cache.keys if cache is not None else list(program.input_keys)
             store = level < program.max_level and held + frontier_bytes <= self.memory_budget
             keep = frontier if store else []
             targets = {bn_input_key(s) for s in stat_steps} | set(keep)
@@ -126,7 +126,7 @@ class ExactEstimator:
                 self.assign(layer_id, results[layer_id])
             if store:
                 self.cached_passes += 1
-                cache, cache_keys = new_cache, keep
+                cache = new_cache
                 self.peak_cache_bytes = max(self.peak_cache_bytes, held + frontier_bytes)
         return results
 
@@ -186,8 +186,8 @@ class BatchStatisticsPass:
         bn_steps = [s for s in program.steps if s.is_bn]
         targets = {key for s in bn_steps for key in s.outputs}  # every BN runs, so every BN is measured
         steps = program.needed_steps(targets, set(program.input_keys))
+        self.order = [s for s in steps if s.is_bn]  # the order run_steps calls them in
         self.fn = executor.compile(self._function(steps))
-        self.order: list[Step] = []
 
     def _function(self, steps: list[Step]):
         import keras
@@ -195,13 +195,11 @@ class BatchStatisticsPass:
         def fn(*tensors):
             values = dict(zip(self.program.input_keys, tensors))
             reduced = []
-            order = []
 
             def normalise(step: Step, x):
                 layer = step.op
                 n, mean, m2 = batch_moments(x, reduction_axes(layer, x.shape.rank))
                 reduced.append((n, mean, m2))
-                order.append(step)
                 compute = keras.backend.result_type(x.dtype, "float32")
                 variance = m2 / n
                 y = keras.ops.batch_normalization(
@@ -212,16 +210,17 @@ class BatchStatisticsPass:
                 return keras.ops.cast(y, layer.compute_dtype)
 
             run_steps(steps, values, bn_call=normalise)
-            self.order = order
             return reduced, ()
 
         return fn
 
-    def __call__(self, batches: Iterable[list[np.ndarray]], progress: Progress) -> Iterator[list[tuple[Step, tuple]]]:
-        for arrays in batches:
+    def feed_all(self, batches: Batches, samples: int, description: str, progress: Progress, update) -> None:
+        """Run every batch; hand each batch's ``[(BN step, (n, mean, M2)), ...]`` to ``update``."""
+        progress.start(description, samples)
+        for arrays in batches():
             reduced, _ = self.executor.run(self.fn, self.executor.feed(arrays))
             progress.advance(len(arrays[0]))
-            yield list(zip(self.order, reduced))
+            update(list(zip(self.order, reduced)))
 
 
 class PreciseEstimator:
@@ -231,7 +230,7 @@ class PreciseEstimator:
         self.program = program
         self.pass_ = BatchStatisticsPass(program, executor)
         self.progress = progress
-        self.moments = {i: Moments() for i in program.levels}
+        self.moments = {i: Moments() for i in program.bn_layers}
         self.passes = 0
 
     def update(self, per_batch: list[tuple[Step, tuple]]) -> None:
@@ -239,9 +238,7 @@ class PreciseEstimator:
             self.moments[id(step.op)].update(n, mean, m2)
 
     def run(self, batches: Batches, samples: int, description: str = "precise") -> dict[int, Statistics]:
-        self.progress.start(description, samples)
-        for per_batch in self.pass_(batches(), self.progress):
-            self.update(per_batch)
+        self.pass_.feed_all(batches, samples, description, self.progress, self.update)
         self.passes = 1
         return {i: _statistics(m) for i, m in self.moments.items() if m.mean is not None}
 
@@ -294,9 +291,7 @@ class EmaEstimator:
             self.batches[id(layer)] += 1
 
     def run(self, batches: Batches, samples: int) -> dict[int, Statistics]:
-        self.progress.start("ema", samples)
-        for per_batch in self.pass_(batches(), self.progress):
-            self.update(per_batch)
+        self.pass_.feed_all(batches, samples, "ema", self.progress, self.update)
         self.passes = 1
         return {i: Statistics(s["mean"].astype(np.float64), s["variance"].astype(np.float64), self.counts[i],
                               self.batches[i], _renorm_extra(s)) for i, s in self.state.items() if self.batches[i]}

@@ -1,8 +1,8 @@
 """Running one step function per batch, on one device or on every replica of a strategy.
 
-Under the default strategy a step runs eagerly, batch by batch. Under a
-``tf.distribute`` strategy with several replicas it runs as a ``tf.function``
-through ``strategy.run``: each global batch is split across the replicas, and
+Every step runs as a ``tf.function``, batch by batch. Under a
+``tf.distribute`` strategy with several replicas it runs through
+``strategy.run``: each global batch is split across the replicas, and
 the moments in the step are all-reduced inside it
 (:func:`~bnfreeze.recalibration.moments.batch_moments`), so the host reads the
 same totals from any replica. Tensors a step returns for later stages stay on
@@ -25,7 +25,7 @@ class Executor:
         self.distributed = self.replicas > 1
 
     def compile(self, fn: Callable) -> Callable:
-        """``fn(*tensors) -> (reduced, kept)`` as a ``tf.function`` (graph mode: about twice eager's speed).
+        """``fn(*tensors) -> (reduced, kept)`` as a ``tf.function``.
 
         On one device the signature is fixed at the first call with a free
         batch dimension, so the last, smaller batch does not trace again.
@@ -61,22 +61,12 @@ class Executor:
 
     def run(self, fn: Callable, args: tuple):
         """Run ``fn`` on ``args``; return (host copies of the reduced outputs, the kept outputs)."""
+        import tensorflow as tf
+
         if not self.distributed:
             reduced, kept = fn(*args)
-            return _to_numpy(reduced), kept
+            return tf.nest.map_structure(np.asarray, reduced), kept
         with self.strategy.scope():
             reduced, kept = self.strategy.run(fn, args=args)
-        first = _map(reduced, lambda v: self.strategy.experimental_local_results(v)[0])
-        return _to_numpy(first), kept
-
-
-def _map(structure, fn):
-    if isinstance(structure, (list, tuple)):
-        return type(structure)(_map(v, fn) for v in structure)
-    if isinstance(structure, dict):
-        return {k: _map(v, fn) for k, v in structure.items()}
-    return fn(structure)
-
-
-def _to_numpy(structure):
-    return _map(structure, lambda v: np.asarray(v))
+        # the moments were all-reduced inside the step: every replica holds the same totals
+        return tf.nest.map_structure(lambda v: np.asarray(self.strategy.experimental_local_results(v)[0]), reduced), kept

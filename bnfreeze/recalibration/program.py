@@ -49,10 +49,9 @@ class Program:
 
     steps: list[Step]
     input_keys: list[Key]
-    output_keys: list[Key]
-    levels: dict[int, int] = field(default_factory=dict)  # id(BN layer) -> level
+    levels: dict[int, int | None] = field(default_factory=dict)  # id(BN layer) -> level
     bn_layers: dict[int, object] = field(default_factory=dict)
-    bn_paths: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    bn_names: dict[int, str] = field(default_factory=dict)  # id(BN layer) -> "nested/path/name" of its first call
     opaque: list[str] = field(default_factory=list)  # layers holding BNs bnfreeze cannot reach
 
     @property
@@ -82,7 +81,7 @@ class Program:
             key = todo.pop()
             step = producers.get(key)
             if step is None:
-                raise InputError(f"internal: tensor {key} has no producer and is not available")
+                raise RuntimeError(f"tensor {key} has no producer and is not available")
             if step.index in needed:
                 continue
             needed.add(step.index)
@@ -161,16 +160,15 @@ def flatten(model, ordered: bool = True) -> Program:
         return [key(t) for t in function.outputs]
 
     input_keys = [((), id(x)) for x in graph.inputs]
-    output_keys = visit(graph, (), (), input_keys)
-    program = Program(steps, input_keys, output_keys, opaque=opaque)
+    visit(graph, (), (), input_keys)
+    program = Program(steps, input_keys, opaque=opaque)
+    for step in steps:
+        if step.is_bn:
+            program.bn_layers[id(step.op)] = step.op
+            program.bn_names.setdefault(id(step.op), step.name)
+            program.levels[id(step.op)] = None
     if ordered:
         _assign_levels(program)
-    else:
-        for step in steps:
-            if step.is_bn:
-                program.bn_layers[id(step.op)] = step.op
-                program.bn_paths.setdefault(id(step.op), (*step.path, step.op.name))
-                program.levels[id(step.op)] = None
     return program
 
 
@@ -181,12 +179,7 @@ def _assign_levels(program: Program) -> None:
     own result) has no level: exact recalibration of it would need an
     iteration, so it is refused with a reason.
     """
-    levels: dict[int, int] = {}
-    for step in program.steps:
-        if step.is_bn:
-            levels.setdefault(id(step.op), 0)
-            program.bn_layers[id(step.op)] = step.op
-            program.bn_paths.setdefault(id(step.op), (*step.path, step.op.name))
+    levels: dict[int, int] = {layer_id: 0 for layer_id in program.bn_layers}
     for _ in range(len(levels) + 2):
         changed = False
         stage = {key: 0 for key in program.input_keys}
@@ -204,7 +197,7 @@ def _assign_levels(program: Program) -> None:
         if not changed:
             program.levels = levels
             return
-    cyclic = sorted({"/".join(program.bn_paths[i]) for i in levels})
+    cyclic = sorted(program.bn_names[i] for i in levels)
     program.levels = {}
     raise InputError(
         "a BatchNormalization layer reads its own output (a nested model applied to its own result; "

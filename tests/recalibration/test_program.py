@@ -9,7 +9,7 @@ from helpers import nested_model, residual_model
 
 def test_levels_and_steps_of_a_residual_model():
     program = flatten(residual_model())
-    levels = {"/".join(program.bn_paths[i]): lv for i, lv in program.levels.items()}
+    levels = {program.bn_names[i]: lv for i, lv in program.levels.items()}
     assert levels == {"bn1": 0, "bn2": 1, "bn_skip": 1, "bn3": 2, "bn_pool": 3, "bn_dense": 4}
     assert program.max_level == 4
     bn_steps = [s for s in program.steps if s.is_bn]
@@ -18,7 +18,7 @@ def test_levels_and_steps_of_a_residual_model():
 
 def test_nested_models_are_inlined_with_paths():
     program = flatten(nested_model(shared_twice=True))
-    names = sorted("/".join(p) for p in program.bn_paths.values())
+    names = sorted(program.bn_names.values())
     assert names == ["block/inner_bn", "head_bn", "outer_bn"]
     inner = [s for s in program.steps if s.is_bn and s.op.name == "inner_bn"]
     assert len(inner) == 2 and inner[0].outputs != inner[1].outputs  # two calls, two sets of tensors
