@@ -131,16 +131,10 @@ def _exports(onnx, savedmodel, tflite, opset, batch_size):
     return ExportOptions(onnx=onnx, savedmodel=savedmodel, tflite=tflite, opset=opset, batch_size=batch_size)
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console()
-
-
-def _console_err():
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return Console(stderr=stderr)
 
 
 @click.group(cls=BnfreezeGroup)
@@ -264,7 +258,7 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
     from bnfreeze.terminal import RichProgress, print_artifacts, print_fold_report, print_recalibration
 
     console = _console()
-    with RichProgress(_console_err()) as progress:
+    with RichProgress(_console(stderr=True)) as progress:
         result, fold_result, summary = recalibrate_file(
             model, calib_data, output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
             memory_budget=memory_budget, distribute=distribute, eval_data=eval_data, rescale=rescale, report=report,

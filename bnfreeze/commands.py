@@ -15,7 +15,7 @@ from bnfreeze.compare import Tolerance
 from bnfreeze.errors import InputError
 from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.folding import FoldResult, fold
-from bnfreeze.inspection import NormalizationRow, inspect
+from bnfreeze.inspection import NormalizationRow, inspect, plan_rows
 from bnfreeze.modelio import atomic_path, check_writable, derived_path, load_model, same_file, to_json
 
 
@@ -198,8 +198,9 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     specs = input_specs(model)
     source = open_data(data, specs) if data is not None else random_data(specs, samples, seed)
     feeds = [[feed[s.name] for s in specs] for feed in source.batches(8, samples if data is None else None)]
-    folded = fold(model, check=False).model
-    page = render(str(model_path), inspect(model), bn_facts(model), parity_facts(model, folded, feeds, str(source.source)),
+    folded = fold(model, check=False)
+    page = render(str(model_path), plan_rows(folded.plan), bn_facts(model),
+                  parity_facts(model, folded.model, feeds, str(source.source)),
                   str(compare) if compare else None, bn_facts(other) if other is not None else None)
     with atomic_path(output, force=force) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

@@ -37,11 +37,9 @@ _PRECISION_ORDER = ["bfloat16", "float16", "float32", "float64"]
 
 def compute_dtype(model) -> str:
     """The lowest floating-point precision among the model's layers' compute dtypes."""
-    found = {"float32"}
     layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
-    seen = {str(getattr(layer, "compute_dtype", "float32")) for layer in layers}
-    found = {d for d in seen if d in DTYPE_TOLERANCES} or found
-    return min(found, key=_PRECISION_ORDER.index)
+    floats = {str(getattr(layer, "compute_dtype", "float32")) for layer in layers} & set(DTYPE_TOLERANCES)
+    return min(floats or {"float32"}, key=_PRECISION_ORDER.index)
 
 
 @dataclass(frozen=True)

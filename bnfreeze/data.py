@@ -53,7 +53,7 @@ class ArrayData:
                 if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
                     row = start + int(np.argwhere(~np.isfinite(batch))[0][0])
                     raise InputError(f"{self.source}: NaN or Inf in {spec.name} at sample {row}")
-                feed[spec.name] = batch.astype(_numpy_dtype(spec.dtype), copy=False)
+                feed[spec.name] = batch.astype(feed_dtype(spec.dtype), copy=False)
             yield feed
 
     def take(self, indices) -> dict[str, np.ndarray]:
@@ -86,7 +86,8 @@ def open_data(path, specs: list[TensorSpec], rescale: float | None = None):
     return load_arrays(path, specs)
 
 
-def _numpy_dtype(name: str):
+def feed_dtype(name: str):
+    """The NumPy dtype fed to an input of Keras dtype ``name`` (NumPy has no bfloat16: float32)."""
     return np.float32 if name == "bfloat16" else np.dtype(name)
 
 
@@ -216,7 +217,7 @@ def load_arrays(path: str | Path, specs: list[TensorSpec]) -> ArrayData:
 def _check_array(path: Path, spec: TensorSpec, array: np.ndarray) -> None:
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise InputError(f"{path}: {spec.name} has dtype {array.dtype}, not numbers")
-    if np.issubdtype(_numpy_dtype(spec.dtype), np.integer) and np.issubdtype(array.dtype, np.floating):
+    if np.issubdtype(feed_dtype(spec.dtype), np.integer) and np.issubdtype(array.dtype, np.floating):
         raise InputError(f"{path}: {spec.name} holds floats, but the model's input {spec.name} is {spec.dtype}")
     if array.ndim != len(spec.shape) or not spec.matches_shape(array.shape):
         expected = "(N, " + ", ".join("?" if d is None else str(d) for d in spec.shape[1:]) + ")"

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
+from bnfreeze.data import feed_dtype
 from bnfreeze.errors import InputError
 from bnfreeze.signature import TensorSpec
 
@@ -77,7 +78,7 @@ class ImageFolderData:
                 batch = next(iterator)
             except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as exc:
                 raise InputError(self._culprit(files[start:start + batch_size], exc)) from exc
-            yield {self.specs[0].name: batch.numpy().astype(_dtype(self.specs[0].dtype), copy=False)}
+            yield {self.specs[0].name: batch.numpy().astype(feed_dtype(self.specs[0].dtype), copy=False)}
 
     def _culprit(self, files: list[Path], exc) -> str:
         for path in files:
@@ -97,10 +98,6 @@ class ImageFolderData:
 
     def label_batches(self, batch_size: int, limit: int | None = None):
         return iter(())
-
-
-def _dtype(name: str):
-    return np.float32 if name in ("bfloat16", "float16") else np.dtype(name)
 
 
 def load_image_folder(folder, specs: list[TensorSpec], rescale: float = 1.0) -> ImageFolderData:

@@ -21,7 +21,11 @@ class NormalizationRow:
 
 def inspect(model, rules=RULES) -> list[NormalizationRow]:
     """List every normalization layer of ``model`` with its fold plan or the reason it stays."""
-    fold_plan = plan(model, rules)
+    return plan_rows(plan(model, rules))
+
+
+def plan_rows(fold_plan) -> list[NormalizationRow]:
+    """The rows of :func:`inspect` for a plan already made (a fold's ``.plan``)."""
     rows = []
     for outcome in fold_plan.outcomes:
         if isinstance(outcome, Kept):
