@@ -10,12 +10,12 @@ Python API::
 """
 
 from bnfreeze.errors import BnfreezeError, InputError, ParityError
-from bnfreeze.folding import FoldResult, fold
-from bnfreeze.inspection import inspect
-from bnfreeze.data import open_data
-from bnfreeze.modelio import load_model, save_model
+from bnfreeze import fold  # the fold wing, callable: bnfreeze.fold(model)
+from bnfreeze.fold import FoldResult, inspect
+from bnfreeze.io.sources import open_data
+from bnfreeze.io.models import load_model, save_model
 from bnfreeze.recalibration import RecalibrationResult, recalibrate
-from bnfreeze.signature import input_specs
+from bnfreeze.io.signature import input_specs
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,9 @@
 """Seeded inputs for a Keras model and a parity check between two models.
 
+Shared by fold, export, verify and report: :func:`random_inputs` (arrays) and
+:func:`random_data` (the same as a data source) make the seeded samples, and
+:func:`check_models` compares two Keras models on them.
+
 ``fold`` runs the rewritten model beside the original on the same seeded
 inputs, one single sample and one batch, and compares every output with
 :mod:`bnfreeze.compare` before it writes anything.
@@ -8,12 +12,14 @@ inputs, one single sample and one batch, and compares every output with
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from bnfreeze.compare import OutputComparison, Tolerance, compare_output, summarize
-from bnfreeze.errors import ParityError
-from bnfreeze.signature import TensorSpec, input_specs, output_names
+from bnfreeze.errors import InputError, ParityError
+from bnfreeze.io.arrays import ArrayData
+from bnfreeze.io.signature import TensorSpec, input_specs, output_names
 
 #: Size used for unknown (None) non-batch dimensions, such as the spatial
 #: dimensions of MobileNetV3 built with default arguments.
@@ -91,3 +97,11 @@ def check_models(
         outputs=comparisons,
         tolerance=tolerance,
     )
+
+
+def random_data(specs: list[TensorSpec], samples: int, seed: int) -> ArrayData:
+    """Seeded standard-normal samples (small integers for integer inputs)."""
+    if samples < 1:
+        raise InputError(f"--samples must be >= 1, got {samples}")
+    arrays = random_inputs(specs, samples, seed)
+    return ArrayData(Path(f"<{samples} random samples, seed {seed}>"), dict(zip([s.name for s in specs], arrays)), specs)

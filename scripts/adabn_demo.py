@@ -40,11 +40,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from bnfreeze.data import ArrayData
-    from bnfreeze.modelio import load_model
+    from bnfreeze.io.arrays import ArrayData
+    from bnfreeze.io.models import load_model
     from bnfreeze.recalibration import MODES, recalibrate
     from bnfreeze.recalibration.report import accuracy
-    from bnfreeze.signature import input_specs
+    from bnfreeze.io.signature import input_specs
 
     model = load_model(args.model)
     specs = input_specs(model)

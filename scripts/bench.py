@@ -71,7 +71,7 @@ def limit_model(model):
     """The same architecture and weights with every BN bypassed (an identity)."""
     import keras
 
-    from bnfreeze.rewrite import without_layers
+    from bnfreeze.fold.rewrite import without_layers
 
     return without_layers(model, [l.name for l in model.layers if isinstance(l, keras.layers.BatchNormalization)])
 
@@ -84,13 +84,13 @@ def limit_with_biases(model, limit):
     """
     import copy
 
-    from bnfreeze.rewrite import _rebuild
+    from bnfreeze.fold.rewrite import rebuild
 
     config = copy.deepcopy(limit.get_config())
     for entry in config["layers"]:
         if entry["config"].get("use_bias") is False:
             entry["config"]["use_bias"] = True
-    biased = _rebuild(limit, config)
+    biased = rebuild(limit, config)
     for layer in biased.layers:
         weights = limit.get_layer(layer.name).get_weights()
         if len(layer.weights) == len(weights) + 1:

@@ -39,9 +39,9 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from bnfreeze.data import ArrayData
+    from bnfreeze.io.arrays import ArrayData
     from bnfreeze.recalibration import recalibrate
-    from bnfreeze.signature import input_specs
+    from bnfreeze.io.signature import input_specs
     from support import randomize_bn
 
     model = getattr(keras.applications, args.model)(weights=None, input_shape=(args.size, args.size, 3))

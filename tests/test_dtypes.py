@@ -5,7 +5,7 @@ import pytest
 
 import bnfreeze
 from bnfreeze.compare import DTYPE_TOLERANCES, Tolerance, compute_dtype
-from bnfreeze.data import ArrayData
+from bnfreeze.io.arrays import ArrayData
 from support import randomize_bn, randomize_weights
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from bnfreeze.compare import Tolerance, summarize
 from bnfreeze.errors import InputError, ParityError
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError, write_onnx, write_savedmodel, write_tflite
-from bnfreeze.modelio import atomic_path, check_writable
-from bnfreeze.runners import OnnxRunner, SavedModelRunner, TFLiteRunner
-from bnfreeze.signature import input_specs
-from bnfreeze.verification import check_inputs, compare_runner, random_feeds, run_reference
+from bnfreeze.io.files import atomic_path, check_writable
+from bnfreeze.verify.runners import OnnxRunner, SavedModelRunner, TFLiteRunner
+from bnfreeze.io.signature import input_specs
+from bnfreeze.verify.harness import check_inputs, compare_runner, random_feeds, run_reference
 
 #: kind -> (writer, runner, what the destination must look like)
 FORMATS = {

@@ -25,7 +25,7 @@ class Written:
 
 
 def _bn_layer_names(model) -> list[str]:
-    from bnfreeze.bn import is_batch_norm
+    from bnfreeze.fold.affine import is_batch_norm
 
     return [l.name for l in model._flatten_layers(include_self=False, recursive=True) if is_batch_norm(l)]
 
@@ -107,7 +107,7 @@ def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Wri
     """
     import tensorflow as tf
 
-    from bnfreeze.signature import input_specs
+    from bnfreeze.io.signature import input_specs
 
     signature = [tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
     model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)

@@ -16,7 +16,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from bnfreeze.signature import TensorSpec, input_specs, output_names
+from bnfreeze.io.signature import TensorSpec, input_specs, output_names
 
 
 @contextlib.contextmanager

@@ -105,7 +105,7 @@ def recalibrate(
 ) -> RecalibrationResult:
     """Recalibrate every BatchNormalization layer of ``model`` on ``data``.
 
-    ``data`` comes from :func:`bnfreeze.data.open_data` (or any object with
+    ``data`` comes from :func:`bnfreeze.open_data` (or any object with
     ``size``, ``specs`` and ``batches(batch_size, limit)``). ``mode``: ``exact``
     (default; the mean and biased variance of each BN's inference-time input,
     in dependency order; idempotent and independent of ``batch_size``),
@@ -115,7 +115,7 @@ def recalibrate(
     a single device's. Accuracy before and after is measured on ``eval_data``,
     or on ``data`` when it has labels.
     """
-    from bnfreeze.rewrite import copy_model
+    from bnfreeze.fold.rewrite import copy_model
 
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")

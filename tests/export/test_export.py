@@ -12,7 +12,7 @@ import bnfreeze
 from bnfreeze.export import ExportError, export
 from bnfreeze.export import formats as formats_module
 from bnfreeze.export.onnx_graph import bn_derived_nodes
-from bnfreeze.runners import OnnxRunner
+from bnfreeze.verify.runners import OnnxRunner
 
 
 @pytest.fixture(scope="module")

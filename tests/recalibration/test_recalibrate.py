@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bnfreeze.data import ArrayData
+from bnfreeze.io.arrays import ArrayData
 from bnfreeze.errors import InputError
 from bnfreeze.recalibration import parse_bytes, recalibrate
-from bnfreeze.signature import input_specs
+from bnfreeze.io.signature import input_specs
 from helpers import bn_input_moments, calibration, nested_model, residual_model
 
 RTOL = 2e-5  # float32 activations, float64 statistics

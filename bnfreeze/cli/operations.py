@@ -1,0 +1,235 @@
+"""File-level operations behind the CLI: load, run the API, write atomically.
+
+Each function checks every output path before the expensive work starts, so a
+refusal (existing file without ``force``, output equal to the input) costs
+nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bnfreeze.compare import Tolerance
+from bnfreeze.errors import InputError
+from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
+from bnfreeze.fold.api import FoldResult, fold
+from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
+from bnfreeze.io.files import atomic_path, check_writable, derived_path, same_file, to_json
+from bnfreeze.io.models import load_model
+
+
+def _check_outputs(model_path: Path, outputs: list[Path | None], force: bool) -> None:
+    for out in outputs:
+        if out is None:
+            continue
+        if out.exists() and same_file(out, model_path):
+            raise InputError(f"{out}: is the input model; bnfreeze never overwrites its input")
+        check_writable(out, force=force)
+
+
+@dataclass
+class ExportOptions:
+    """Artifacts to write beside a model (any may be None)."""
+
+    onnx: str | None = None
+    savedmodel: str | None = None
+    tflite: str | None = None
+    opset: int = DEFAULT_OPSET
+    batch_size: int | None = None
+
+    @property
+    def targets(self) -> dict[str, Path]:
+        return requested(self.onnx, self.savedmodel, self.tflite)
+
+
+def fold_file(
+    model_path,
+    output=None,
+    *,
+    report=None,
+    force: bool = False,
+    unsafe: bool = False,
+    atol: float,
+    rtol: float,
+    seed: int = 0,
+    exports: ExportOptions | None = None,
+) -> FoldResult:
+    """Fold the model in ``model_path``; write ``output`` (``report``, artifacts) only if parity holds."""
+    model_path = Path(model_path)
+    output = Path(output) if output is not None else derived_path(model_path, "folded")
+    report = Path(report) if report is not None else None
+    exports = exports or ExportOptions()
+    if output.suffix != ".keras":
+        raise InputError(f"{output}: the folded model is saved as .keras; give an output ending in .keras")
+    _check_outputs(model_path, [output, report, *exports.targets.values()], force)
+    check_destinations(exports.targets, force)
+    model = load_model(model_path, unsafe=unsafe)
+    result = fold(model, atol=atol, rtol=rtol, seed=seed)
+    result.report["model"] = str(model_path)
+    result.report["output"] = str(output)
+    if exports.targets:
+        artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
+        result.report["artifacts"] = [a.as_dict() for a in artifacts]
+    with contextlib.ExitStack() as stack:
+        result.model.save(stack.enter_context(atomic_path(output, force=force)))
+        if report is not None:
+            stack.enter_context(atomic_path(report, force=force)).write_text(to_json(result.report))
+    return result
+
+
+def _export_kwargs(exports: ExportOptions) -> dict:
+    return {"onnx": exports.onnx, "savedmodel": exports.savedmodel, "tflite": exports.tflite,
+            "opset": exports.opset, "batch_size": exports.batch_size}
+
+
+def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False, atol: float, rtol: float, seed=0):
+    """Export the model in ``model_path``; every artifact is checked before it is written."""
+    model_path = Path(model_path)
+    _check_outputs(model_path, list(exports.targets.values()), force)
+    check_destinations(exports.targets, force)
+    model = load_model(model_path, unsafe=unsafe)
+    return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
+
+
+def recalibrate_file(
+    model_path,
+    calib_data,
+    output=None,
+    *,
+    mode: str = "exact",
+    batch_size: int = 32,
+    max_samples: int | None = None,
+    seed: int = 0,
+    memory_budget=None,
+    distribute: str | None = None,
+    eval_data=None,
+    rescale: float | None = None,
+    report=None,
+    force: bool = False,
+    unsafe: bool = False,
+    fold_after: bool = False,
+    folded_output=None,
+    exports: ExportOptions | None = None,
+    atol: float,
+    rtol: float,
+    progress=None,
+):
+    """Recalibrate the model in ``model_path`` on ``calib_data``; optionally fold and export the result.
+
+    Everything is checked before the work starts (outputs, data against the
+    model's inputs) and written at the end, atomically; a failure writes
+    nothing. Returns the RecalibrationResult, the FoldResult (or None) and the
+    report dict that ``report`` receives.
+    """
+    from bnfreeze.io.sources import open_data
+    from bnfreeze.recalibration import parse_bytes, recalibrate
+    from bnfreeze.io.signature import input_specs
+
+    model_path = Path(model_path)
+    output = Path(output) if output is not None else derived_path(model_path, "recalibrated")
+    report = Path(report) if report is not None else None
+    exports = exports or ExportOptions()
+    if folded_output is not None and not fold_after:
+        raise InputError("--folded-output needs --fold")
+    folded = (Path(folded_output) if folded_output is not None else derived_path(output, "folded")) if fold_after else None
+    for path in (output, folded):
+        if path is not None and path.suffix != ".keras":
+            raise InputError(f"{path}: models are saved as .keras; give an output ending in .keras")
+    _check_outputs(model_path, [output, folded, report, *exports.targets.values()], force)
+    check_destinations(exports.targets, force)
+    budget = parse_bytes(memory_budget) if memory_budget is not None else None
+    model = load_model(model_path, unsafe=unsafe)
+    specs = input_specs(model)
+    data = open_data(calib_data, specs, rescale)
+    evaluation = None
+    if eval_data is not None:
+        evaluation = open_data(eval_data, specs)
+        if evaluation.labels is None:
+            raise InputError(f"{eval_data}: evaluation data needs labels (an array y in the .npz)")
+    result = recalibrate(model, data, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
+                         memory_budget=budget, strategy=_strategy(distribute), eval_data=evaluation,
+                         progress=progress)
+    summary = result.report
+    summary.update(model=str(model_path), data=str(calib_data), output=str(output))
+    fold_result = None
+    final = result.model
+    if fold_after:
+        fold_result = fold(result.model, atol=atol, rtol=rtol, seed=seed)
+        fold_result.report.update(model=str(output), output=str(folded))
+        summary.update(folded_output=str(folded), fold=fold_result.report)
+        final = fold_result.model
+    if exports.targets:
+        artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
+        summary["artifacts"] = [a.as_dict() for a in artifacts]
+    with contextlib.ExitStack() as stack:
+        result.model.save(stack.enter_context(atomic_path(output, force=force)))
+        if fold_result is not None:
+            fold_result.model.save(stack.enter_context(atomic_path(folded, force=force)))
+        if report is not None:
+            stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
+    return result, fold_result, summary
+
+
+def _strategy(name: str | None):
+    if name is None:
+        return None
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise InputError(f"unknown --distribute {name!r}; choose mirrored")
+
+
+def report_file(model_path, output=None, *, compare=None, data=None, samples: int = 8, seed: int = 0,
+                force: bool = False, unsafe: bool = False) -> Path:
+    """Write the HTML report of the model in ``model_path`` (default ``<stem>.report.html``)."""
+    from bnfreeze.io.sources import open_data
+    from bnfreeze.parity import random_data
+    from bnfreeze.html.page import bn_facts, parity_facts, render
+    from bnfreeze.io.signature import input_specs
+
+    model_path = Path(model_path)
+    output = Path(output) if output is not None else model_path.with_name(model_path.stem + ".report.html")
+    if output.suffix not in (".html", ".htm"):
+        raise InputError(f"{output}: the report is HTML; give an output ending in .html")
+    _check_outputs(model_path, [output], force)
+    model = load_model(model_path, unsafe=unsafe)
+    other = load_model(compare, unsafe=unsafe) if compare is not None else None
+    specs = input_specs(model)
+    source = open_data(data, specs) if data is not None else random_data(specs, samples, seed)
+    feeds = [[feed[s.name] for s in specs] for feed in source.batches(8, samples if data is None else None)]
+    folded = fold(model, check=False)
+    page = render(str(model_path), plan_rows(folded.plan), bn_facts(model),
+                  parity_facts(model, folded.model, feeds, str(source.source)),
+                  str(compare) if compare else None, bn_facts(other) if other is not None else None)
+    with atomic_path(output, force=force) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return output
+
+
+def inspect_file(model_path, *, unsafe: bool = False) -> list[NormalizationRow]:
+    return inspect(load_model(model_path, unsafe=unsafe))
+
+
+def verify_files(reference, candidates, *, config=None, json_path=None, junit_path=None, **options):
+    """Run verify for the command line or a config file; write the JSON/JUnit reports."""
+    from bnfreeze.verify.reports import write_junit, write_verify_json
+    from bnfreeze.verify import verify
+    from bnfreeze.verify.config import load_config
+
+    if config is not None:
+        if reference or candidates:
+            raise InputError("give either --config or REFERENCE CANDIDATE..., not both")
+        reports = [verify(job.reference, job.candidates, unsafe=options.get("unsafe", False), **job.verify_kwargs())
+                   for job in load_config(config)]
+    else:
+        if not reference or not candidates:
+            raise InputError("give a REFERENCE model and at least one CANDIDATE (or --config FILE)")
+        reports = [verify(reference, candidates, **options)]
+    if json_path:
+        write_verify_json(reports, json_path)
+    if junit_path:
+        write_junit(reports, junit_path)
+    return reports

@@ -1,0 +1,168 @@
+"""Apply a fold plan: edit a copy of the model's config, rebuild, move weights.
+
+The input model is never touched. The new model is built from an edited copy
+of the config (so it holds only standard Keras layers, with the original
+names), then every layer gets its weights: untouched layers a bit-for-bit copy
+of the original's, fold targets the weights their rules computed.
+
+A folded BN is removed and its consumers read the BN's input instead. When
+the BN's output is a model output, the BN is replaced by a Keras ``Identity``
+layer of the same name, so the model's output names do not change.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import numpy as np
+
+from bnfreeze.fold.graph import model_kind_of_layer, walk_histories
+from bnfreeze.fold.rules import Match
+
+Key = tuple[tuple[str, ...], str]
+
+
+def _entry_name(entry: dict) -> str:
+    return entry.get("name") or entry["config"]["name"]
+
+
+def _scope_config(config: dict, path: tuple[str, ...]) -> dict:
+    for name in path:
+        config = next(e for e in config["layers"] if _entry_name(e) == name)["config"]
+    return config
+
+
+def _tensor_configs(obj) -> Iterable[dict]:
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            yield obj["config"]
+            return
+        for value in obj.values():
+            yield from _tensor_configs(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensor_configs(value)
+
+
+def _identity_entry(entry: dict, name: str) -> dict:
+    """A Keras Identity layer standing where a BN was (keeps output names)."""
+    new = {
+        "module": "keras.layers",
+        "class_name": "Identity",
+        "config": {"name": name, "trainable": True, "dtype": entry["config"].get("dtype")},
+        "registered_name": None,
+    }
+    if "build_config" in entry:
+        new["build_config"] = entry["build_config"]
+    if "name" in entry:
+        new["name"] = name
+    if "inbound_nodes" in entry:
+        new["inbound_nodes"] = [{"args": node.get("args", []), "kwargs": {}} for node in entry["inbound_nodes"]]
+    return new
+
+
+def _is_model_output(scope: dict, name: str, is_sequential: bool) -> bool:
+    if is_sequential:
+        return _entry_name(scope["layers"][-1]) == name
+    return any(h[0] == name for h in walk_histories(scope["output_layers"]))
+
+
+def bypass_layer(scope: dict, name: str) -> None:
+    """Remove single-input layer ``name`` from a scope config; consumers read its input."""
+    is_sequential = "output_layers" not in scope
+    layers = scope["layers"]
+    index = next(i for i, e in enumerate(layers) if _entry_name(e) == name)
+    entry = layers[index]
+    if _is_model_output(scope, name, is_sequential):
+        layers[index] = _identity_entry(entry, name)
+        return
+    del layers[index]
+    if is_sequential:
+        return
+    (source,) = [list(t["keras_history"]) for t in _tensor_configs(entry["inbound_nodes"][0].get("args", []))]
+    for other in layers:
+        for tensor in _tensor_configs(other.get("inbound_nodes", [])):
+            if tensor["keras_history"][0] == name:
+                tensor["keras_history"] = list(source)
+
+
+def _update_layer_config(scope: dict, name: str, changes: dict) -> None:
+    entry = next(e for e in scope["layers"] if _entry_name(e) == name)
+    entry["config"].update(changes)
+
+
+def _current_weights(match: Match) -> dict[str, np.ndarray]:
+    return {v.name: np.asarray(v.numpy()) for v in match.target_layer.weights}
+
+
+def apply_plan(model, folds: list[Match]):
+    """Return a new model with every fold in ``folds`` applied."""
+    config = copy.deepcopy(model.get_config())
+    new_weights: dict[Key, dict[str, np.ndarray]] = {}
+    for match in folds:
+        path = match.site.graph.path
+        key = (path, match.target)
+        current = new_weights.get(key) or _current_weights(match)
+        update = match.rule.rewrite(match, current)
+        new_weights[key] = update.weights
+        scope = _scope_config(config, path)
+        if update.config:
+            _update_layer_config(scope, match.target, update.config)
+        bypass_layer(scope, match.site.name)
+    rebuilt = rebuild(model, config)
+    changed_paths = {path[:i] for path, _name in new_weights for i in range(len(path) + 1)}
+    _transfer_weights(model, rebuilt, (), new_weights, changed_paths)
+    return rebuilt
+
+
+def rebuild(model, config):
+    """A new model of ``model``'s class from ``config``.
+
+    ``model`` is already in memory, so whatever code it holds (a ``Lambda``
+    layer loaded with ``--unsafe``) was trusted when it was loaded; rebuilding
+    it must not ask again.
+    """
+    import keras
+
+    serialized = keras.saving.serialize_keras_object(model)
+    serialized["config"] = config
+    serialized.pop("build_config", None)
+    serialized.pop("compile_config", None)
+    return keras.saving.deserialize_keras_object(serialized, safe_mode=False)
+
+
+def _transfer_weights(old, new, path, new_weights, changed_paths) -> None:
+    for layer in new.layers:
+        key = (path, layer.name)
+        if key in new_weights:
+            values = new_weights[key]
+            for variable in layer.weights:
+                variable.assign(values[variable.name])
+            continue
+        if not layer.weights:
+            continue
+        source = old.get_layer(layer.name)
+        if path + (layer.name,) in changed_paths and model_kind_of_layer(layer) in ("sequential", "functional"):
+            _transfer_weights(source, layer, path + (layer.name,), new_weights, changed_paths)
+        else:
+            layer.set_weights(source.get_weights())
+
+
+def copy_model(model):
+    """A new model with ``model``'s config and a bit-for-bit copy of its weights."""
+    return apply_plan(model, [])
+
+
+def without_layers(model, names: list[str]):
+    """A copy of a flat model with the single-input layers ``names`` bypassed (weights copied).
+
+    With every BN named, this is the *limit* a fold can reach: the same
+    network built without BN (used by the benchmarks).
+    """
+    config = copy.deepcopy(model.get_config())
+    for name in names:
+        bypass_layer(config, name)
+    rebuilt = rebuild(model, config)
+    _transfer_weights(model, rebuilt, (), {}, set())
+    return rebuilt

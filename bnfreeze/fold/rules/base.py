@@ -1,0 +1,121 @@
+"""The contract every fold rule follows.
+
+A rule looks at one BatchNormalization *site* (a BN layer and its single
+call in one model graph) and
+
+1. :meth:`FoldRule.match` - recognises its pattern around the BN (or returns
+   ``None`` when the pattern is not there);
+2. :meth:`FoldRule.check` - returns a reason a user understands when the
+   pattern is there but folding would not be exact, or ``None``;
+3. :meth:`FoldRule.rewrite` - computes the target layer's new weights (in
+   float64, cast to the layer's dtype) from the weights it is given, without
+   mutating them or any layer.
+
+Rules never edit the model; :mod:`bnfreeze.fold.rewrite` applies their updates to a
+copy of the model's config.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from bnfreeze.fold.affine import BNAffine
+from bnfreeze.fold.graph import Call, ModelGraph, TensorRef
+
+
+@dataclass(frozen=True)
+class BNSite:
+    """A BatchNormalization layer at its one call in ``graph``."""
+
+    graph: ModelGraph
+    name: str
+    call: Call
+    layer: Any
+    axis: int
+    rank: int
+    affine: BNAffine
+
+    @property
+    def input_ref(self) -> TensorRef:
+        return self.call.inputs[0]
+
+    @property
+    def output_ref(self) -> TensorRef:
+        return TensorRef(self.name, self.call.node, 0)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule's pattern found around a BN: fold it into ``target``."""
+
+    rule: "FoldRule"
+    site: BNSite
+    target: str
+    target_call: Call
+    through: tuple[str, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def direction(self) -> str:
+        return self.rule.direction
+
+    @property
+    def target_layer(self):
+        return self.site.graph.layer(self.target)
+
+    def report_entry(self) -> dict:
+        graph = self.site.graph
+        entry = {
+            "bn": graph.qualified(self.site.name),
+            "into": graph.qualified(self.target),
+            "direction": self.direction,
+            "rule": self.rule.name,
+        }
+        if self.direction == "forward":
+            entry["through"] = [graph.qualified(n) for n in self.through]
+        return entry
+
+
+@dataclass(frozen=True)
+class TargetUpdate:
+    """New weights (by variable name) and config changes for the target layer."""
+
+    weights: dict[str, np.ndarray]
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class FoldRule(ABC):
+    """One way to fold a BN into a neighbouring linear layer."""
+
+    #: Short identifier shown in reports.
+    name: str = ""
+    #: ``"backward"`` (linear layer, then BN) or ``"forward"`` (BN, then linear layer).
+    direction: str = ""
+    #: The exact Keras classes this rule folds into (subclasses may change ``call``).
+    target_class_names: tuple[str, ...] = ()
+
+    def target_classes(self) -> tuple[type, ...]:
+        import keras
+
+        return tuple(getattr(keras.layers, n) for n in self.target_class_names if hasattr(keras.layers, n))
+
+    @abstractmethod
+    def match(self, site: BNSite) -> Match | None:
+        """Return the pattern around ``site``, or ``None`` when it is not this rule's."""
+
+    @abstractmethod
+    def check(self, match: Match) -> str | None:
+        """Return why folding ``match`` would not be exact, or ``None`` to fold."""
+
+    @abstractmethod
+    def rewrite(self, match: Match, weights: Mapping[str, np.ndarray]) -> TargetUpdate:
+        """Compute the target's new weights from ``weights`` (not mutated)."""
+
+
+def cast_like(value: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Cast a float64 result back to the dtype of the weight it replaces."""
+    return np.asarray(value, dtype=np.asarray(like).dtype)

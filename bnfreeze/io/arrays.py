@@ -1,0 +1,212 @@
+"""Reading input data for a model from ``.npy``/``.npz`` files, batch by batch.
+
+Files are opened with ``allow_pickle=False`` (a pickled or object array is
+refused: loading it could run code) and ``.npy`` files are memory-mapped, so
+memory does not grow with the file. Every array is checked against the
+model's inputs (rank, dimensions, a numeric dtype) when the file is opened,
+and every batch for NaN/Inf before it is used. All problems raise
+:class:`~bnfreeze.errors.InputError` naming the file.
+
+An ``.npz`` holds one array per model input, named after the input, or a
+single array named ``x`` (or its only array) for a single-input model; an
+optional ``y`` holds labels.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from bnfreeze.errors import InputError
+from bnfreeze.io.signature import TensorSpec
+
+LABEL_KEY = "y"
+
+
+@dataclass
+class ArrayData:
+    """Arrays for each model input (first axis: samples), and optional labels."""
+
+    source: Path
+    arrays: dict[str, np.ndarray]
+    specs: list[TensorSpec]
+    labels: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0])
+
+    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds of at most ``batch_size`` samples, checked for NaN/Inf, in the inputs' dtypes."""
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        total = self.size if limit is None else min(self.size, limit)
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            feed = {}
+            for spec in self.specs:
+                batch = np.asarray(self.arrays[spec.name][start:stop])
+                if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
+                    row = start + int(np.argwhere(~np.isfinite(batch))[0][0])
+                    raise InputError(f"{self.source}: NaN or Inf in {spec.name} at sample {row}")
+                feed[spec.name] = batch.astype(feed_dtype(spec.dtype), copy=False)
+            yield feed
+
+    def take(self, indices) -> dict[str, np.ndarray]:
+        """The samples at ``indices`` (sorted) as one feed."""
+        indices = np.sort(np.asarray(indices))
+        return next(_Subset(self, indices).batches(len(indices)))
+
+    def label_batches(self, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
+        if self.labels is None:
+            return
+        total = self.size if limit is None else min(self.size, limit)
+        for start in range(0, total, batch_size):
+            yield np.asarray(self.labels[start:min(start + batch_size, total)])
+
+
+class _Subset(ArrayData):
+    def __init__(self, data: ArrayData, indices: np.ndarray):
+        super().__init__(data.source, {k: np.asarray(v[indices]) for k, v in data.arrays.items()}, data.specs)
+
+
+def feed_dtype(name: str):
+    """The NumPy dtype fed to an input of Keras dtype ``name`` (NumPy has no bfloat16: float32)."""
+    return np.float32 if name == "bfloat16" else np.dtype(name)
+
+
+def _open(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a .npy or .npz file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: is empty")
+    try:
+        if path.suffix == ".npy":
+            return {"": np.load(path, mmap_mode="r", allow_pickle=False)}
+        if path.suffix == ".npz":
+            return _open_npz(path)
+    except ValueError as exc:
+        text = str(exc).lower()
+        if "pickle" in text or "python objects" in text:
+            raise InputError(f"{path}: holds a pickled or object array, which bnfreeze refuses to load") from exc
+        raise InputError(f"{path}: not a readable NumPy file ({str(exc).splitlines()[0][:120]})") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable NumPy file (truncated or corrupt)") from exc
+    raise InputError(f"{path}: unknown data format {path.suffix or '(no suffix)'!r}; expected .npy or .npz")
+
+
+class NpzMember:
+    """One array of an ``.npz`` read row range by row range, never whole.
+
+    ``np.load`` of an ``.npz`` reads a member completely; this reads the
+    ``.npy`` header of the member and then only the rows asked for (seeking
+    in the zip member, which for compressed archives means decompressing up
+    to them), so memory follows the batch, not the file.
+    """
+
+    def __init__(self, path: Path, member: str):
+        self.path = path
+        self.member = member
+        with zipfile.ZipFile(path) as archive, archive.open(member) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+            self.offset = stream.tell()
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        if fortran and len(shape) > 1:
+            raise ValueError("Fortran-ordered arrays are not supported; save with np.ascontiguousarray")
+        self.shape = tuple(shape)
+        self.dtype = dtype
+        self.ndim = len(shape)
+        self._archive = None
+        self._stream = None
+        self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        array = self[:]
+        return array if dtype is None else array.astype(dtype)
+
+    def __getitem__(self, index):
+        if not self.shape:
+            return self._read(0, 1).reshape(())
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.shape[0])
+            if step != 1:
+                return self[:][index]
+            return self._read(start, max(stop - start, 0))
+        rows = np.asarray(index)
+        return np.stack([self._read(int(i), 1)[0] for i in rows]) if rows.size else self._read(0, 0)
+
+    def _read(self, start: int, rows: int) -> np.ndarray:
+        position = self.offset + start * self._row_bytes
+        if self._stream is None or self._stream.tell() != position:
+            if self._stream is None:
+                self._archive = zipfile.ZipFile(self.path)
+                self._stream = self._archive.open(self.member)
+            self._stream.seek(position)
+        try:
+            data = self._stream.read(rows * self._row_bytes)
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            raise InputError(f"{self.path}: {self.member} is corrupt ({exc})") from exc
+        if len(data) != rows * self._row_bytes:
+            raise InputError(f"{self.path}: {self.member} is truncated")
+        return np.frombuffer(data, dtype=self.dtype).reshape((rows, *self.shape[1:])).copy()
+
+
+def _open_npz(path: Path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith(".npy")]
+    if not names:
+        raise ValueError("no arrays in the archive")
+    return {name[:-4]: NpzMember(path, name) for name in names}
+
+
+def load_arrays(path: str | Path, specs: list[TensorSpec]) -> ArrayData:
+    """Open ``path`` for a model with inputs ``specs``; check names, shapes and dtypes."""
+    path = Path(path)
+    found = _open(path)
+    labels = found.pop(LABEL_KEY, None) if path.suffix == ".npz" else None
+    if labels is not None:
+        labels = np.asarray(labels)
+    names = [s.name for s in specs]
+    if all(name in found for name in names):
+        arrays = {name: found[name] for name in names}
+    elif len(specs) == 1 and ("x" in found or len(found) == 1):
+        arrays = {names[0]: found["x"] if "x" in found else next(iter(found.values()))}
+    else:
+        have = ", ".join(k for k in found if k) or "one unnamed array"
+        raise InputError(f"{path}: needs arrays named {', '.join(names)} (or x for one input); it has {have}")
+    sizes = set()
+    for spec in specs:
+        array = arrays[spec.name]
+        _check_array(path, spec, array)
+        sizes.add(array.shape[0])
+    if len(sizes) != 1:
+        raise InputError(f"{path}: the arrays hold different numbers of samples ({sorted(sizes)})")
+    if sizes == {0}:
+        raise InputError(f"{path}: holds no samples")
+    if labels is not None and labels.shape[0] != next(iter(sizes)):
+        raise InputError(f"{path}: y has {labels.shape[0]} labels for {next(iter(sizes))} samples")
+    return ArrayData(path, arrays, specs, labels)
+
+
+def _check_array(path: Path, spec: TensorSpec, array: np.ndarray) -> None:
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise InputError(f"{path}: {spec.name} has dtype {array.dtype}, not numbers")
+    if np.issubdtype(feed_dtype(spec.dtype), np.integer) and np.issubdtype(array.dtype, np.floating):
+        raise InputError(f"{path}: {spec.name} holds floats, but the model's input {spec.name} is {spec.dtype}")
+    if array.ndim != len(spec.shape) or not spec.matches_shape(array.shape):
+        expected = "(N, " + ", ".join("?" if d is None else str(d) for d in spec.shape[1:]) + ")"
+        raise InputError(f"{path}: {spec.name} has shape {tuple(array.shape)}, the model expects {expected}")

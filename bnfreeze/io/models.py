@@ -1,0 +1,107 @@
+"""Loading Keras models safely (archives checked first) and saving them atomically."""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path
+
+from bnfreeze.errors import InputError
+from bnfreeze.io.files import atomic_path
+
+KERAS_SUFFIXES = (".keras",)
+LEGACY_SUFFIXES = (".h5", ".hdf5")
+
+
+def _is_hdf5(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+def load_model(path: str | os.PathLike, *, unsafe: bool = False):
+    """Load a ``.keras`` (or legacy ``.h5``) model with Keras safe mode on.
+
+    ``unsafe=True`` turns safe mode off, which is needed for ``Lambda`` layers
+    whose code is stored as Python bytecode; only do that for files you trust.
+    Raises :class:`InputError` with a one-line message naming the file.
+    """
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a .keras or .h5 model file")
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        if not _is_hdf5(path):
+            raise InputError(f"{path}: not an HDF5 file (truncated or not a Keras .h5 model)")
+    elif path.suffix.lower() in KERAS_SUFFIXES:
+        _check_keras_archive(path)
+    else:
+        raise InputError(f"{path}: unknown model format {path.suffix or '(no suffix)'!r}; expected .keras or .h5")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as exc:  # Keras raises many types; translate to one line
+        raise InputError(f"{path}: {_describe_load_error(exc)}") from exc
+    if not isinstance(model, keras.Model):
+        raise InputError(f"{path}: holds a {type(model).__name__}, not a Keras model")
+    return model
+
+
+def _check_keras_archive(path: Path) -> None:
+    """A ``.keras`` file is a zip of ``metadata.json``, ``config.json`` and the weights; check all three.
+
+    Every member's CRC is checked, so a damaged transfer is reported as such
+    rather than loaded with whatever the damage left.
+    """
+    import json
+
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a Keras model archive (truncated or not a .keras file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise InputError(f"{path}: damaged archive ({bad} fails its checksum)")
+            names = set(archive.namelist())
+            for member in ("metadata.json", "config.json"):
+                if member not in names:
+                    raise InputError(f"{path}: damaged Keras archive ({member} is missing)")
+                try:
+                    content = json.loads(archive.read(member))
+                except ValueError:
+                    content = None
+                if not isinstance(content, dict):
+                    raise InputError(f"{path}: damaged Keras archive ({member} is not a JSON object)")
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise InputError(f"{path}: damaged Keras archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+
+
+def _describe_load_error(exc: Exception) -> str:
+    text = str(exc)
+    if "Lambda" in text and "safe_mode" in text:
+        return (
+            "contains a Lambda layer whose code would run on loading; "
+            "pass --unsafe (safe_mode=False) only if you trust this file"
+        )
+    match = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if match:
+        return (
+            f"unknown custom object {match.group(1)!r}: register it with "
+            "@keras.saving.register_keras_serializable and import it before loading"
+        )
+    if isinstance(exc, (zipfile.BadZipFile, EOFError, OSError)):
+        return "truncated or unreadable model file"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"cannot be loaded as a Keras model ({first_line[:200]})"
+
+
+def save_model(model, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Save ``model`` as a ``.keras`` file atomically."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise InputError(f"{path}: output model must end in .keras")
+    with atomic_path(path, force=force) as tmp:
+        model.save(tmp)
+    return path

@@ -1,0 +1,38 @@
+import pytest
+
+from bnfreeze.errors import InputError
+from bnfreeze.io.files import atomic_path, write_json
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, force=False) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, force=True) as tmp:
+            tmp.write_text("new")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_refuses_existing_without_force(tmp_path):
+    target = tmp_path / "x.json"
+    write_json({"a": 1}, target)
+    with pytest.raises(InputError, match="--force"):
+        write_json({"a": 2}, target)
+    write_json({"a": 2}, target, force=True)
+    assert '"a": 2' in target.read_text()
+
+
+def test_missing_output_folder(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        write_json({}, tmp_path / "nowhere" / "x.json")
