@@ -1,8 +1,8 @@
 """Errors bnfreeze raises for problems a user can act on.
 
-The CLI maps :class:`InputError` to exit code 2 and :class:`ParityError` to
-exit code 1, printing the message as one line (no traceback unless
-``--debug``).
+The CLI maps :class:`InputError` to exit code 2 and :class:`CheckError`
+(:class:`ParityError`, :class:`KeptError`) to exit code 1, printing the
+message as one line (no traceback unless ``--debug``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,21 @@ class InputError(BnfreezeError):
     """The input (a file, a model, an option) cannot be used as given."""
 
 
-class ParityError(BnfreezeError):
+class CheckError(BnfreezeError):
+    """A check the user asked for failed; nothing was written (exit code 1)."""
+
+
+class ParityError(CheckError):
     """A rewritten model or artifact does not compute what the original computes."""
 
     def __init__(self, message: str, parity=None):
         super().__init__(message)
         self.parity = parity
+
+
+class KeptError(CheckError):
+    """More BNs stay than ``--strict``/``--max-kept`` allow; ``.report`` holds the fold report."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report

@@ -11,7 +11,7 @@ inputs, one single sample and one batch, and compares every output with
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,18 +42,66 @@ def random_inputs(specs: list[TensorSpec], batch_size: int, seed: int, free_dim:
     return arrays
 
 
-def run_keras(model, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """Run ``model`` in inference mode; outputs flattened in model order."""
+def run_keras(model, arrays: list[np.ndarray], training: bool | None = False) -> list[np.ndarray]:
+    """Run ``model``; outputs flattened in model order.
+
+    ``training=False`` is inference (``predict``, every exporter); ``None`` is
+    the model's *default call* ``model(x)``, where layers called with
+    ``training=True`` in the graph run in training mode.
+    """
     import keras
 
     feed = arrays[0] if len(arrays) == 1 else list(arrays)
-    outputs = model(feed, training=False)
+    outputs = model(feed) if training is None else model(feed, training=training)
     return [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
+
+
+class preserved_state:
+    """Restore every variable of the given models on exit.
+
+    A default call can run BNs in training mode, which update their moving
+    statistics, and dropout advances its seed: a parity check must leave the
+    models as it found them.
+    """
+
+    def __init__(self, *models):
+        self.variables = []
+        seen = set()
+        for model in models:
+            for variable in model.variables:
+                if id(variable) not in seen:
+                    seen.add(id(variable))
+                    self.variables.append(variable)
+
+    def __enter__(self):
+        self.values = [np.array(v.numpy(), copy=True) for v in self.variables]
+        return self
+
+    def __exit__(self, *exc):
+        for variable, value in zip(self.variables, self.values):
+            variable.assign(value)
+        return False
+
+
+@dataclass(frozen=True)
+class ParityRun:
+    """One comparison: which call, which inputs, and how far the outputs were apart."""
+
+    call: str  # "training=False" or "default call"
+    inputs: str  # "random x1", "random x10", "data.npy samples 0-7"
+    batch: int
+    max_abs: float
+    max_rel: float
+    passed: bool
+    note: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
 class ParityResult:
-    """The worst error over outputs and batches, and the per-output detail."""
+    """The worst error over outputs and runs, and the per-output detail."""
 
     max_abs: float
     max_rel: float
@@ -61,10 +109,43 @@ class ParityResult:
     passed: bool
     outputs: list[OutputComparison] = field(default_factory=list)
     tolerance: Tolerance | None = None
+    runs: list[ParityRun] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"max_abs": self.max_abs, "max_rel": self.max_rel, "samples": self.samples, "passed": self.passed,
-                "tolerance": self.tolerance.as_dict() if self.tolerance else None}
+                "tolerance": self.tolerance.as_dict() if self.tolerance else None,
+                "runs": [r.as_dict() for r in self.runs]}
+
+
+#: (call, batch size, magnitude) of the seeded runs: inference at two magnitudes (a layer that
+#: clips or saturates differs only at large inputs) and the default call ``model(x)``.
+DEFAULT_RUNS: tuple[tuple[bool | None, int, float], ...] = ((False, 1, 1.0), (False, 3, 10.0), (None, 3, 1.0))
+#: Real samples compared when data is given (in batches of DATA_BATCH).
+DATA_SAMPLES = 32
+DATA_BATCH = 8
+
+
+def _scaled(specs, arrays, magnitude: float):
+    if magnitude == 1.0:
+        return arrays
+    return [a * np.asarray(magnitude, a.dtype) if np.issubdtype(a.dtype, np.floating) else a
+            for spec, a in zip(specs, arrays)]
+
+
+def _compare_run(reference, candidate, arrays, training, names, label, tolerance):
+    expected = run_keras(reference, arrays, training)
+    got = run_keras(candidate, arrays, training)
+    if len(expected) != len(got):
+        raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")
+    return [compare_output(f"{name}[{label}]", ref, cand, tolerance) for name, ref, cand in zip(names, expected, got)]
+
+
+def _deterministic(model, arrays, tolerance) -> bool:
+    """Does the default call of ``model`` give the same outputs twice in a row (no active dropout or noise)?"""
+    with preserved_state(model):
+        first = run_keras(model, arrays, None)
+        second = run_keras(model, arrays, None)
+    return all(compare_output("", a, b, tolerance).passed for a, b in zip(first, second))
 
 
 def check_models(
@@ -73,29 +154,57 @@ def check_models(
     tolerance: Tolerance = Tolerance(),
     *,
     seed: int = 0,
-    batch_sizes: tuple[int, ...] = (1, 3),
+    data=None,
+    runs: tuple[tuple[bool | None, int, float], ...] = DEFAULT_RUNS,
 ) -> ParityResult:
-    """Compare two models on seeded random inputs, one run per batch size."""
+    """Compare two models on seeded inputs (and on ``data``'s first samples when given).
+
+    Every run compares all outputs with :func:`bnfreeze.compare.compare_output`:
+    inference (``training=False``) on standard-normal inputs and on inputs
+    ten times larger, and the default call ``model(x)`` (which keeps
+    ``training=True`` where the graph asks for it). Variables are restored
+    after default calls. A default call that is not deterministic (dropout
+    active in it) cannot be compared and is reported as such, not failed.
+    """
     tolerance = tolerance.resolved(reference)
     specs = input_specs(reference)
     names = output_names(reference)
     comparisons: list[OutputComparison] = []
-    for offset, batch in enumerate(batch_sizes):
-        arrays = random_inputs(specs, batch, seed + offset)
-        expected = run_keras(reference, arrays)
-        got = run_keras(candidate, arrays)
-        if len(expected) != len(got):
-            raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")
-        for name, ref, cand in zip(names, expected, got):
-            comparisons.append(compare_output(f"{name}[batch {batch}]", ref, cand, tolerance))
+    records: list[ParityRun] = []
+    cases = []
+    for offset, (training, batch, magnitude) in enumerate(runs):
+        arrays = _scaled(specs, random_inputs(specs, batch, seed + offset), magnitude)
+        cases.append((training, arrays, f"random x{magnitude:g}"))
+    if data is not None:
+        for index, feed in enumerate(data.batches(DATA_BATCH, DATA_SAMPLES)):
+            arrays = [np.asarray(feed[s.name]) for s in specs]
+            first = index * DATA_BATCH
+            label = f"{getattr(data, 'source', 'data')} samples {first}-{first + len(arrays[0]) - 1}"
+            cases.append((False, arrays, label))
+            if index == 0:
+                cases.append((None, arrays, label))
+    for training, arrays, inputs in cases:
+        call = "training=False" if training is False else "default call"
+        batch = int(arrays[0].shape[0]) if arrays else 0
+        label = f"{call}, batch {batch}, {inputs}"
+        with preserved_state(reference, candidate):
+            found = _compare_run(reference, candidate, arrays, training, names, label, tolerance)
+        note = None
+        if training is None and not all(c.passed for c in found) and not _deterministic(reference, arrays, tolerance):
+            note = "the default call is not deterministic (dropout or noise active in it): not comparable"
+            found = []
+        comparisons.extend(found)
+        worst = summarize(found)
+        records.append(ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], worst["passed"], note))
     worst = summarize(comparisons)
     return ParityResult(
         max_abs=worst["max_abs"],
         max_rel=worst["max_rel"],
-        samples=sum(batch_sizes),
+        samples=sum(r.batch for r in records),
         passed=worst["passed"],
         outputs=comparisons,
         tolerance=tolerance,
+        runs=records,
     )
 
 

@@ -46,7 +46,7 @@ class BnfreezeGroup(click.Group):
     """Turns bnfreeze's errors into one line on stderr and an exit code."""
 
     def invoke(self, ctx):
-        from bnfreeze.errors import BnfreezeError, ParityError
+        from bnfreeze.errors import BnfreezeError, CheckError
 
         try:
             return super().invoke(ctx)
@@ -60,7 +60,7 @@ class BnfreezeGroup(click.Group):
             if ctx.params.get("debug"):
                 raise
             click.echo(f"bnfreeze: error: {exc}", err=True)
-            ctx.exit(1 if isinstance(exc, ParityError) else 2)
+            ctx.exit(1 if isinstance(exc, CheckError) else 2)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:

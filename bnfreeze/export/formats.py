@@ -25,7 +25,7 @@ class Written:
 
 
 def _bn_layer_names(model) -> list[str]:
-    from bnfreeze.fold.affine import is_batch_norm
+    from bnfreeze.fold.classes import is_batch_norm
 
     return [l.name for l in model._flatten_layers(include_self=False, recursive=True) if is_batch_norm(l)]
 

@@ -18,21 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def is_batch_norm(layer) -> bool:
-    import keras
-
-    return isinstance(layer, keras.layers.BatchNormalization)
-
-
-PER_SAMPLE_NORMALIZATIONS = (
-    "LayerNormalization",
-    "GroupNormalization",
-    "UnitNormalization",
-    "RMSNormalization",
-    "SpectralNormalization",
-)
-
-
 def bn_weights(layer) -> dict[str, np.ndarray]:
     """The layer's variables by name (``gamma``, ``beta``, ``moving_mean``...)."""
     return {v.name: np.asarray(v.numpy()) for v in layer.weights}

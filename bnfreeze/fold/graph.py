@@ -82,12 +82,17 @@ def walk_histories(obj: Any) -> Iterator[list]:
 
 
 def model_kind(model) -> str:
-    """``"sequential"``, ``"functional"`` or ``"subclassed"``."""
-    import keras
+    """``"sequential"``, ``"functional"`` or ``"subclassed"``.
 
-    if isinstance(model, keras.Sequential):
+    Only Keras's own ``Sequential`` and ``Functional`` classes count: a
+    subclass may override ``call``, so its graph does not say what it computes.
+    """
+    import keras
+    from keras.src.models.functional import Functional
+
+    if type(model) is keras.Sequential:
         return "sequential"
-    if isinstance(model, keras.Model) and type(model).__name__ == "Functional":
+    if type(model) is Functional:
         return "functional"
     return "subclassed"
 
@@ -95,7 +100,7 @@ def model_kind(model) -> str:
 class ModelGraph:
     """The call graph of one Sequential or Functional model (not its nested models)."""
 
-    def __init__(self, model, config: dict | None = None, path: tuple[str, ...] = ()):
+    def __init__(self, model, config: dict | None = None, path: tuple[str, ...] = (), modes=None):
         kind = model_kind(model)
         if kind == "subclassed":
             raise InputError(
@@ -104,6 +109,10 @@ class ModelGraph:
             )
         self.model = model
         self.kind = kind
+        #: Which layers run in training mode under the default call (:mod:`bnfreeze.fold.training`).
+        self.modes = modes
+        #: The graph this one is a nested model of (None at the top).
+        self.parent: ModelGraph | None = None
         self.path = path
         self.config = copy.deepcopy(model.get_config()) if config is None else config
         self.entries: dict[str, dict] = {}
@@ -191,6 +200,30 @@ class ModelGraph:
     def consumers_of(self, ref: TensorRef) -> list[Consumer]:
         return self.consumers.get(ref, [])
 
+    def shape_of(self, ref: TensorRef) -> tuple[int | None, ...] | None:
+        """The shape (batch first) the graph recorded for tensor ``ref``, where a consumer recorded it."""
+        for consumer in self.consumers_of(ref):
+            if consumer.call is None:
+                continue
+            for input_ref, shape in zip(consumer.call.inputs, consumer.call.input_shapes):
+                if input_ref == ref and shape is not None:
+                    return tuple(shape)
+        return None
+
+    def in_training(self, name: str) -> bool:
+        """Does layer ``name`` receive ``training=True`` under the model's default call?"""
+        if self.modes is None or name not in self.entries:
+            return False
+        return self.modes.in_training(self.layer(name))
+
+    def describe(self, name: str) -> str:
+        """``name (Class)`` for reports: ``reshape (keras.ops Reshape)``, ``bn (my_pkg>ClippedBN)``."""
+        from bnfreeze.fold.classes import class_label
+
+        if name not in self.entries:
+            return name
+        return f"{name} ({class_label(self.layer(name))})"
+
     def is_output(self, ref: TensorRef) -> bool:
         return ref in self.outputs
 
@@ -201,7 +234,9 @@ class ModelGraph:
                 continue
             layer = self.layer(name)
             if model_kind_of_layer(layer) in ("sequential", "functional"):
-                yield ModelGraph(layer, entry["config"], self.path + (name,))
+                child = ModelGraph(layer, entry["config"], self.path + (name,), self.modes)
+                child.parent = self
+                yield child
 
     def walk(self) -> Iterator["ModelGraph"]:
         """This graph and every nested one, parents first."""

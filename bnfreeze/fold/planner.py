@@ -13,10 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from bnfreeze.fold.affine import PER_SAMPLE_NORMALIZATIONS, BNAffine, is_batch_norm
+from bnfreeze.fold.affine import BNAffine
+from bnfreeze.fold.classes import (
+    PER_SAMPLE_NORMALIZATIONS,
+    is_batch_norm,
+    is_exact_batch_norm,
+    is_exactly,
+    is_keras_op,
+    subclass_reason,
+)
 from bnfreeze.fold.graph import ModelGraph, model_kind_of_layer
 from bnfreeze.fold.rules import RULES, BNSite, FoldRule, Match
+from bnfreeze.fold.rules.backward import walk_backward
 from bnfreeze.fold.rules.forward import forward_stop_reason
+from bnfreeze.fold.training import TrainingModes, probe_training_modes
 
 
 @dataclass(frozen=True)
@@ -50,49 +60,65 @@ class Plan:
         return len(self.folds) + len(self.kept)
 
 
-def _site_problem(graph: ModelGraph, name: str, layer) -> str | None:
+def _training_cause(graph: ModelGraph, name: str) -> str:
+    """Why BN ``name`` receives ``training=True`` under the default call, as far as the config says."""
+    call = graph.calls[name][0]
+    if call.kwargs.get("training") is True:
+        return f"{name} is called with training=True"
+    scope = graph
+    while scope.parent is not None:
+        outer = scope.parent
+        model_name = scope.path[-1]
+        if any(c.kwargs.get("training") is True for c in outer.calls.get(model_name, [])):
+            return f"{name} is inside {outer.qualified(model_name)}, which is called with training=True"
+        scope = outer
+    return (f"{name} receives training=True under the model's default call (Keras passes it on from an "
+            "earlier call with training=True)")
+
+
+def _site_problem(graph: ModelGraph, name: str, bn) -> str | None:
+    """What the BN's own call forbids (every rule needs one call, in inference mode, built)."""
     calls = graph.calls.get(name, [])
     if not calls:
         return f"{name} is never called in {graph.label}"
     if len(calls) > 1:
         return f"{name} is called at {len(calls)} places"
     call = calls[0]
-    if call.kwargs.get("training") is True and layer.trainable:
-        return f"{name} is called with training=True, so it uses batch statistics at inference"
+    if bn.trainable and (call.kwargs.get("training") is True or graph.modes is not None and graph.modes.in_training(bn)):
+        return f"{_training_cause(graph, name)}, so it uses batch statistics at inference"
     if len(call.inputs) != 1:
         return f"{name} has {len(call.inputs)} inputs"
-    if not layer.weights:
+    if not bn.weights:
         return f"{name} is not built (it has no weights)"
     return None
 
 
-def _make_site(graph: ModelGraph, name: str, layer) -> BNSite:
+def _make_site(graph: ModelGraph, name: str, bn, wrapped: bool) -> BNSite:
+    """The site of BN ``name``; for ``TimeDistributed(BN)`` the BN's axis is moved past the time axis."""
     call = graph.calls[name][0]
     shape = call.input_shapes[0] if call.input_shapes else None
-    rank = len(shape) if shape is not None else len(layer.input.shape)
-    axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
-    if axis < 0:
-        axis += rank
+    rank = len(shape) if shape is not None else len(graph.layer(name).input.shape)
+    inner_rank = rank - 1 if wrapped else rank
+    axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
+    axis = int(axis) % inner_rank + (1 if wrapped else 0)
     return BNSite(
         graph=graph,
         name=name,
         call=call,
-        layer=layer,
+        layer=bn,
         axis=axis,
         rank=rank,
-        affine=BNAffine.from_layer(layer),
+        affine=BNAffine.from_layer(bn),
     )
 
 
 def _backward_default_reason(site: BNSite) -> str:
-    graph = site.graph
-    ref = site.input_ref
-    if graph.is_input(ref.layer):
-        return f"{site.name} normalizes the model input {ref.layer}"
-    return (
-        f"{site.name}'s input comes from {ref.layer} ({graph.class_name(ref.layer)}), "
-        "not a layer bnfreeze folds into"
-    )
+    walk = walk_backward(site)
+    if walk.stop is not None:
+        return walk.stop
+    if walk.target is None:
+        return f"{site.name} normalizes the model input {walk.target_ref.layer}"
+    return f"{site.name}'s input comes from {site.graph.describe(walk.target)}, not a layer bnfreeze folds into"
 
 
 def plan_site(site: BNSite, rules: Sequence[FoldRule]) -> Match | Kept:
@@ -122,37 +148,52 @@ def plan_site(site: BNSite, rules: Sequence[FoldRule]) -> Match | Kept:
     return Kept(site.graph.qualified(site.name), "; ".join(reasons))
 
 
-def plan(model, rules: Sequence[FoldRule] = RULES) -> Plan:
+def _plan_batch_norm(graph: ModelGraph, name: str, bn, rules: Sequence[FoldRule], wrapped: bool) -> Match | Kept:
+    if not is_exact_batch_norm(bn):
+        return Kept(graph.qualified(name), subclass_reason(name, bn, "BatchNormalization"))
+    problem = _site_problem(graph, name, bn)
+    if problem is not None:
+        return Kept(graph.qualified(name), problem)
+    return plan_site(_make_site(graph, name, bn, wrapped), rules)
+
+
+def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None = None) -> Plan:
     """Plan the folds of every BN in ``model`` (nested models included).
 
-    Raises :class:`~bnfreeze.errors.InputError` for a subclassed top-level model. BNs inside a
-    nested subclassed model are kept with a reason.
+    Every BatchNormalization anywhere in the model gets an outcome: a fold,
+    or a reason it stays (a subclass of BatchNormalization, a BN inside a
+    wrapper or custom layer, a BN in training mode under the default call...).
+    Raises :class:`~bnfreeze.errors.InputError` for a subclassed top-level model.
+    ``modes`` (which layers run in training mode under ``model(x)``) is probed
+    when not given.
     """
+    modes = probe_training_modes(model) if modes is None else modes
     result = Plan()
-    for graph in ModelGraph(model).walk():
+    for graph in ModelGraph(model, modes=modes).walk():
         for name in graph.layer_names():
             if graph.class_name(name) == "InputLayer":
                 continue
             layer = graph.layer(name)
-            if type(layer).__name__ in PER_SAMPLE_NORMALIZATIONS:
+            if is_keras_op(layer) or model_kind_of_layer(layer) in ("sequential", "functional"):
+                continue  # nested graphs are walked on their own
+            if is_exactly(layer, *PER_SAMPLE_NORMALIZATIONS):
                 result.per_sample.append((graph.qualified(name), type(layer).__name__))
                 continue
+            if is_batch_norm(layer):
+                result.outcomes.append(_plan_batch_norm(graph, name, layer, rules, wrapped=False))
+                continue
+            if is_exactly(layer, "TimeDistributed") and is_batch_norm(layer.layer):
+                result.outcomes.append(_plan_batch_norm(graph, name, layer.layer, rules, wrapped=True))
+                continue
+            inside = _batch_norms_inside(layer)
+            if not inside:
+                continue
             if model_kind_of_layer(layer) == "subclassed":
-                for inner in _batch_norms_inside(layer):
-                    result.outcomes.append(
-                        Kept(
-                            graph.qualified(f"{name}/{inner}"),
-                            f"it is inside {name}, a subclassed model whose graph bnfreeze cannot read",
-                        )
-                    )
-                continue
-            if not is_batch_norm(layer):
-                continue
-            problem = _site_problem(graph, name, layer)
-            if problem is not None:
-                result.outcomes.append(Kept(graph.qualified(name), problem))
-                continue
-            result.outcomes.append(plan_site(_make_site(graph, name, layer), rules))
+                why = f"it is inside {name}, a subclassed model whose graph bnfreeze cannot read"
+            else:
+                why = f"it is inside {graph.describe(name)}, a layer that calls it itself, out of bnfreeze's sight"
+            for inner in inside:
+                result.outcomes.append(Kept(graph.qualified(f"{name}/{inner}"), why))
     return result
 
 

@@ -87,9 +87,12 @@ def bypass_layer(scope: dict, name: str) -> None:
                 tensor["keras_history"] = list(source)
 
 
-def _update_layer_config(scope: dict, name: str, changes: dict) -> None:
+def _update_layer_config(scope: dict, name: str, changes: dict, path: tuple[str, ...] = ()) -> None:
     entry = next(e for e in scope["layers"] if _entry_name(e) == name)
-    entry["config"].update(changes)
+    config = entry["config"]
+    for key in path:
+        config = config[key]
+    config.update(changes)
 
 
 def _current_weights(match: Match) -> dict[str, np.ndarray]:
@@ -108,7 +111,7 @@ def apply_plan(model, folds: list[Match]):
         new_weights[key] = update.weights
         scope = _scope_config(config, path)
         if update.config:
-            _update_layer_config(scope, match.target, update.config)
+            _update_layer_config(scope, match.target, update.config, update.config_path)
         bypass_layer(scope, match.site.name)
     rebuilt = rebuild(model, config)
     changed_paths = {path[:i] for path, _name in new_weights for i in range(len(path) + 1)}

@@ -33,7 +33,7 @@ def test_fold_writes_default_output_and_report(model_copy, tmp_path):
     assert data["output"] == str(out)
     assert [f["bn"] for f in data["folded"]] == ["bn1", "bn2", "bn3"]
     assert all(f["direction"] == "backward" for f in data["folded"])
-    assert set(data["parity"]) == {"max_abs", "max_rel", "samples", "passed", "tolerance"}
+    assert set(data["parity"]) == {"max_abs", "max_rel", "samples", "passed", "tolerance", "runs"}
     assert data["parity"]["tolerance"] == {"atol": 1e-5, "rtol": 1e-4, "check": "max", "dtype": "float32"}
     assert data["parity"]["passed"] and data["parity"]["max_abs"] < 1e-5
     assert "folded 3 of 3" in proc.stdout

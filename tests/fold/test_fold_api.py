@@ -41,8 +41,12 @@ def test_a_wrong_fold_for_one_channel_is_caught():
 def test_result_report_has_the_documented_shape():
     result = bnfreeze.fold(_model())
     assert set(result.report) == {"model", "output", "folded", "kept", "parity"}
-    assert result.report["parity"]["samples"] == 4
-    assert result.report["parity"]["passed"] is True
+    parity = result.report["parity"]
+    assert parity["samples"] == 7 and parity["passed"] is True
+    # inference at two magnitudes and the default call, each with its own numbers
+    runs = [(r["call"], r["batch"], r["inputs"]) for r in parity["runs"]]
+    assert runs == [("training=False", 1, "random x1"), ("training=False", 3, "random x10"),
+                    ("default call", 3, "random x1")]
 
 
 def test_model_without_bn_is_copied_unchanged():

@@ -10,7 +10,8 @@ scaled by ``s_o`` and the bias becomes ``s_o b + t`` (a missing bias is 0).
 This is exact whatever L's padding, strides, dilation or groups, because the
 BN acts on L's output after all of them. It needs:
 
-* the BN's only input is L's output, and L's output goes only to the BN;
+* the BN's only input is L's output, and L's output goes only to the BN
+  (inference identities between them, such as Dropout, are crossed);
 * L is called once (a shared layer would change its other calls);
 * L's activation is linear (the BN must see L's affine output);
 * the BN normalizes L's channel axis;
@@ -23,32 +24,14 @@ are in the kernel and how to scale it.
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
+from bnfreeze.fold.classes import activation_name
+from bnfreeze.fold.graph import TensorRef
 from bnfreeze.fold.rules.base import BNSite, FoldRule, Match, TargetUpdate, cast_like
-
-
-def activation_name(layer) -> str:
-    """The name of a layer's activation as the user wrote it."""
-    import keras
-
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return "linear"
-    try:
-        serialized = keras.activations.serialize(activation)
-    except Exception:  # an unregistered callable
-        return getattr(activation, "__name__", type(activation).__name__)
-    if isinstance(serialized, str):
-        return serialized
-    if isinstance(serialized, dict):
-        config = serialized.get("config")
-        if isinstance(config, str):
-            return config
-        return str(serialized.get("class_name", "a custom activation"))
-    return str(serialized)
 
 
 def weight_problem(name: str, layer, weight_names: tuple[str, ...]) -> str | None:
@@ -66,6 +49,56 @@ def weight_problem(name: str, layer, weight_names: tuple[str, ...]) -> str | Non
         if not np.issubdtype(np.dtype(variable.dtype), np.floating):
             return f"{name}'s {weight_name} is {variable.dtype}, not a float"
     return None
+
+
+@dataclass(frozen=True)
+class BackwardWalk:
+    """The path from a BN's input back through inference identities to the layer before them.
+
+    ``target`` is that layer (None when the walk reaches a model input),
+    ``through`` the identities crossed (in graph order), ``stop`` why the walk
+    ended early (an identity whose output also goes elsewhere, say).
+    """
+
+    target: str | None
+    target_ref: TensorRef
+    through: tuple[str, ...]
+    stop: str | None
+
+
+def walk_backward(site: BNSite) -> BackwardWalk:
+    """Follow the BN's input back through Dropout, ``Activation('linear')``, Identity and the like.
+
+    Those layers return their input at inference, so ``L -> Dropout -> BN``
+    folds as ``L -> BN`` does; they stay in place. Every tensor on the way must
+    feed only the next layer, and no identity may run in training mode.
+    """
+    from bnfreeze.fold.rules.commuting import is_inference_identity
+
+    graph = site.graph
+    ref, consumer = site.input_ref, site.name
+    through: list[str] = []
+    while True:
+        if graph.is_input(ref.layer) or ref.layer not in graph.entries:
+            return BackwardWalk(None, ref, tuple(reversed(through)), None)
+        name = ref.layer
+        layer = graph.layer(name)
+        if not is_inference_identity(layer):
+            return BackwardWalk(name, ref, tuple(reversed(through)), None)
+        others = [c for c in graph.consumers_of(ref) if c.call is None or c.call.layer != consumer]
+        calls = graph.calls[name]
+        call = calls[min(ref.node, len(calls) - 1)]
+        problem = None
+        if others:
+            problem = f"{name}'s output also feeds {others[0].describe()}"
+        elif len(call.inputs) != 1:
+            problem = f"{name} has {len(call.inputs)} inputs"
+        elif call.kwargs.get("training") is True or graph.in_training(name):
+            problem = f"{name} runs in training mode under the model's default call"
+        if problem:
+            return BackwardWalk(name, ref, tuple(reversed(through)), problem)
+        through.append(name)
+        consumer, ref = name, call.inputs[0]
 
 
 class BackwardFold(FoldRule):
@@ -87,38 +120,52 @@ class BackwardFold(FoldRule):
         """Multiply every kernel entry feeding output channel ``o`` by ``scale[o]``."""
 
     # -- the rule --------------------------------------------------------------------
-    def match(self, site: BNSite) -> Match | None:
-        graph = site.graph
-        ref = site.input_ref
-        if graph.is_input(ref.layer) or ref.layer not in graph.entries:
-            return None
-        layer = graph.layer(ref.layer)
-        if type(layer) not in self.target_classes():
-            return None
-        calls = graph.calls[ref.layer]
-        return Match(rule=self, site=site, target=ref.layer, target_call=calls[min(ref.node, len(calls) - 1)])
+    def folds_into(self, layer) -> bool:
+        return type(layer) in self.target_classes()
 
-    def check(self, match: Match) -> str | None:
+    def match(self, site: BNSite) -> Match | None:
+        walk = walk_backward(site)
+        if walk.target is None or walk.stop is not None:
+            return None
+        graph = site.graph
+        if not self.folds_into(graph.layer(walk.target)):
+            return None
+        calls = graph.calls[walk.target]
+        return Match(rule=self, site=site, target=walk.target, target_call=calls[min(walk.target_ref.node, len(calls) - 1)],
+                     through=walk.through, details={"target_ref": walk.target_ref})
+
+    def path_problem(self, match: Match) -> str | None:
+        """What the graph around the target forbids: shared target, output used elsewhere."""
         site, graph, target = match.site, match.site.graph, match.target
-        layer = match.target_layer
         calls = graph.calls[target]
         if len(calls) > 1:
             return f"{target} is called at {len(calls)} places"
-        others = [c for c in graph.consumers_of(site.input_ref) if c.call is None or c.call.layer != site.name]
+        following = match.through[0] if match.through else site.name
+        ref = match.details["target_ref"]
+        others = [c for c in graph.consumers_of(ref) if c.call is None or c.call.layer != following]
         if others:
             return f"{target}'s output also feeds {others[0].describe()}"
+        return None
+
+    def layer_problem(self, target: str, layer, site: BNSite, axis: int, rank: int) -> str | None:
+        """What ``layer`` itself forbids, with the BN on ``axis`` of a tensor of ``rank`` dims."""
         activation = activation_name(layer)
         if activation != "linear":
             return f"{target} applies {activation} before the BN"
-        axis = self.channel_axis(layer, site.rank)
-        if site.axis != axis:
-            return f"{site.name} normalizes axis {site.axis}, but {target}'s channels are on axis {axis}"
+        channels = self.channel_axis(layer, rank)
+        if axis != channels:
+            return f"{site.name} normalizes axis {axis}, but {target}'s channels are on axis {channels}"
         return weight_problem(target, layer, (self.kernel_name,))
 
-    def rewrite(self, match: Match, weights: Mapping[str, np.ndarray]) -> TargetUpdate:
-        affine = match.site.affine
+    def check(self, match: Match) -> str | None:
+        site = match.site
+        return self.path_problem(match) or self.layer_problem(match.target, match.target_layer, site, site.axis,
+                                                              site.rank)
+
+    def fold_weights(self, affine, weights: Mapping[str, np.ndarray], layer) -> dict[str, np.ndarray]:
+        """The layer's weights with the BN folded in (kernel scaled, bias ``s * b + t``)."""
         kernel = np.asarray(weights[self.kernel_name])
-        new_kernel = self.scale_kernel(kernel.astype(np.float64), affine.scale, match.target_layer)
+        new_kernel = self.scale_kernel(kernel.astype(np.float64), affine.scale, layer)
         if "bias" in weights:
             bias = np.asarray(weights["bias"])
             bias_dtype = bias
@@ -129,4 +176,8 @@ class BackwardFold(FoldRule):
         new_weights = dict(weights)
         new_weights[self.kernel_name] = cast_like(new_kernel, kernel)
         new_weights["bias"] = cast_like(new_bias, bias_dtype)
+        return new_weights
+
+    def rewrite(self, match: Match, weights: Mapping[str, np.ndarray]) -> TargetUpdate:
+        new_weights = self.fold_weights(match.site.affine, weights, match.target_layer)
         return TargetUpdate(weights=new_weights, config={"use_bias": True})

@@ -75,17 +75,23 @@ class Match:
             "direction": self.direction,
             "rule": self.rule.name,
         }
-        if self.direction == "forward":
+        if self.direction == "forward" or self.through:
             entry["through"] = [graph.qualified(n) for n in self.through]
         return entry
 
 
 @dataclass(frozen=True)
 class TargetUpdate:
-    """New weights (by variable name) and config changes for the target layer."""
+    """New weights (by variable name) and config changes for the target layer.
+
+    ``config`` is merged into the layer entry's config, or into the nested
+    config at ``config_path`` (``("layer", "config")`` for the layer a
+    ``TimeDistributed`` wraps).
+    """
 
     weights: dict[str, np.ndarray]
     config: dict[str, Any] = field(default_factory=dict)
+    config_path: tuple[str, ...] = ()
 
 
 class FoldRule(ABC):

@@ -69,34 +69,41 @@ def walk_forward(site: BNSite) -> ForwardWalk:
             return stopped(f"{current}'s output is a model output")
         name = call.layer
         if len(call.inputs) != 1:
-            return stopped(f"{name} ({graph.class_name(name)}) after {current} combines several inputs", name, call)
+            return stopped(f"{graph.describe(name)} after {current} combines several inputs", name, call)
         if call.kwargs.get("training") is True:
             return stopped(f"{name} is called with training=True", name, call)
+        if graph.in_training(name):
+            return stopped(f"{name} runs in training mode under the model's default call", name, call)
         layer = graph.layer(name)
         op = commuting_op_for(layer)
         if op is None:
             return ForwardWalk(tuple(through), name, call, layout, None)
-        result = op.transfer(Step(name, layer, call, layout, site.affine.scale, site.name))
+        out = TensorRef(name, call.node, 0)
+        recorded = graph.shape_of(out)
+        step = Step(name, layer, call, layout, site.affine, site.name, tuple(recorded[1:]) if recorded else None)
+        result = op.transfer(step)
         if isinstance(result, str):
             return stopped(result, name, call)
         through.append(name)
         layout = result
-        current, ref = name, TensorRef(name, call.node, 0)
+        current, ref = name, out
 
 
 def forward_stop_reason(site: BNSite) -> str:
     """Why no forward rule applies to ``site``, for the report."""
+    from bnfreeze.fold.classes import is_exactly
+
     walk = walk_forward(site)
     if walk.stop is not None:
         return walk.stop
     layer = site.graph.layer(walk.end)
-    if type(layer).__name__ in NONLINEARITIES:
-        from bnfreeze.fold.rules.backward import activation_name
+    if is_exactly(layer, *NONLINEARITIES):
+        from bnfreeze.fold.classes import activation_name
 
         what = activation_name(layer) if hasattr(layer, "activation") else type(layer).__name__.lower()
         return f"{walk.end} applies {what} after {site.name}, and a nonlinearity does not commute with the BN"
     return (
-        f"{walk.end} ({site.graph.class_name(walk.end)}) after {site.name} "
+        f"{site.graph.describe(walk.end)} after {site.name} "
         "is neither a layer bnfreeze folds into nor an op the BN commutes with"
     )
 
@@ -172,7 +179,7 @@ class ForwardFold(FoldRule):
     def conv_layout_problem(self, match: Match, layout: Layout) -> str | None:
         layer = match.target_layer
         axis = 1 if layer.data_format == "channels_first" else layout.rank - 1
-        if layout.features is not None or layout.axis != axis:
+        if layout.axis != axis:
             return f"{match.target} does not read {match.site.name}'s channels on its channel axis"
         spatial = layout.shape[1:] if layer.data_format == "channels_first" else layout.shape[:-1]
         if match.site.affine.has_shift() and not pads_nothing(layer, spatial):
