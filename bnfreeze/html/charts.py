@@ -110,7 +110,8 @@ def _linear(axis, integer: bool = False) -> None:
     from matplotlib.ticker import MaxNLocator
 
     nice, _ = _formatters()
-    axis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 5, 10], integer=integer, min_n_ticks=3))
+    axis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 5, 10], integer=integer,
+                                       min_n_ticks=2 if integer else 3))
     axis.set_major_formatter(nice())
 
 
@@ -310,10 +311,9 @@ def recalibration_bars(names: list[str], shifts, ratios) -> str:
         _log_x(right, min(float(finite.min()) if finite.size else 1.0, 1.0),
                max(float(finite.max()) if finite.size else 1.0, 1.0))
         lo, hi = right.get_xlim()
-        right.scatter(np.clip(np.where(np.isfinite(ratios) & (ratios > 0), ratios, lo), lo, hi),
-                      range(len(ratios)), color=BLUE, s=14, zorder=3)
-        right.hlines(range(len(ratios)), 1.0, np.clip(np.nan_to_num(ratios, nan=1.0), lo, hi), color=BLUE,
-                     linewidth=1)
+        shown = np.clip(np.nan_to_num(ratios, nan=1.0, posinf=hi), lo, hi)  # 0 and inf at the axis' ends
+        right.scatter(shown, range(len(ratios)), color=BLUE, s=14, zorder=3)
+        right.hlines(range(len(ratios)), 1.0, shown, color=BLUE, linewidth=1)
         right.axvline(1.0, color=GREY, linewidth=0.8)
         right.set_xlabel("median variance ratio new / old (log)")
         right.tick_params(axis="y", length=0, labelleft=False)
