@@ -276,7 +276,9 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
 @main.command()
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=str), help="HTML file (default <stem>.report.html).")
-@click.option("--compare", type=click.Path(path_type=str), help="A recalibrated version of MODEL: plot the mean shifts.")
+@click.option("--compare", type=click.Path(path_type=str),
+              help="A recalibrated version of MODEL: plot each BN's mean shift and variance ratio (BNs matched by name; "
+                   "a warning names those it lacks).")
 @click.option("--data", type=click.Path(path_type=str), help="Inputs for the parity histogram (default: random).")
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True, help="Random samples without --data.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -286,9 +288,11 @@ def report(model, output, compare, data, samples, seed, force, unsafe):
     """Write a self-contained HTML page: fold plan, BN statistics, recalibration shifts, parity histogram."""
     from bnfreeze.cli.operations import report_file
 
-    path = report_file(model, output, compare=compare, data=data, samples=samples, seed=seed, force=force,
-                       unsafe=unsafe)
-    _console().print(f"wrote {path}")
+    result = report_file(model, output, compare=compare, data=data, samples=samples, seed=seed, force=force,
+                         unsafe=unsafe)
+    for warning in result.warnings:
+        click.echo(f"bnfreeze: warning: {warning}", err=True)
+    _console().print(f"wrote {result.path}")
 
 
 @main.command()

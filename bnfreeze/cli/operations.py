@@ -182,13 +182,22 @@ def _strategy(name: str | None):
     raise InputError(f"unknown --distribute {name!r}; choose mirrored")
 
 
+@dataclass
+class ReportResult:
+    path: Path
+    warnings: list[str]
+
+
 def report_file(model_path, output=None, *, compare=None, data=None, samples: int = 8, seed: int = 0,
-                force: bool = False, unsafe: bool = False) -> Path:
-    """Write the HTML report of the model in ``model_path`` (default ``<stem>.report.html``)."""
+                force: bool = False, unsafe: bool = False) -> ReportResult:
+    """Write the HTML report of the model in ``model_path`` (default ``<stem>.report.html``).
+
+    The warnings (``--compare`` lacking some of the model's BNs) are on the page too.
+    """
+    from bnfreeze.html.page import bn_facts, compare_warning, describe_data, match_bns, parity_facts, render
+    from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
     from bnfreeze.parity import random_data
-    from bnfreeze.html.page import bn_facts, parity_facts, render
-    from bnfreeze.io.signature import input_specs
 
     model_path = Path(model_path)
     output = Path(output) if output is not None else model_path.with_name(model_path.stem + ".report.html")
@@ -200,13 +209,20 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     specs = input_specs(model)
     source = open_data(data, specs) if data is not None else random_data(specs, samples, seed)
     feeds = [[feed[s.name] for s in specs] for feed in source.batches(8, samples if data is None else None)]
+    count = sum(len(arrays[0]) for arrays in feeds)
+    described = describe_data(count, data) if data is not None else describe_data(count, seed=seed)
     folded = fold(model, check=False)
-    page = render(str(model_path), plan_rows(folded.plan), bn_facts(model),
-                  parity_facts(model, folded.model, feeds, str(source.source)),
-                  str(compare) if compare else None, bn_facts(other) if other is not None else None)
+    facts = bn_facts(model)
+    compared = bn_facts(other) if other is not None else None
+    warnings = []
+    if compared is not None:
+        warning = compare_warning(str(model_path), str(compare), match_bns(facts, compared))
+        warnings += [warning] if warning else []
+    page = render(str(model_path), plan_rows(folded.plan), facts, parity_facts(model, folded.model, feeds, described),
+                  str(compare) if compare else None, compared)
     with atomic_path(output, force=force) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
-    return output
+    return ReportResult(output, warnings)
 
 
 def inspect_file(model_path, *, unsafe: bool = False) -> list[NormalizationRow]:

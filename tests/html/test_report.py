@@ -1,14 +1,15 @@
-"""``bnfreeze report``: a self-contained page with its plots, rendered by headless Chromium."""
+"""``bnfreeze report`` end to end: a self-contained page whose charts are read back and rendered in Chromium."""
 
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
+from chartcheck import CHROME_FLAGS, charts, chromium_path, measure, outside, overlaps, texts
 from support import bnfreeze
+
+KINDS = ["scale-histogram", "min-variance", "recalibration", "parity-histogram"]
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +22,50 @@ def page(tmp_path_factory, repo):
     out = tmp / "report.html"
     proc = bnfreeze("report", model, "-o", out, "--compare", recalibrated, "--data", repo / "models" / "digits_test.npz")
     assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr  # every BN of the model is in its recalibrated copy
+    assert f"wrote {out}" in proc.stdout.replace("\n", "")
     return out
 
 
-def test_page_is_self_contained_with_every_section(page):
+def test_page_is_self_contained_with_every_section(page, repo):
     text = page.read_text()
     assert re.findall(r'(?:src|href)\s*=\s*"(?!#|data:)', text) == []  # nothing fetched from elsewhere
-    assert "<script" not in text
-    plots = re.findall(r'data-plot="(\w+)"', text)
-    assert plots == ["histogram", "bars", "bars", "histogram"]  # scales, min variance, mean shift, parity
+    assert "<script" not in text and "url(http" not in text
+    assert re.findall(r'data-chart="([\w-]+)"', text) == KINDS
     for needle in ("Fold plan", "fold backward into conv1", "negative scale", "Recalibration", "Parity", "bn3"):
         assert needle in text
-    assert len(re.findall(r'class="bar"', text)) > 20
+    data = repo / "models" / "digits_test.npz"
+    assert f"360 samples from {data}, 3600 output elements" in text  # not "360 samples (<...>)"
+    assert "the fold <span class='pass'>passes</span>" in text
+
+
+def test_charts_name_every_bn_and_mark_the_tolerance(page):
+    found = charts(page.read_text())
+    for kind in ("min-variance", "recalibration"):
+        labels = [t.text for t in texts(found[kind])]
+        assert [n for n in labels if n.startswith("bn")] == ["bn1", "bn2", "bn3"], kind
+    parity = [t.text for t in texts(found["parity-histogram"])]
+    assert "atol 1e-05" in parity  # float32 defaults
+    assert any(label.startswith("rtol 0.0001 × largest |output|") for label in parity)
+
+
+def test_compare_without_shared_names_warns_and_pages_are_reproducible(repo, tmp_path):
+    import keras
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(name="other_bn")])
+    other.save(tmp_path / "other.keras")
+    model = repo / "models" / "digits_cnn.keras"
+    outputs = [tmp_path / "a.html", tmp_path / "b.html"]
+    for out in outputs:
+        proc = bnfreeze("report", model, "-o", out, "--compare", tmp_path / "other.keras", "--samples", 3, "--seed", 4)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.startswith(f"bnfreeze: warning: {tmp_path / 'other.keras'} shares no BatchNormalization "
+                                      f"name with {model}: expected bn1, bn2 and bn3; it has other_bn"), proc.stderr
+    text = outputs[0].read_text()
+    assert outputs[1].read_bytes() == outputs[0].read_bytes()  # two runs, the same page
+    assert "Warning: " in text and "expected bn1, bn2 and bn3" in text
+    assert re.findall(r'data-chart="([\w-]+)"', text) == ["scale-histogram", "min-variance", "parity-histogram"]
+    assert "3 random samples (seed 4), 30 output elements" in text
 
 
 def test_bad_output_and_existing_file(page, repo, tmp_path):
@@ -45,29 +78,23 @@ def test_bad_output_and_existing_file(page, repo, tmp_path):
     assert proc.returncode == 2 and existing.read_text() == "mine"
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if os.environ.get("BNFREEZE_REQUIRE_CHROMIUM"):
-        pytest.fail("BNFREEZE_REQUIRE_CHROMIUM is set but no chromium is installed")
-    pytest.skip("headless Chromium not installed (.ci/run installs Debian's chromium)")
-
-
 def test_page_renders_in_headless_chromium(page, tmp_path):
-    import tensorflow as tf
+    from PIL import Image
 
-    chromium = _chromium()
-    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    chromium = chromium_path()
+    dom = subprocess.run([chromium, *CHROME_FLAGS, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count("<svg") == 4 and "Parity: original vs folded" in dom.stdout
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([*common, f"--screenshot={shot}", "--window-size=1000,2600", page.as_uri()],
+    proc = subprocess.run([chromium, *CHROME_FLAGS, f"--screenshot={shot}", "--window-size=1400,2600", page.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
-    pixels = tf.io.decode_png(shot.read_bytes(), channels=3).numpy()
-    blue = np.all(np.abs(pixels.astype(int) - [0x3B, 0x6E, 0xA8]) < 12, axis=-1)
-    assert blue.sum() > 5000  # the plots' bars were drawn
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    blue = np.all(np.abs(pixels - [0x3B, 0x6E, 0xA8]) < 12, axis=-1)
+    assert blue.sum() > 5000  # the charts' bars were drawn
     rows = np.nonzero(blue.any(axis=1))[0]
-    assert rows.max() - rows.min() > 1200  # in several plots down the page
+    assert rows.max() - rows.min() > 1200  # in several charts down the page
+    for chart in measure(page, tmp_path):
+        assert chart["right"] - chart["left"] >= 1000, chart["chart"]
+        assert overlaps(chart["texts"]) == [] and outside(chart) == [], chart["chart"]
