@@ -131,6 +131,17 @@ def _exports(onnx, savedmodel, tflite, opset, batch_size):
     return ExportOptions(onnx=onnx, savedmodel=savedmodel, tflite=tflite, opset=opset, batch_size=batch_size)
 
 
+def _wrote(console, paths) -> None:
+    """Say once what each written file is called (paths in the order they were asked for)."""
+    from bnfreeze.cli.render import say
+
+    seen = []
+    for path in paths:
+        if path is not None and str(path) not in seen:
+            seen.append(str(path))
+            say(console, f"wrote {path}")
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -153,23 +164,41 @@ def main(debug: bool) -> None:
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Folded model (default <stem>.folded.keras).")
 @click.option("--report", type=click.Path(path_type=str), help="Write the fold report as JSON.")
+@click.option("--data", type=click.Path(path_type=str),
+              help="Also check parity on the first 32 samples of this .npy/.npz file or image folder.")
+@click.option("--rescale", type=str, default=None,
+              help="With an image folder: multiply pixels by this (a number or a fraction such as 1/255).")
+@click.option("--strict", is_flag=True, help="Fail (exit 1, nothing written) when any BatchNormalization stays.")
+@click.option("--max-kept", type=click.IntRange(min=0), default=None,
+              help="Fail (exit 1, nothing written) when more than N BatchNormalization layers stay.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the parity-check inputs.")
 @export_options
 @write_options
 @load_options
 @tolerance_options
-def fold(model, output, report, seed, onnx, savedmodel, tflite, opset, export_batch_size, force, unsafe, atol, rtol):
+def fold(model, output, report, data, rescale, strict, max_kept, seed, onnx, savedmodel, tflite, opset,
+         export_batch_size, force, unsafe, atol, rtol):
     """Fold BatchNormalization into neighbouring Conv/Dense layers (and export the result)."""
     from bnfreeze.cli.operations import fold_file
     from bnfreeze.cli.tables import print_artifacts, print_fold_report
+    from bnfreeze.errors import InputError, KeptError
 
+    if strict and max_kept is not None and max_kept != 0:
+        raise InputError("--strict means --max-kept 0; give one of them")
     exports = _exports(onnx, savedmodel, tflite, opset, export_batch_size)
-    result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol, seed=seed,
-                       exports=exports)
+    try:
+        result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol,
+                           seed=seed, exports=exports, data=data, rescale=rescale,
+                           max_kept=0 if strict else max_kept)
+    except KeptError as exc:
+        if exc.report is not None:
+            print_fold_report(_console(stderr=True), exc.report)
+        raise
     console = _console()
     print_fold_report(console, result.report)
     if result.report.get("artifacts"):
         print_artifacts(console, result.report["artifacts"])
+    _wrote(console, [result.report["output"], report, *[a["path"] for a in result.report.get("artifacts", [])]])
 
 
 @main.command()
@@ -186,7 +215,9 @@ def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, forc
 
     artifacts = export_file(model, _exports(onnx, savedmodel, tflite, opset, export_batch_size), force=force,
                             unsafe=unsafe, atol=atol, rtol=rtol, seed=seed)
-    print_artifacts(_console(), [a.as_dict() for a in artifacts])
+    console = _console()
+    print_artifacts(console, [a.as_dict() for a in artifacts])
+    _wrote(console, [a.path for a in artifacts])
 
 
 @main.command()
@@ -306,8 +337,14 @@ def inspect(model, unsafe, json_path, force):
     from bnfreeze.io.files import write_json
     from bnfreeze.cli.tables import print_inspection
 
+    from bnfreeze.io.files import check_writable
+
+    if json_path:
+        check_writable(json_path, force=force)
     rows = inspect_file(model, unsafe=unsafe)
-    print_inspection(_console(), model, rows)
+    console = _console()
+    print_inspection(console, model, rows)
     if json_path:
         write_json([r.as_dict() for r in rows], json_path, force=force)
+        _wrote(console, [json_path])
 

@@ -55,18 +55,27 @@ def fold_file(
     rtol: float,
     seed: int = 0,
     exports: ExportOptions | None = None,
+    data=None,
+    rescale=None,
+    max_kept: int | None = None,
 ) -> FoldResult:
     """Fold the model in ``model_path``; write ``output`` (``report``, artifacts) only if parity holds."""
+    from bnfreeze.io.signature import input_specs
+    from bnfreeze.io.sources import open_data
+
     model_path = Path(model_path)
     output = Path(output) if output is not None else derived_path(model_path, "folded")
     report = Path(report) if report is not None else None
     exports = exports or ExportOptions()
     if output.suffix != ".keras":
         raise InputError(f"{output}: the folded model is saved as .keras; give an output ending in .keras")
+    if data is not None and not Path(data).exists():
+        raise InputError(f"{data}: no such file or folder")
     _check_outputs(model_path, [output, report, *exports.targets.values()], force)
     check_destinations(exports.targets, force)
     model = load_model(model_path, unsafe=unsafe)
-    result = fold(model, atol=atol, rtol=rtol, seed=seed)
+    source = open_data(data, input_specs(model), parse_rescale(rescale)) if data is not None else None
+    result = fold(model, atol=atol, rtol=rtol, seed=seed, data=source, max_kept=max_kept)
     result.report["model"] = str(model_path)
     result.report["output"] = str(output)
     if exports.targets:
@@ -77,6 +86,21 @@ def fold_file(
         if report is not None:
             stack.enter_context(atomic_path(report, force=force)).write_text(to_json(result.report))
     return result
+
+
+def parse_rescale(text) -> float | None:
+    """``--rescale``: a number (``0.00392156862745098``) or a fraction (``1/255``)."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        if "/" in str(text):
+            numerator, denominator = str(text).split("/", 1)
+            return float(numerator) / float(denominator)
+        return float(text)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise InputError(f"--rescale {text!r}: give a number or a fraction such as 1/255") from exc
 
 
 def _export_kwargs(exports: ExportOptions) -> dict:

@@ -1,6 +1,8 @@
-"""Rich tables for the terminal: the same facts as the JSON reports."""
+"""What each command shows: the same facts as its JSON report, never cut (:mod:`bnfreeze.cli.render`)."""
 
 from __future__ import annotations
+
+from bnfreeze.cli.render import Column, print_table, say
 
 
 def _fmt(value) -> str:
@@ -15,56 +17,65 @@ def _tolerance_note(tolerance: dict | None) -> str:
 
 
 def print_fold_report(console, report: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"bnfreeze fold: {report['model']}", title_justify="left")
-    table.add_column("BatchNormalization")
-    table.add_column("result")
-    table.add_column("detail")
-    for entry in report["folded"]:
-        detail = entry["into"]
+    folded, kept = report["folded"], report["kept"]
+    rows, styles = [], []
+    for entry in folded:
+        detail = f"into {entry['into']}"
         if entry.get("through"):
-            detail += f" (through {', '.join(entry['through'])})"
-        table.add_row(entry["bn"], f"folded {entry['direction']}", detail)
-    for entry in report["kept"]:
-        table.add_row(entry["bn"], "[yellow]kept[/yellow]", entry["reason"])
-    console.print(table)
+            detail += f" through {', '.join(entry['through'])}"
+        rows.append((entry["bn"], f"folded {entry['direction']}", detail))
+        styles.append(None)
+    for entry in kept:
+        rows.append((entry["bn"], "kept", entry["reason"]))
+        styles.append("yellow")
+    total = len(folded) + len(kept)
+    if rows:
+        print_table(console, f"bnfreeze fold: {report['model']}",
+                    [Column("BatchNormalization"), Column("result", ""), Column("detail", "")], rows, styles=styles,
+                    plain=lambda row: f"{row[0]}: {row[1]} {row[2]}" if row[1] != "kept" else f"{row[0]}: kept: {row[2]}")
+    if total == 0:
+        say(console, f"{report['model']} has no BatchNormalization layer: nothing to fold")
+    elif not folded:
+        say(console, f"no BatchNormalization layer could be folded: all {total} stay (reasons above)")
+    else:
+        say(console, f"folded {len(folded)} of {total} BatchNormalization layers"
+                     + (f"; {len(kept)} stay (reasons above)" if kept else ""))
     parity = report.get("parity")
-    total = len(report["folded"]) + len(report["kept"])
-    console.print(f"folded {len(report['folded'])} of {total} BatchNormalization layers")
     if parity:
-        verdict = "[green]passed[/green]" if parity["passed"] else "[red]FAILED[/red]"
-        console.print(
-            f"parity on {parity['samples']} samples: max_abs {_fmt(parity['max_abs'])}, "
-            f"max_rel {_fmt(parity['max_rel'])}{_tolerance_note(parity.get('tolerance'))}: {verdict}"
-        )
-    if report.get("output"):
-        console.print(f"wrote {report['output']}")
+        verdict = "passed" if parity["passed"] else "FAILED"
+        runs = parity.get("runs") or []
+        noted = [r for r in runs if r.get("note")]
+        say(console, f"parity on {parity['samples']} samples ({len(runs)} runs: inference at x1 and x10, "
+                     f"the default call{', data' if any('samples' in r['inputs'] for r in runs) else ''}): "
+                     f"max_abs {_fmt(parity['max_abs'])}, max_rel {_fmt(parity['max_rel'])}"
+                     f"{_tolerance_note(parity.get('tolerance'))}: {verdict}")
+        for run in noted:
+            say(console, f"  {run['call']}, {run['inputs']}: {run['note']}")
 
 
 def print_inspection(console, model_label: str, rows) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"normalization layers of {model_label}", title_justify="left")
-    for column in ("layer", "kind", "plan", "detail"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row.layer, row.kind, row.action, row.detail)
-    console.print(table)
     if not rows:
-        console.print("no normalization layers")
+        say(console, f"{model_label} has no normalization layers")
+        return
+    print_table(console, f"normalization layers of {model_label}",
+                [Column("layer"), Column("kind", ""), Column("action", ""), Column("detail", "")],
+                [(r.layer, r.kind, r.action, r.detail) for r in rows],
+                plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}: {row[3]}")
 
 
 def print_artifacts(console, artifacts: list[dict]) -> None:
-    from rich.table import Table
-
-    table = Table(title="artifacts (checked against the Keras model)", title_justify="left")
-    for column in ("kind", "path", "max_abs", "max_rel", "seconds", "BN nodes left"):
-        table.add_column(column)
+    rows = []
     for a in artifacts:
-        table.add_row(a["kind"], a["path"], _fmt(a["max_abs"]), _fmt(a["max_rel"]), f"{a['seconds']:.2f}",
-                      str(a.get("bn_derived_nodes", "-")))
-    console.print(table)
+        tolerance = a.get("tolerance") or {}
+        limit = f"atol {tolerance['atol']:g} or rtol {tolerance['rtol']:g}" if tolerance else "-"
+        rows.append((a["kind"], a["path"], _fmt(a["max_abs"]), _fmt(a["max_rel"]), limit,
+                     "passed" if a["passed"] else "FAILED", f"{a['seconds']:.2f}",
+                     str(a.get("bn_derived_nodes", "-"))))
+    print_table(console, "artifacts (each checked against the Keras model before it was written)",
+                [Column("kind"), Column("path", ""), Column("max_abs"), Column("max_rel"), Column("tolerance"),
+                 Column("result", ""), Column("seconds"), Column("BN nodes left")], rows,
+                plain=lambda r: (f"{r[0]} {r[1]}: max_abs {r[2]}, max_rel {r[3]} ({r[4]}): {r[5]}; "
+                                 f"{r[6]} s; BN nodes left {r[7]}"))
 
 
 def print_verify(console, report) -> None:

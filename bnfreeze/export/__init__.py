@@ -101,7 +101,7 @@ def export(
                 raise ExportError(f"{destination}: the {kind} artifact is not usable ({detail}); nothing was written") from exc
             worst = summarize(comparisons)
             artifact = Artifact(kind, str(destination), worst["max_abs"], worst["max_rel"], worst["passed"],
-                                round(seconds, 3), written.details)
+                                round(seconds, 3), {**written.details, "tolerance": tolerance.as_dict()})
             artifacts.append(artifact)
             if not artifact.passed:
                 raise ParityError(
