@@ -114,3 +114,30 @@ def test_custom_objects_need_unsafe_and_are_imported(tmp_path):
     proc = cli("fold", source, "--custom-objects", module, "--unsafe", "-o", tmp_path / "a.keras")
     assert proc.returncode == 0, proc.stderr
     assert digest(source) == before
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+def test_an_interrupt_at_any_point_says_truly_what_was_written(example_model_path, tmp_path, delay):
+    """SIGINT while TensorFlow or onnx is imported, while the model loads, while artifacts are
+    converted or renamed into place: exit 130 with a true account, or 0 with everything written."""
+    outputs = [tmp_path / "f.keras", tmp_path / "m.onnx", tmp_path / "m.tflite", tmp_path / "r.json"]
+    proc = subprocess.Popen([sys.executable, "-m", "bnfreeze.cli", "fold", str(example_model_path),
+                             "-o", str(outputs[0]), "--onnx", str(outputs[1]), "--tflite", str(outputs[2]),
+                             "--report", str(outputs[3])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err and "terminate called" not in err, err[-2000:]
+    present = [p for p in outputs if p.exists()]
+    leftovers = [p.name for p in tmp_path.iterdir() if p not in outputs]
+    assert not leftovers, leftovers  # no temporary file survives
+    if proc.returncode == 0:
+        assert present == outputs
+        return
+    assert proc.returncode == 130, err[-2000:]
+    if present:  # written before the signal arrived: the message must say so, naming each
+        assert "interrupted after writing" in err and all(str(p) in err for p in present), err
+    else:
+        assert "interrupted; nothing was written" in err, err
+    assert present in ([], outputs), "outputs are committed together or not at all"

@@ -25,37 +25,55 @@ def _quiet_tensorflow() -> None:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                import tensorflow
+                from bnfreeze.io.interrupts import deferred
 
-                tensorflow.config.list_physical_devices()  # probes CUDA now, quietly
+                with deferred():  # a signal inside a native import would abort the process
+                    import tensorflow
+
+                    tensorflow.config.list_physical_devices()  # probes CUDA now, quietly
             finally:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
 
 
-class _Terminated(BaseException):
-    """SIGTERM, raised where Python runs so that every ``finally`` (temporary files) runs."""
+def _interrupted_message(exc) -> str:
+    from bnfreeze.io.interrupts import written
 
-
-def _on_sigterm(_signum, _frame):
-    raise _Terminated()
+    what = "interrupted" if exc.signum == 2 else "terminated"
+    done = written()
+    if not done:
+        return f"bnfreeze: {what}; nothing was written"
+    return f"bnfreeze: {what} after writing {', '.join(done)}"
 
 
 class BnfreezeGroup(click.Group):
     """Turns bnfreeze's errors into one line on stderr and an exit code."""
 
+    def main(self, *args, **kwargs):
+        from bnfreeze.io.interrupts import install
+
+        install()  # SIGINT/SIGTERM -> Interrupted, held inside bnfreeze.io.interrupts.deferred()
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            # The command has finished and said what it wrote: a signal during the interpreter's
+            # (slow, TensorFlow) shutdown must not turn that into a death by SIGINT.
+            import signal
+
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     def invoke(self, ctx):
         from bnfreeze.errors import BnfreezeError, CheckError
+        from bnfreeze.io.interrupts import Interrupted
 
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("bnfreeze: interrupted; nothing was written", err=True)
-            ctx.exit(130)
-        except _Terminated:
-            click.echo("bnfreeze: terminated; nothing was written", err=True)
-            ctx.exit(143)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            exc = exc if isinstance(exc, Interrupted) else Interrupted(2)
+            click.echo(_interrupted_message(exc), err=True)
+            ctx.exit(exc.exit_code)
         except BnfreezeError as exc:
             if ctx.params.get("debug"):
                 raise
@@ -148,16 +166,32 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr)
 
 
+class BnfreezeCommand(click.Command):
+    """A command that starts TensorFlow only once its options are parsed.
+
+    ``--help``, ``--version`` and option errors are answered by click before
+    :meth:`invoke`, so they never wait for TensorFlow's import (seconds).
+    """
+
+    def invoke(self, ctx):
+        import warnings
+
+        # legacy .h5 models declare their single input as a list; Keras warns on every call
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        root = ctx.find_root()
+        if not root.params.get("debug"):
+            _quiet_tensorflow()
+        return super().invoke(ctx)
+
+
+BnfreezeGroup.command_class = BnfreezeCommand
+
+
 @click.group(cls=BnfreezeGroup)
 @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
 @click.version_option(package_name="bnfreeze")
 def main(debug: bool) -> None:
     """Fold, recalibrate, export and verify Keras models with BatchNormalization."""
-    import signal
-
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    if not debug:
-        _quiet_tensorflow()
 
 
 @main.command()

@@ -16,7 +16,7 @@ from bnfreeze.errors import InputError
 from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
-from bnfreeze.io.files import atomic_path, check_writable, derived_path, same_file, to_json
+from bnfreeze.io.files import atomic_path, check_writable, committed_together, derived_path, same_file, to_json
 from bnfreeze.io.models import load_model
 
 
@@ -78,10 +78,11 @@ def fold_file(
     result = fold(model, atol=atol, rtol=rtol, seed=seed, data=source, max_kept=max_kept)
     result.report["model"] = str(model_path)
     result.report["output"] = str(output)
-    if exports.targets:
-        artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
-        result.report["artifacts"] = [a.as_dict() for a in artifacts]
-    with contextlib.ExitStack() as stack:
+    with committed_together() as stack:
+        if exports.targets:
+            artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
+                               seed=seed, outputs=stack)
+            result.report["artifacts"] = [a.as_dict() for a in artifacts]
         result.model.save(stack.enter_context(atomic_path(output, force=force)))
         if report is not None:
             stack.enter_context(atomic_path(report, force=force)).write_text(to_json(result.report))

@@ -15,7 +15,7 @@ from pathlib import Path
 from bnfreeze.compare import Tolerance, summarize
 from bnfreeze.errors import InputError, ParityError
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError, write_onnx, write_savedmodel, write_tflite
-from bnfreeze.io.files import atomic_path, check_writable
+from bnfreeze.io.files import atomic_path, check_writable, committed_together
 from bnfreeze.verify.runners import OnnxRunner, SavedModelRunner, TFLiteRunner
 from bnfreeze.io.signature import input_specs
 from bnfreeze.verify.harness import check_inputs, compare_runner, random_feeds, run_reference
@@ -70,8 +70,14 @@ def export(
     force: bool = False,
     tolerance: Tolerance = Tolerance(),
     seed: int = 0,
+    outputs: contextlib.ExitStack | None = None,
 ) -> list[Artifact]:
-    """Write the requested artifacts of ``model``; raise ParityError (writing nothing) if one differs."""
+    """Write the requested artifacts of ``model``; raise ParityError (writing nothing) if one differs.
+
+    ``outputs`` (from :func:`bnfreeze.io.files.committed_together`) puts the
+    artifacts in place together with the caller's other outputs; by default
+    they are committed together when every artifact has passed.
+    """
     import time
 
     targets = requested(onnx, savedmodel, tflite)
@@ -85,7 +91,7 @@ def export(
     feeds = random_feeds(specs, (batch_size,) if batch_size else (1, 4), seed)
     expected = run_reference(model, feeds)
     artifacts = []
-    with contextlib.ExitStack() as stack:
+    with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
         for kind, destination in targets.items():
             writer, runner_cls = FORMATS[kind]
             tmp = stack.enter_context(atomic_path(destination, force=force))

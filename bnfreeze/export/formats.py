@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnfreeze.errors import BnfreezeError
+from bnfreeze.io.interrupts import import_native
 from bnfreeze.export.onnx_graph import bn_derived_nodes, layer_of, op_counts, unsupported_nodes
 from bnfreeze.export.tracing import plain_convolutions, serving_function
 
@@ -36,8 +37,8 @@ def _all_layer_names(model) -> list[str]:
 
 def write_onnx(model, path: Path, *, opset: int = DEFAULT_OPSET, batch_size: int | None = None) -> Written:
     """ONNX through tf2onnx ``from_function`` (``from_keras`` is broken for Keras 3)."""
-    import onnx
-    import tf2onnx
+    onnx = import_native("onnx")
+    tf2onnx = import_native("tf2onnx")
 
     serving = serving_function(model, batch_size)
     with plain_convolutions():

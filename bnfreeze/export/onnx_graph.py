@@ -38,7 +38,9 @@ def op_counts(proto) -> dict[str, int]:
 
 def unsupported_nodes(proto) -> list[tuple[str, str]]:
     """(op_type, name) of nodes that are not standard ONNX operators."""
-    import onnx
+    from bnfreeze.io.interrupts import import_native
+
+    onnx = import_native("onnx")
 
     bad = []
     for node in proto.graph.node:

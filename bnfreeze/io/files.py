@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bnfreeze.errors import InputError
+from bnfreeze.io.interrupts import deferred, record_written
 
 
 def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
@@ -44,10 +45,12 @@ def atomic_path(path: str | os.PathLike, *, force: bool) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written for {path}")
-        check_writable(path, force=force)
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with deferred():  # replace the old output and put the new one in place, untorn
+            check_writable(path, force=force)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+            record_written(path)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -61,6 +64,21 @@ def write_json(data, path: str | os.PathLike, *, force: bool = False) -> Path:
     with atomic_path(path, force=force) as tmp:
         tmp.write_text(to_json(data))
     return path
+
+
+@contextlib.contextmanager
+def committed_together() -> Iterator[contextlib.ExitStack]:
+    """An ExitStack of :func:`atomic_path` outputs that are put in place together or not at all.
+
+    The work inside the block may be interrupted (every temporary is removed);
+    once it is done, all renames run with signals held, so an interrupt
+    cannot leave some outputs written and others not.
+    """
+    with contextlib.ExitStack() as stack:
+        yield stack
+        pending = stack.pop_all()
+    with deferred():
+        pending.close()
 
 
 def to_json(data) -> str:

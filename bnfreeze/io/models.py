@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bnfreeze.errors import InputError
 from bnfreeze.io.files import atomic_path
+from bnfreeze.io.interrupts import deferred
 
 KERAS_SUFFIXES = (".keras",)
 LEGACY_SUFFIXES = (".h5", ".hdf5")
@@ -41,7 +42,8 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
     else:
         raise InputError(f"{path}: unknown model format {path.suffix or '(no suffix)'!r}; expected .keras or .h5")
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+        with deferred():  # an interrupt inside TensorFlow/h5py would read as a damaged file
+            model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as exc:  # Keras raises many types; translate to one line
         raise InputError(f"{path}: {_describe_load_error(exc)}") from exc
     if not isinstance(model, keras.Model):
