@@ -60,6 +60,8 @@ class VerifyRow:
     outputs: list[OutputComparison] = field(default_factory=list)
     #: reference output name -> candidate output name, where they differ
     output_names: dict[str, str] = field(default_factory=dict)
+    #: with ``locate``: the first layer of a failing Keras candidate that differs from the reference's
+    first_diverging_layer: str | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -236,6 +238,7 @@ def verify(
 
                 where = first_divergence(ref_runner.model, comparison.runner.model, first_feed, tolerance.elementary())
                 if where:
+                    row.first_diverging_layer = where
                     row.reason = f"{row.reason}; first diverging layer: {where}"
         return VerifyReport(str(reference), str(dataset.source), tolerance, rows, ref_runner.backend,
                             ref_runner.quantization, start)

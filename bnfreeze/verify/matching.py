@@ -145,12 +145,15 @@ def match(
         refs.remove(ref)
         cands.remove(cand)
 
+    unmatched_map = []
     for ref_name, cand_name in (explicit or {}).items():
         ref = find(reference, ref_name)
         if ref is None:
             raise InputError(f"{reference_label}: {option} names {ref_name}, but the reference has no {kind} of that "
                              f"name (it has {describe(reference)})")
         cand = find(candidate, cand_name)
+        if cand is None:
+            unmatched_map.append(cand_name)
         if cand is None or ref not in refs or cand not in cands:
             continue
         take(ref, cand, "map")
@@ -192,6 +195,7 @@ def match(
             f"{candidate_label}: cannot tell which {kind}s correspond to the reference's (names differ and "
             f"{'several have one shape' if same_count else 'the counts differ'}): reference {reference_label} has "
             f"{describe(reference)}; candidate has {describe(candidate)}; pass {option} REF=CAND,... to pair them"
+            + (f" ({option} names {', '.join(unmatched_map)}, which this candidate does not have)" if unmatched_map else "")
         )
     order = {id(s): i for i, s in enumerate(reference)}
     return sorted(pairs, key=lambda p: order[id(p.reference)])

@@ -20,7 +20,8 @@ from bnfreeze.io.files import atomic_path, to_json
 #: keys of every JSON row, in order
 ROW_KEYS = ("reference", "candidate", "backend", "device", "provider", "quantization", "batch_size", "output",
             "candidate_output", "samples", "worst_sample", "max_abs", "max_rel", "mean_abs", "p99_abs",
-            "top1_agreement", "snr_db", "cosine", "finite", "passed", "skipped", "reason", "criteria")
+            "top1_agreement", "snr_db", "cosine", "finite", "passed", "skipped", "reason", "first_diverging_layer",
+            "criteria")
 _STATS = ("max_abs", "max_rel", "mean_abs", "p99_abs", "top1_agreement", "snr_db", "cosine", "samples",
           "worst_sample", "finite", "passed")
 
@@ -54,6 +55,9 @@ def verify_rows(report) -> list[dict]:
             entry["output"] = output.name
             entry["candidate_output"] = row.output_names.get(output.name, output.name)
             entry["reason"] = output.reason
+            if row.first_diverging_layer and not output.passed:
+                entry["first_diverging_layer"] = row.first_diverging_layer
+                entry["reason"] = f"{output.reason}; first diverging layer: {row.first_diverging_layer}"
             rows.append(entry)
     return rows
 
