@@ -150,14 +150,28 @@ class Tolerance:
         return Tolerance(self.abs_limit, self.rel_limit, check, self.dtype)
 
     def describe(self) -> str:
-        """The pass criterion in words."""
+        """The bounds in short (``atol 1e-05, rtol 0.0001 (float32 defaults)`` for the default check)."""
+        source = f" ({self.dtype} defaults)" if self.dtype else ""
+        parts = []
+        for check in self.checks:
+            if check in TOLERANCE_CHECKS:
+                prefix = "elementwise " if check == "elementwise" else ""
+                parts.append(f"{prefix}atol {self.abs_limit:g}, rtol {self.rel_limit:g}{source}")
+            elif check == "top1":
+                parts.append(f"min top-1 {self.top1_limit:g}")
+            elif check == "snr":
+                parts.append(f"min snr {self.snr_limit:g} dB")
+        return " and ".join(parts)
+
+    def explain(self) -> str:
+        """The pass criterion in words, for reports."""
         parts = []
         source = f", {self.dtype} defaults" if self.dtype else ""
         for check in self.checks:
             if check == "max":
                 parts.append(f"max_abs <= {self.abs_limit:g} or max_rel <= {self.rel_limit:g} (max{source})")
             elif check == "elementwise":
-                parts.append(f"every element within {self.abs_limit:g} or {self.rel_limit:g} of its reference "
+                parts.append(f"every element within {self.abs_limit:g} or {self.rel_limit:g} of its reference value "
                              f"(elementwise{source})")
             elif check == "top1":
                 parts.append(f"top-1 agreement >= {self.top1_limit:g}")

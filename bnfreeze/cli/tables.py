@@ -113,7 +113,7 @@ def print_verify(console, report) -> None:
             if output.reason:
                 line(("      ", ""), (output.reason, "red"))
     verdict = ("passed", "green") if report.passed else ("FAILED", "red")
-    line(f"criterion: {report.tolerance.describe()}: ", verdict)
+    line(f"criterion: {report.tolerance.explain()}: ", verdict)
 
 
 def print_recalibration(console, model_label: str, report: dict) -> None:

@@ -81,7 +81,7 @@ def junit_xml(reports) -> str:
             )
             props = ET.SubElement(case, "properties")
             values = {"reference": report.reference, "provider": row.provider, "quantization": row.quantization,
-                      "criteria": report.tolerance.describe(), "samples": row.samples, "max_abs": row.max_abs,
+                      "criteria": report.tolerance.explain(), "samples": row.samples, "max_abs": row.max_abs,
                       "max_rel": row.max_rel, "top1_agreement": row.top1_agreement, "snr_db": row.snr_db,
                       "cosine": row.cosine}
             for key, value in values.items():

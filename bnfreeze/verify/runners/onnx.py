@@ -144,6 +144,3 @@ class OnnxRunner(Runner):
     def close(self) -> None:
         self.session = None
 
-
-def _first_line(exc: Exception) -> str:
-    return first_line(exc)
