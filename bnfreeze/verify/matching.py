@@ -191,9 +191,15 @@ def match(
         if not same_count and kind == "input":
             raise InputError(f"{candidate_label}: has {len(candidate)} inputs, the reference has {len(reference)} "
                              f"({describe(reference)})")
+        if not same_count:
+            why = "the counts differ"
+        elif any(sum(shapes_agree(r, c) for c in cands) > 1 for r in refs):
+            why = "several have one shape"
+        else:
+            why = "the shapes do not agree"
         raise InputError(
             f"{candidate_label}: cannot tell which {kind}s correspond to the reference's (names differ and "
-            f"{'several have one shape' if same_count else 'the counts differ'}): reference {reference_label} has "
+            f"{why}): reference {reference_label} has "
             f"{describe(reference)}; candidate has {describe(candidate)}; pass {option} REF=CAND,... to pair them"
             + (f" ({option} names {', '.join(unmatched_map)}, which this candidate does not have)" if unmatched_map else "")
         )
