@@ -258,30 +258,53 @@ def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, forc
 @click.argument("reference", required=False, type=click.Path(path_type=str))
 @click.argument("candidates", nargs=-1, type=click.Path(path_type=str))
 @click.option("--config", "config_path", type=click.Path(path_type=str), help="Run the checks listed in a TOML file.")
-@click.option("--data", type=click.Path(path_type=str), help="Inputs (.npy, or .npz named after the inputs).")
+@click.option("--data", type=click.Path(path_type=str),
+              help="Inputs: .npy, .npz (arrays named after the inputs, or x) or a folder of images.")
+@click.option("--rescale", type=float, default=None, help="Multiply image-folder pixels by this (e.g. 0.00392 = 1/255).")
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True, help="Random samples without --data.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "gpu", "all"]), default="cpu", show_default=True)
 @click.option("--require-gpu", is_flag=True, help="Fail when a GPU row cannot run.")
-@click.option("--check", type=click.Choice(["max", "elementwise"]), default="max", show_default=True,
-              help="max: max error vs atol/rtol*max|ref|; elementwise: Polygraphy's per-element rule.")
-@click.option("--locate", is_flag=True, help="For a failing Keras candidate, name the first diverging layer.")
+@click.option("--check", "checks", type=click.Choice(["max", "elementwise", "top1", "snr"]), multiple=True,
+              help="Pass criterion; repeat to require several. max (default): max error vs atol/rtol*max|ref|; "
+                   "elementwise: Polygraphy's per-element rule; top1: top-1 agreement >= --min-top1; "
+                   "snr: signal-to-noise ratio >= --min-snr.")
+@click.option("--min-top1", type=float, default=None,
+              help="With --check top1: the share of samples whose class must agree (default 0.99).")
+@click.option("--min-snr", type=float, default=None, help="With --check snr: the least SNR in dB (default 30).")
+@click.option("--signature", default=None, help="SavedModel (or TFLite) signature to call (default serving_default).")
+@click.option("--input-map", default=None, help="Pair inputs the names do not: ref=cand,ref2=cand2.")
+@click.option("--output-map", default=None, help="Pair outputs the names do not: ref=cand,ref2=cand2.")
+@click.option("--locate", is_flag=True, help="For a failing Keras candidate of a Keras reference, name the first diverging layer.")
 @click.option("--json", "json_path", type=click.Path(path_type=str), help="Write the results as JSON.")
 @click.option("--junit", type=click.Path(path_type=str), help="Write JUnit XML (one testcase per candidate and device).")
 @load_options
 @tolerance_options
-def verify(reference, candidates, config_path, data, samples, seed, batch_size, device, require_gpu, check, locate,
-           json_path, junit, unsafe, atol, rtol):
-    """Check that CANDIDATE artifacts compute what the REFERENCE Keras model computes."""
+def verify(reference, candidates, config_path, data, rescale, samples, seed, batch_size, device, require_gpu, checks,
+           min_top1, min_snr, signature, input_map, output_map, locate, json_path, junit, unsafe, atol, rtol):
+    """Check that CANDIDATE artifacts compute what the REFERENCE artifact computes (any of .keras, SavedModel, .onnx, .tflite)."""
     from bnfreeze.cli.operations import verify_files
-    from bnfreeze.compare import Tolerance
     from bnfreeze.cli.tables import print_verify
+    from bnfreeze.compare import criteria
 
+    if config_path is not None:
+        given = [name for name, value in (("--check", checks), ("--min-top1", min_top1), ("--min-snr", min_snr),
+                                          ("--atol", atol), ("--rtol", rtol), ("--data", data),
+                                          ("--signature", signature), ("--input-map", input_map),
+                                          ("--output-map", output_map), ("--rescale", rescale)) if value]
+        if given:
+            from bnfreeze.errors import InputError
+
+            raise InputError(f"{config_path}: {', '.join(given)} go into the config file with --config")
+        tolerance = None
+    else:
+        tolerance = criteria(atol, rtol, checks or ("max",), min_top1, min_snr)
     reports = verify_files(
         reference, list(candidates), config=config_path, data=data, samples=samples, seed=seed,
-        batch_size=batch_size, tolerance=Tolerance(atol, rtol, check), device=device, require_gpu=require_gpu,
-        locate=locate, unsafe=unsafe, json_path=json_path, junit_path=junit,
+        batch_size=batch_size, tolerance=tolerance, device=device, require_gpu=require_gpu,
+        locate=locate, unsafe=unsafe, signature=signature, input_map=input_map, output_map=output_map,
+        rescale=rescale, json_path=json_path, junit_path=junit,
     )
     console = _console()
     for report in reports:

@@ -260,6 +260,9 @@ def verify_files(reference, candidates, *, config=None, json_path=None, junit_pa
     from bnfreeze.verify import verify
     from bnfreeze.verify.config import load_config
 
+    for path in (json_path, junit_path):
+        if path:
+            check_writable(path, force=True)  # a missing folder is bad input before anything runs
     if config is not None:
         if reference or candidates:
             raise InputError("give either --config or REFERENCE CANDIDATE..., not both")

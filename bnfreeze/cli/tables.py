@@ -78,33 +78,53 @@ def print_artifacts(console, artifacts: list[dict]) -> None:
                                  f"{r[6]} s; BN nodes left {r[7]}"))
 
 
-def print_verify(console, report) -> None:
-    from rich.table import Table
+def _number(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if value != value:
+        return "nan"
+    if value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}g}"
 
-    table = Table(title=f"bnfreeze verify: {report.reference} on {report.data}", title_justify="left")
-    for column in ("candidate", "backend", "device", "provider", "batch", "max_abs", "max_rel", "top-1", "result"):
-        table.add_column(column)
-    notes = []
+
+def print_verify(console, report) -> None:
+    """One block per candidate and device: a verdict line, then one line per output.
+
+    Plain lines written with ``soft_wrap`` (rich neither cuts nor folds them),
+    so paths and numbers survive any terminal width and a pipe (no terminal:
+    80 columns and no colour).
+    """
+    from rich.text import Text
+
+    def line(*parts):
+        console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
+
+    quantized = f", {report.reference_quantization}" if report.reference_quantization else ""
+    line(("bnfreeze verify: ", "bold"), f"{report.reference} ({report.reference_backend}{quantized}) on {report.data}, "
+         f"{report.samples} samples")
     for row in report.rows:
         if row.skipped:
-            result = "[red]FAILED[/red]" if row.required else "[yellow]skipped[/yellow]"
-        elif row.passed:
-            result = "[green]passed[/green]"
-        else:
-            result = "[red]FAILED[/red]"
-        if row.reason:
-            notes.append(f"{row.candidate} ({row.backend}/{row.device}): {row.reason}")
-            result += f" [{len(notes)}]"
-        top1 = "-" if row.top1_agreement is None else f"{row.top1_agreement:.3f}"
-        table.add_row(row.candidate, row.backend, row.device, row.provider or "-", str(row.batch_size),
-                      _fmt(row.max_abs), _fmt(row.max_rel), top1, result)
-    console.print(table)
-    for number, note in enumerate(notes, 1):
-        console.print(f"[{number}] {note}", markup=False, highlight=False)
-    t = report.tolerance
-    verdict = "[green]passed[/green]" if report.passed else "[red]FAILED[/red]"
-    dtype = f", {t.dtype} defaults" if t.dtype else ""
-    console.print(f"tolerance: max_abs <= {t.abs_limit:g} or max_rel <= {t.rel_limit:g} ({t.check}{dtype}): {verdict}")
+            verdict = ("FAILED ", "red") if row.required else ("skipped", "yellow")
+            line(verdict, f"  {row.candidate}  {row.backend}/{row.device}: {row.reason}")
+            continue
+        verdict = ("passed ", "green") if row.passed else ("FAILED ", "red")
+        quantization = f"  quantized: {row.quantization}" if row.quantization else ""
+        line(verdict, f"  {row.candidate}  {row.backend}/{row.device} ({row.provider}), batch {row.batch_size}{quantization}")
+        for output in row.outputs:
+            name = output.name
+            other = row.output_names.get(name)
+            label = f"{name} <- {other}" if other else name
+            top1 = "-" if output.top1_agreement is None else f"{output.top1_agreement:.4f}"
+            snr = "-" if output.snr_db is None else _number(output.snr_db)
+            cosine = "-" if output.cosine is None else f"{output.cosine:.6f}"
+            worst = "" if output.worst_sample is None else f"  worst sample {output.worst_sample}"
+            line(f"    {label}: max_abs {_number(output.max_abs)}  max_rel {_number(output.max_rel)}  top-1 {top1}  "
+                 f"snr {snr} dB  cosine {cosine}{worst}")
+            if output.reason:
+                line(("      ", ""), (output.reason, "red"))
+    verdict = ("passed", "green") if report.passed else ("FAILED", "red")
+    line(f"criterion: {report.tolerance.explain()}: ", verdict)
 
 
 def print_recalibration(console, model_label: str, report: dict) -> None:

@@ -1,10 +1,15 @@
-"""``bnfreeze.verify``: do deployment artifacts compute what the Keras model computes?
+"""``bnfreeze.verify``: do deployment artifacts compute what the reference computes?
 
-The reference is a Keras model run on TensorFlow's CPU. Each candidate (a
-``.keras`` model, a SavedModel folder, an ``.onnx`` or a ``.tflite`` file,
-recognised by its content) runs on the same inputs, batch by batch (batch
-size 1 by default: the single-sample deployment case), on each requested
-device, and every output is compared with :mod:`bnfreeze.compare`.
+The reference and each candidate may be any artifact bnfreeze can run — a
+``.keras``/``.h5`` model, a SavedModel folder, an ``.onnx`` or a ``.tflite``
+file, recognised by content — in any combination. The reference runs on the
+CPU; each candidate runs on each requested device, on the same inputs, batch
+by batch (batch size 1 by default: the single-sample deployment case).
+Inputs and outputs are paired by :mod:`bnfreeze.verify.matching` before
+anything runs; quantized tensors are fed quantized and read dequantized
+(:meth:`~bnfreeze.verify.runners.base.Runner.run`); every output is summarised
+over all samples by :class:`~bnfreeze.compare.Accumulator` while the data
+streams past.
 
 A device that is not present here gives a *skipped* row with the reason;
 with ``require_gpu`` a skipped GPU row fails.
@@ -18,18 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from bnfreeze.compare import OutputComparison, Tolerance
-from bnfreeze.io.arrays import ArrayData, load_arrays
-from bnfreeze.parity import random_data
 from bnfreeze.errors import InputError
-from bnfreeze.verify.runners import KerasRunner, Runner, Unavailable, runner_class
-from bnfreeze.io.signature import input_specs
-from bnfreeze.verify.harness import check_inputs, compare_runner, run_reference
+from bnfreeze.io.signature import TensorSpec
+from bnfreeze.parity import random_data
+from bnfreeze.verify.harness import Comparison, infer, match_outputs, pair_inputs
+from bnfreeze.verify.matching import canonical, find, parse_map
+from bnfreeze.verify.runners import KerasRunner, Runner, Unavailable, open_runner, runner_class
 
 DEVICES = {"cpu": ("cpu",), "gpu": ("gpu",), "all": ("cpu", "gpu")}
 
 
 @dataclass
 class VerifyRow:
+    """One candidate on one device: the worst over its outputs, and one summary per output in ``outputs``."""
+
     candidate: str
     backend: str
     device: str
@@ -39,13 +46,22 @@ class VerifyRow:
     mean_abs: float | None = None
     p99_abs: float | None = None
     top1_agreement: float | None = None
+    snr_db: float | None = None
+    cosine: float | None = None
     provider: str = ""
+    #: how the candidate is quantized ("full-integer int8 (quantized I/O)", "QDQ", ...), None when it is not
+    quantization: str | None = None
+    samples: int = 0
     passed: bool = False
     skipped: bool = False
     #: a skipped row that fails the run (``require_gpu``)
     required: bool = False
     reason: str | None = None
     outputs: list[OutputComparison] = field(default_factory=list)
+    #: reference output name -> candidate output name, where they differ
+    output_names: dict[str, str] = field(default_factory=dict)
+    #: with ``locate``: the first layer of a failing Keras candidate that differs from the reference's
+    first_diverging_layer: str | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -59,6 +75,10 @@ class VerifyReport:
     data: str
     tolerance: Tolerance
     rows: list[VerifyRow]
+    #: the reference's backend and quantization, e.g. ("onnxruntime", None)
+    reference_backend: str = ""
+    reference_quantization: str | None = None
+    samples: int = 0
 
     @property
     def passed(self) -> bool:
@@ -70,35 +90,53 @@ class VerifyReport:
             "passed": self.passed,
             "reference": self.reference,
             "data": self.data,
-            "atol": self.tolerance.abs_limit,
-            "rtol": self.tolerance.rel_limit,
-            "check": self.tolerance.check,
-            "tolerance_dtype": self.tolerance.dtype,
+            "samples": self.samples,
+            "criteria": self.tolerance.as_dict(),
             "results": [row.as_dict() for row in self.rows],
         }
 
 
 def _summarize(row: VerifyRow, comparisons: list[OutputComparison]) -> None:
-    def worst(values):
+    def worst(values, pick=max):
         values = [v for v in values if v is not None and not np.isnan(v)]
-        return max(values) if values else None
+        return pick(values) if values else None
 
     row.outputs = comparisons
     row.max_abs = worst(c.max_abs for c in comparisons)
     row.max_rel = worst(c.max_rel for c in comparisons)
-    row.mean_abs = float(np.mean([c.mean_abs for c in comparisons])) if comparisons else None
+    row.mean_abs = worst(c.mean_abs for c in comparisons)
     row.p99_abs = worst(c.p99_abs for c in comparisons)
-    top1 = [c.top1_agreement for c in comparisons if c.top1_agreement is not None]
-    row.top1_agreement = float(np.mean(top1)) if top1 else None
+    row.top1_agreement = worst((c.top1_agreement for c in comparisons), min)
+    row.snr_db = worst((c.snr_db for c in comparisons), min)
+    row.cosine = worst((c.cosine for c in comparisons), min)
+    row.samples = max((c.samples for c in comparisons), default=0)
     row.passed = all(c.passed for c in comparisons)
     failing = next((c for c in comparisons if not c.passed), None)
     row.reason = f"{failing.name}: {failing.reason}" if failing is not None else None
 
 
-def _feeds(reference_model, data, samples: int, seed: int, batch_size: int) -> tuple[ArrayData, list[dict]]:
-    specs = input_specs(reference_model)
-    dataset = load_arrays(data, specs) if data is not None else random_data(specs, samples, seed)
-    return dataset, list(dataset.batches(batch_size))
+def data_specs(reference: Runner) -> list[TensorSpec]:
+    """The reference's inputs as the data must hold them: real dtypes, names without decorations.
+
+    ``serving_default_digits:0`` becomes ``digits``, so an ``.npz`` names its
+    arrays the same whatever artifact is the reference (where that keeps the
+    names distinct).
+    """
+    specs = reference.input_specs()
+    keys = [canonical(s.name) for s in specs]
+    if len(set(keys)) != len(keys):
+        keys = [s.name for s in specs]
+    return [TensorSpec(key, tuple(s.shape), s.real_dtype) for key, s in zip(keys, specs)]
+
+
+def _open_data(data, specs: list[TensorSpec], samples: int, seed: int, rescale: float | None):
+    from bnfreeze.io.sources import open_data
+
+    if data is None:
+        if rescale is not None:
+            raise InputError("--rescale applies to a folder of images given with --data")
+        return random_data(specs, samples, seed)
+    return open_data(data, specs, rescale)
 
 
 def verify(
@@ -114,53 +152,104 @@ def verify(
     require_gpu: bool = False,
     locate: bool = False,
     unsafe: bool = False,
+    signature: str | None = None,
+    input_map=None,
+    output_map=None,
+    rescale: float | None = None,
 ) -> VerifyReport:
-    """Compare every candidate artifact with the Keras ``reference`` model file."""
-    from bnfreeze.io.models import load_model
+    """Compare every candidate artifact with the ``reference`` artifact (any format, run on the CPU).
 
+    ``signature`` picks the SavedModel (and multi-signature TFLite) signature;
+    ``input_map``/``output_map`` pair names the automatic matching cannot
+    (``"ref=cand,..."`` or a dict); ``data`` is a ``.npy``/``.npz`` file or a
+    folder of images (``rescale`` multiplies its pixels).
+    """
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose cpu, gpu or all")
     if not candidates:
         raise InputError("give at least one candidate artifact to verify")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    reference_model = load_model(reference, unsafe=unsafe)
-    tolerance = tolerance.resolved(reference_model)
+    inputs_map = parse_map(input_map, "--input-map")
+    outputs_map = parse_map(output_map, "--output-map")
+    options = {"unsafe": unsafe, "signature": signature}
+    runner_class(reference)
     classes = [(Path(c), runner_class(c)) for c in candidates]  # bad paths fail before any run
-    dataset, feeds = _feeds(reference_model, data, samples, seed, batch_size)
-    expected = run_reference(reference_model, feeds)
-    specs = input_specs(reference_model)
-    rows = []
-    for path, cls in classes:
-        for dev in DEVICES[device]:
-            if dev not in cls.devices:
-                continue
-            row = VerifyRow(str(path), cls.backend, dev, batch_size)
-            rows.append(row)
-            runner = _make_runner(cls, path, dev, unsafe)
-            try:
-                runner.load()
-            except Unavailable as exc:
-                row.skipped = True
-                row.required = require_gpu and dev == "gpu"
-                row.reason = f"{'--require-gpu: ' if row.required else ''}{exc}"
-                continue
-            try:
+    opened: list[Runner] = []
+    try:
+        ref_runner = open_runner(reference, "cpu", **options)
+        try:
+            ref_runner.load()
+        except Unavailable as exc:
+            raise InputError(f"{reference}: the reference cannot run on the CPU here ({exc})") from exc
+        opened.append(ref_runner)
+        tolerance = tolerance.resolved_for(ref_runner.compute_dtype())
+        specs = data_specs(ref_runner)
+        ref_inputs = dict(zip([s.name for s in specs], [s.name for s in ref_runner.input_specs()]))
+        ref_outputs = ref_runner.output_specs()
+        dataset = _open_data(data, specs, samples, seed, rescale)
+        rows: list[VerifyRow] = []
+        plans: list[tuple[VerifyRow, Comparison]] = []
+        used_inputs: set[str] = set()
+        used_outputs: set[str] = set()
+        for path, cls in classes:
+            for dev in DEVICES[device]:
+                if dev not in cls.devices:
+                    continue
+                row = VerifyRow(str(path), cls.backend, dev, batch_size)
+                rows.append(row)
+                runner = open_runner(path, dev, **options)
+                try:
+                    runner.load()
+                except Unavailable as exc:
+                    row.skipped = True
+                    row.required = require_gpu and dev == "gpu"
+                    row.reason = f"{'--require-gpu: ' if row.required else ''}{exc}"
+                    continue
+                opened.append(runner)
                 row.provider = runner.provider
-                comparisons = compare_runner(runner, feeds, expected, check_inputs(runner, specs), tolerance)
-                _summarize(row, comparisons)
-                if locate and not row.passed and isinstance(runner, KerasRunner):
-                    from bnfreeze.verify.locate import first_divergence
+                row.quantization = runner.quantization
+                input_pairs = pair_inputs(runner, specs, inputs_map, str(reference))
+                pairs = match_outputs(runner, ref_outputs, outputs_map, str(reference),
+                                      ref_runner.outputs_in_model_order)
+                used_inputs |= {p.reference.name for p in input_pairs if p.how == "map"}
+                used_outputs |= {p.reference.name for p in pairs if p.how == "map"}
+                names = {p.reference.name: p.candidate.name for p in input_pairs}
+                row.output_names = {p.reference.name: p.candidate.name for p in pairs
+                                    if p.reference.name != p.candidate.name}
+                plans.append((row, Comparison(runner, names, pairs, tolerance)))
+        if plans:
+            _check_maps_used(inputs_map, specs, used_inputs, "input")
+            _check_maps_used(outputs_map, ref_outputs, used_outputs, "output")
+        first_feed = None
+        start = 0
+        for feed in dataset.batches(batch_size):
+            if first_feed is None:
+                first_feed = feed
+            expected = infer(ref_runner, {ref_inputs[name]: value for name, value in feed.items()})
+            for _row, comparison in plans:
+                comparison.add(feed, expected, start)
+            start += next(iter(feed.values())).shape[0]
+        for row, comparison in plans:
+            _summarize(row, comparison.results())
+            if (locate and not row.passed and isinstance(comparison.runner, KerasRunner)
+                    and isinstance(ref_runner, KerasRunner) and first_feed is not None):
+                from bnfreeze.verify.locate import first_divergence
 
-                    where = first_divergence(reference_model, runner.model, feeds[0], tolerance)
-                    if where:
-                        row.reason = f"{row.reason}; first diverging layer: {where}"
-            finally:
-                runner.close()
-    return VerifyReport(str(reference), str(dataset.source), tolerance, rows)
+                where = first_divergence(ref_runner.model, comparison.runner.model, first_feed, tolerance.elementary())
+                if where:
+                    row.first_diverging_layer = where
+                    row.reason = f"{row.reason}; first diverging layer: {where}"
+        return VerifyReport(str(reference), str(dataset.source), tolerance, rows, ref_runner.backend,
+                            ref_runner.quantization, start)
+    finally:
+        for runner in opened:
+            runner.close()
 
 
-def _make_runner(cls: type[Runner], path: Path, device: str, unsafe: bool) -> Runner:
-    if cls is KerasRunner:
-        return KerasRunner(path, device, unsafe=unsafe)
-    return cls(path, device)
+def _check_maps_used(mapping: dict[str, str], reference: list[TensorSpec], used: set[str], kind: str) -> None:
+    """A map entry that paired nothing (no candidate has that name) is a typo: bad input, not a no-op."""
+    for ref, cand in mapping.items():
+        spec = find(reference, ref)
+        if spec is None or spec.name not in used:
+            raise InputError(f"--{kind}-map: no candidate has an {kind} named {cand} (mapped to the reference's {ref})")

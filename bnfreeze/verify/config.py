@@ -11,12 +11,25 @@
     seed = 0
 
     [[check]]
-    reference = "models/digits_cnn.keras"
+    reference = "models/digits_cnn.keras"      # any artifact: .keras, SavedModel folder, .onnx, .tflite
     candidates = ["build/digits.onnx", "build/digits.tflite", "build/digits_savedmodel"]
-    data = "models/digits_calib.npy"   # optional: else seeded random samples
+    data = "models/digits_calib.npy"   # optional: .npy, .npz or a folder of images; else seeded random samples
     atol = 1e-4                        # per-check overrides
 
-Relative paths are relative to the config file's folder.
+    [[check]]                          # a quantized model: its classes must agree
+    reference = "build/digits.onnx"
+    candidates = ["build/digits_int8.tflite"]
+    data = "models/digits_test.npz"
+    check = "top1"                     # or ["top1", "snr"]: all must hold
+    min_top1 = 0.98
+    output_map = { probs = "Identity" }   # or "probs=Identity"; input_map likewise
+    signature = "serving_default"      # SavedModel / TFLite signature
+
+Keys mean what the command-line options of the same name mean (``-`` written
+``_``). A ``[[check]]`` table that sets ``check`` does not inherit the
+defaults' bounds of other checks (``atol``/``rtol`` do not apply to
+``check = "top1"``); bounds it sets itself must apply to its checks, as on the
+command line. Relative paths are relative to the config file's folder.
 """
 
 from __future__ import annotations
@@ -25,11 +38,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bnfreeze.compare import CHECKS, Tolerance
+from bnfreeze.compare import CHECKS, TOLERANCE_CHECKS, criteria
 from bnfreeze.errors import InputError
+from bnfreeze.verify.matching import parse_map
 
 OPTIONS = {"atol": float, "rtol": float, "batch_size": int, "device": str, "samples": int, "seed": int,
-           "check": str, "require_gpu": bool, "locate": bool}
+           "check": (str, list), "require_gpu": bool, "locate": bool, "min_top1": float, "min_snr": float,
+           "signature": str, "input_map": (str, dict), "output_map": (str, dict), "rescale": float}
+#: the bound options, and the checks they belong to
+BOUNDS = {"atol": TOLERANCE_CHECKS, "rtol": TOLERANCE_CHECKS, "min_top1": ("top1",), "min_snr": ("snr",)}
 
 
 @dataclass
@@ -41,10 +58,12 @@ class Job:
 
     def verify_kwargs(self) -> dict:
         options = dict(self.options)
-        tolerance = Tolerance(
+        tolerance = criteria(
             atol=options.pop("atol", None),
             rtol=options.pop("rtol", None),
             check=options.pop("check", "max"),
+            min_top1=options.pop("min_top1", None),
+            min_snr=options.pop("min_snr", None),
         )
         return {"data": self.data, "tolerance": tolerance, **options}
 
@@ -55,14 +74,36 @@ def _options(table: dict, where: str, path: Path) -> dict:
         if key not in OPTIONS:
             continue
         kind = OPTIONS[key]
-        if kind is float and isinstance(value, int):
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind):
-            raise InputError(f"{path}: {where}.{key} must be a {kind.__name__}")
-        if key == "check" and value not in CHECKS:
-            raise InputError(f"{path}: {where}.check must be one of {', '.join(CHECKS)}")
+        if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise InputError(f"{path}: {where}.{key} must be a {names.replace('dict', 'table').replace('str', 'string')}")
+        if key == "check":
+            checks = [value] if isinstance(value, str) else value
+            if not checks or not all(isinstance(c, str) and c in CHECKS for c in checks):
+                raise InputError(f"{path}: {where}.check must be one of {', '.join(CHECKS)} (or a list of them)")
+        if key.endswith("_map"):
+            if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
+                raise InputError(f"{path}: {where}.{key} maps reference names to candidate names (strings)")
+            try:
+                value = parse_map(value, f"{where}.{key}")
+            except InputError as exc:
+                raise InputError(f"{path}: {exc}") from exc
         options[key] = value
     return options
+
+
+def _merge(defaults: dict, own: dict) -> dict:
+    """The check's options over the defaults; a check that sets ``check`` drops inherited bounds of other checks."""
+    merged = dict(defaults)
+    if "check" in own:
+        checks = [own["check"]] if isinstance(own["check"], str) else own["check"]
+        for key, belongs in BOUNDS.items():
+            if key in merged and not set(checks) & set(belongs):
+                del merged[key]
+    merged.update(own)
+    return merged
 
 
 def load_config(path) -> list[Job]:
@@ -74,6 +115,11 @@ def load_config(path) -> list[Job]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from exc
     base = path.parent
+    if not isinstance(config.get("defaults", {}), dict):
+        raise InputError(f"{path}: [defaults] must be a table")
+    unknown = set(config.get("defaults", {})) - set(OPTIONS)
+    if unknown:
+        raise InputError(f"{path}: defaults has unknown keys {', '.join(sorted(unknown))}")
     defaults = _options(config.get("defaults", {}), "defaults", path)
     checks = config.get("check")
     if not isinstance(checks, list) or not checks:
@@ -81,6 +127,8 @@ def load_config(path) -> list[Job]:
     jobs = []
     for index, check in enumerate(checks):
         where = f"check[{index}]"
+        if not isinstance(check, dict):
+            raise InputError(f"{path}: {where} must be a [[check]] table")
         unknown = set(check) - set(OPTIONS) - {"reference", "candidates", "data"}
         if unknown:
             raise InputError(f"{path}: {where} has unknown keys {', '.join(sorted(unknown))}")
@@ -89,12 +137,15 @@ def load_config(path) -> list[Job]:
         candidates = check["candidates"]
         if isinstance(candidates, str):
             candidates = [candidates]
-        jobs.append(
-            Job(
-                reference=base / check["reference"],
-                candidates=[base / c for c in candidates],
-                data=base / check["data"] if check.get("data") else None,
-                options={**defaults, **_options(check, where, path)},
-            )
+        job = Job(
+            reference=base / check["reference"],
+            candidates=[base / c for c in candidates],
+            data=base / check["data"] if check.get("data") else None,
+            options=_merge(defaults, _options(check, where, path)),
         )
+        try:
+            job.verify_kwargs()  # option combinations are checked before anything runs
+        except InputError as exc:
+            raise InputError(f"{path}: {where}: {exc}") from exc
+        jobs.append(job)
     return jobs

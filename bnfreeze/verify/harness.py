@@ -1,19 +1,22 @@
-"""Running an artifact beside its Keras reference and comparing the outputs.
+"""Running an artifact beside a reference and comparing the outputs.
 
-Shared by ``export`` (each artifact is checked before it is written) and
-``verify``. Outputs are matched by name when the candidate uses the Keras
-output names, else by position.
+Shared by ``export`` (each artifact is checked against the Keras model before
+it is written) and ``verify`` (any artifact against any other). Inputs and
+outputs are paired by :mod:`bnfreeze.verify.matching`; every paired output is
+compared over all feeds by one :class:`~bnfreeze.compare.Accumulator`, so the
+result is one summary per output, not one per batch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bnfreeze.compare import OutputComparison, Tolerance, compare_output
-from bnfreeze.errors import InputError
-from bnfreeze.parity import random_inputs
-from bnfreeze.verify.runners.base import Runner
+from bnfreeze.compare import Accumulator, OutputComparison, Tolerance
+from bnfreeze.errors import BnfreezeError, InputError
 from bnfreeze.io.signature import TensorSpec, input_specs, output_names
+from bnfreeze.parity import random_inputs
+from bnfreeze.verify.matching import Pair, match, shape_text
+from bnfreeze.verify.runners.base import Runner, first_line
 
 
 def random_feeds(specs: list[TensorSpec], batch_sizes, seed: int) -> list[dict[str, np.ndarray]]:
@@ -41,38 +44,62 @@ def run_reference(model, feeds) -> list[dict[str, np.ndarray]]:
     return results
 
 
-def check_inputs(runner: Runner, reference: list[TensorSpec]) -> dict[str, str]:
-    """Map reference input names to the candidate's; raise InputError on a mismatch."""
-    candidate = runner.input_specs()
-    if len(candidate) != len(reference):
-        raise InputError(
-            f"{runner.path}: has {len(candidate)} inputs, the reference has {len(reference)} "
-            f"({', '.join(s.name for s in reference)})"
-        )
-    by_name = {s.name: s for s in candidate}
-    if all(s.name in by_name for s in reference):
-        pairs = [(s, by_name[s.name]) for s in reference]
-    else:
-        pairs = list(zip(reference, candidate))
-    for ref, cand in pairs:
-        if not ref.matches_shape(cand.shape):
+def pair_inputs(runner: Runner, reference: list[TensorSpec], input_map: dict[str, str] | None = None,
+                reference_label: str = "the reference") -> list[Pair]:
+    """Pair the reference's inputs with the candidate's; raise InputError on a shape mismatch or an ambiguity."""
+    pairs = match("input", reference, runner.input_specs(), input_map, reference_label=reference_label,
+                  candidate_label=str(runner.path))
+    for pair in pairs:
+        ref, cand = pair.reference, pair.candidate
+        if len(ref.shape) != len(cand.shape) or not ref.matches_shape(cand.shape):
             raise InputError(
-                f"{runner.path}: input {cand.name} has shape {_shape(cand.shape)}, "
-                f"the reference's {ref.name} has {_shape(ref.shape)}"
+                f"{runner.path}: input {cand.name} has shape {shape_text(cand.shape)}, "
+                f"the reference's {ref.name} has {shape_text(ref.shape)}"
             )
-    return {ref.name: cand.name for ref, cand in pairs}
+    return pairs
 
 
-def _shape(shape) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+def check_inputs(runner: Runner, reference: list[TensorSpec], input_map: dict[str, str] | None = None,
+                 reference_label: str = "the reference") -> dict[str, str]:
+    """Reference input name -> the candidate's (see :func:`pair_inputs`)."""
+    return {p.reference.name: p.candidate.name for p in pair_inputs(runner, reference, input_map, reference_label)}
 
 
-def _match_outputs(expected: dict, got: dict) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
-    if all(name in got for name in expected):
-        return [(name, value, got[name]) for name, value in expected.items()]
-    if len(got) == len(expected):
-        return [(name, value, cand) for (name, value), cand in zip(expected.items(), got.values())]
-    return [(name, value, None) for name, value in expected.items()]
+def match_outputs(runner: Runner, reference: list[TensorSpec], output_map: dict[str, str] | None = None,
+                  reference_label: str = "the reference", reference_ordered: bool = True) -> list[Pair]:
+    """Pair every reference output with one of the candidate's; raise InputError where that is ambiguous."""
+    return match("output", reference, runner.output_specs(), output_map, reference_label=reference_label,
+                 candidate_label=str(runner.path), reference_ordered=reference_ordered,
+                 candidate_ordered=runner.outputs_in_model_order)
+
+
+def infer(runner: Runner, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the artifact on real values; a runtime's failure on it (a damaged graph) is the artifact's fault."""
+    try:
+        return runner.run(feed)
+    except BnfreezeError:
+        raise
+    except Exception as exc:  # onnxruntime, TFLite and TF raise many types
+        raise InputError(f"{runner.path}: {runner.backend} failed to run it ({first_line(exc)})") from exc
+
+
+class Comparison:
+    """One candidate beside the reference: its input names, its output pairs and an accumulator per output."""
+
+    def __init__(self, runner: Runner, inputs: dict[str, str], outputs: list[Pair], tolerance: Tolerance):
+        self.runner = runner
+        self.inputs = inputs
+        self.outputs = outputs
+        self.accumulators = [Accumulator(pair.reference.name, tolerance) for pair in outputs]
+
+    def add(self, feed: dict[str, np.ndarray], expected: dict[str, np.ndarray], start: int) -> None:
+        """Run on ``feed`` (reference input names) and compare with ``expected`` (reference output names)."""
+        got = infer(self.runner, {self.inputs[name]: value for name, value in feed.items() if name in self.inputs})
+        for pair, accumulator in zip(self.outputs, self.accumulators):
+            accumulator.add(expected[pair.reference.name], got[pair.candidate.name], start)
+
+    def results(self) -> list[OutputComparison]:
+        return [a.result() for a in self.accumulators]
 
 
 def compare_runner(
@@ -82,31 +109,12 @@ def compare_runner(
     input_map: dict[str, str],
     tolerance: Tolerance,
 ) -> list[OutputComparison]:
-    """Run ``runner`` on every feed and compare each output with the reference."""
-    comparisons = []
-    for feed, reference in zip(feeds, expected):
-        batch = next(iter(feed.values())).shape[0]
-        got = _infer(runner, {input_map[name]: value for name, value in feed.items()})
-        for name, ref, cand in _match_outputs(reference, got):
-            label = f"{name}[batch {batch}]"
-            if cand is None:
-                nan = float("nan")
-                comparisons.append(OutputComparison(label, nan, nan, nan, nan, None, False, False,
-                                                    reason=f"no output matches {name}"))
-            else:
-                comparisons.append(compare_output(label, ref, cand, tolerance))
-    return comparisons
-
-
-def _infer(runner, feed):
-    """Run the artifact; a runtime's failure on it (a damaged graph) is the artifact's fault: one line, exit 2."""
-    from bnfreeze.errors import BnfreezeError
-
-    try:
-        return runner.infer(feed)
-    except BnfreezeError:
-        raise
-    except Exception as exc:  # onnxruntime, TFLite and TF raise many types
-        lines = str(exc).strip().splitlines()
-        detail = lines[0][:200] if lines else type(exc).__name__
-        raise InputError(f"{runner.path}: {runner.backend} failed to run it ({detail})") from exc
+    """Run ``runner`` on every feed and compare each output with the reference: one summary per output."""
+    reference = [TensorSpec(name, (None, *np.shape(value)[1:]), str(np.asarray(value).dtype))
+                 for name, value in expected[0].items()]
+    comparison = Comparison(runner, input_map, match_outputs(runner, reference), tolerance)
+    start = 0
+    for feed, outputs in zip(feeds, expected):
+        comparison.add(feed, outputs, start)
+        start += next(iter(feed.values())).shape[0]
+    return comparison.results()

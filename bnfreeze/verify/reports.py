@@ -1,25 +1,71 @@
-"""Machine-readable verify reports: JSON and JUnit XML (one testcase per candidate and device)."""
+"""Machine-readable verify reports: JSON and JUnit XML.
+
+The JSON has one summary row per candidate, device, batch size and output
+(``samples`` compared, ``worst_sample`` an index into the data), plus one row
+for a candidate/device that was skipped. Non-finite numbers are written as
+the strings ``"inf"``, ``"-inf"`` and ``"nan"``, so the file stays strict
+JSON (``snr_db`` is ``"inf"`` for identical outputs).
+
+JUnit has one testcase per candidate and device, with a ``<failure>`` naming
+the failing outputs.
+"""
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 
 from bnfreeze.io.files import atomic_path, to_json
 
-SUMMARY_KEYS = ("candidate", "backend", "device", "provider", "batch_size", "max_abs", "max_rel", "mean_abs",
-                "p99_abs", "top1_agreement", "passed", "skipped", "reason")
+#: keys of every JSON row, in order
+ROW_KEYS = ("reference", "candidate", "backend", "device", "provider", "quantization", "batch_size", "output",
+            "candidate_output", "samples", "worst_sample", "max_abs", "max_rel", "mean_abs", "p99_abs",
+            "top1_agreement", "snr_db", "cosine", "finite", "passed", "skipped", "reason", "first_diverging_layer",
+            "criteria")
+_STATS = ("max_abs", "max_rel", "mean_abs", "p99_abs", "top1_agreement", "snr_db", "cosine", "samples",
+          "worst_sample", "finite", "passed")
+
+
+def _strict(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def verify_rows(report) -> list[dict]:
+    """The JSON rows of one report (see the module doc)."""
+    rows = []
+    base_criteria = report.tolerance.as_dict()
+    for row in report.rows:
+        base = {key: None for key in ROW_KEYS}
+        base.update(reference=report.reference, candidate=row.candidate, backend=row.backend, device=row.device,
+                    provider=row.provider, quantization=row.quantization, batch_size=row.batch_size,
+                    skipped=row.skipped, criteria=base_criteria)
+        if row.skipped:
+            base.update(passed=False, reason=row.reason, samples=0)
+            rows.append(base)
+            continue
+        for output in row.outputs:
+            entry = dict(base)
+            entry.update({key: getattr(output, key) for key in _STATS})
+            entry["output"] = output.name
+            entry["candidate_output"] = row.output_names.get(output.name, output.name)
+            entry["reason"] = output.reason
+            if row.first_diverging_layer and not output.passed:
+                entry["first_diverging_layer"] = row.first_diverging_layer
+                entry["reason"] = f"{output.reason}; first diverging layer: {row.first_diverging_layer}"
+            rows.append(entry)
+    return rows
 
 
 def verify_json(reports) -> dict:
     """``{"passed", "results": [...]}`` over one or several verify reports."""
-    results = []
-    for report in reports:
-        for row in report.rows:
-            entry = {key: getattr(row, key) for key in SUMMARY_KEYS}
-            entry["reference"] = report.reference
-            entry["outputs"] = [o.as_dict() for o in row.outputs]
-            results.append(entry)
-    return {"passed": all(r.passed for r in reports), "results": results}
+    results = [entry for report in reports for entry in verify_rows(report)]
+    return _strict({"passed": all(r.passed for r in reports), "results": results})
 
 
 def junit_xml(reports) -> str:
@@ -34,8 +80,11 @@ def junit_xml(reports) -> str:
                 name=f"{row.candidate} [{row.backend}/{row.device}, batch {row.batch_size}]",
             )
             props = ET.SubElement(case, "properties")
-            for key in ("reference", "provider", "max_abs", "max_rel"):
-                value = report.reference if key == "reference" else getattr(row, key)
+            values = {"reference": report.reference, "provider": row.provider, "quantization": row.quantization,
+                      "criteria": report.tolerance.explain(), "samples": row.samples, "max_abs": row.max_abs,
+                      "max_rel": row.max_rel, "top1_agreement": row.top1_agreement, "snr_db": row.snr_db,
+                      "cosine": row.cosine}
+            for key, value in values.items():
                 ET.SubElement(props, "property", name=key, value=str(value))
             if row.skipped and not row.required:
                 counts["skipped"] += 1
@@ -44,7 +93,11 @@ def junit_xml(reports) -> str:
                 counts["failures"] += 1
                 failure = ET.SubElement(case, "failure", message=row.reason or "mismatch", type="ParityMismatch")
                 failure.text = "\n".join(
-                    f"{o.name}: max_abs={o.max_abs:.3g} max_rel={o.max_rel:.3g} passed={o.passed}" for o in row.outputs
+                    f"{o.name}: max_abs={o.max_abs:.3g} max_rel={o.max_rel:.3g} "
+                    f"top1={'-' if o.top1_agreement is None else f'{o.top1_agreement:.4f}'} "
+                    f"snr_db={'-' if o.snr_db is None else f'{o.snr_db:.3g}'} worst_sample={o.worst_sample} "
+                    f"passed={o.passed}" + (f" ({o.reason})" if o.reason else "")
+                    for o in row.outputs
                 ) or (row.reason or "")
     for key, value in counts.items():
         suite.set(key, str(value))

@@ -160,5 +160,9 @@ def test_the_documented_ci_config_parses(repo):
     from bnfreeze.verify.config import load_config
 
     jobs = load_config(repo / "docs" / "ci" / "parity.toml")
-    assert len(jobs) == 1 and len(jobs[0].candidates) == 4
+    assert len(jobs) == 2 and len(jobs[0].candidates) == 4
     assert jobs[0].reference.resolve() == (repo / "models" / "digits_cnn.keras").resolve()
+    float_check, int8_check = (job.verify_kwargs()["tolerance"] for job in jobs)
+    assert float_check.checks == ("max",) and float_check.abs_limit == 1e-5
+    # the quantized check does not inherit atol/rtol, which top1/snr would not use
+    assert int8_check.checks == ("top1", "snr") and int8_check.atol is None and int8_check.top1_limit == 0.98

@@ -2,17 +2,20 @@
 
 Adding a runtime is one module with a :class:`~bnfreeze.verify.runners.base.Runner`
 subclass and one entry in :data:`RUNNERS`, with a sniffing function that
-recognises its files by content.
+recognises its files by content. Options a runner takes as keyword arguments
+(``unsafe`` for Keras, ``signature`` for SavedModel and TFLite) are passed to
+it by :func:`open_runner`; others are not.
 """
 
 from __future__ import annotations
 
+import inspect
 import zipfile
 from pathlib import Path
 from typing import Callable
 
 from bnfreeze.errors import InputError
-from bnfreeze.verify.runners.base import Runner, Unavailable
+from bnfreeze.verify.runners.base import IOSpec, Quantization, Runner, Unavailable
 from bnfreeze.verify.runners.keras import KerasRunner
 from bnfreeze.verify.runners.onnx import OnnxRunner
 from bnfreeze.verify.runners.savedmodel import SavedModelRunner
@@ -75,4 +78,11 @@ def runner_class(path: str | Path) -> type[Runner]:
     raise InputError(f"{path}: not a Keras model, SavedModel folder, ONNX or TFLite file")
 
 
-__all__ = ["RUNNERS", "Runner", "Unavailable", "runner_class", "KerasRunner", "OnnxRunner", "SavedModelRunner", "TFLiteRunner"]
+def open_runner(path: str | Path, device: str = "cpu", **options) -> Runner:
+    """A runner (not loaded yet) for ``path`` on ``device``, given the options its class accepts."""
+    cls = runner_class(path)
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(Path(path), device, **{k: v for k, v in options.items() if k in accepted})
+
+
+__all__ = ["RUNNERS", "IOSpec", "Quantization", "Runner", "Unavailable", "runner_class", "open_runner", "KerasRunner", "OnnxRunner", "SavedModelRunner", "TFLiteRunner"]

@@ -1,11 +1,12 @@
-"""Keras ``.keras`` models on TensorFlow's CPU or GPU."""
+"""Keras ``.keras`` (and legacy ``.h5``) models on TensorFlow's CPU or GPU."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from bnfreeze.verify.runners.base import Runner, tf_device
-from bnfreeze.io.signature import input_specs, output_names
+from bnfreeze.compare import compute_dtype
+from bnfreeze.io.signature import input_specs, output_specs
+from bnfreeze.verify.runners.base import Runner, plain, tf_device
 
 
 class KerasRunner(Runner):
@@ -24,9 +25,18 @@ class KerasRunner(Runner):
 
             self.model = load_model(self.path, unsafe=self.unsafe)
         self.provider = self._device
+        modes = sorted({str(mode) for layer in self.model._flatten_layers(include_self=False, recursive=True)
+                        if (mode := getattr(layer, "quantization_mode", None))})
+        self.quantization = f"keras {'/'.join(modes)}" if modes else None
 
     def input_specs(self):
-        return input_specs(self.model)
+        return [plain(s) for s in input_specs(self.model)]
+
+    def output_specs(self):
+        return [plain(s) for s in output_specs(self.model)]
+
+    def compute_dtype(self) -> str:
+        return compute_dtype(self.model)
 
     def infer(self, feed):
         import keras
@@ -36,7 +46,7 @@ class KerasRunner(Runner):
         with tf.device(self._device):
             outputs = self.model(arrays[0] if len(arrays) == 1 else arrays, training=False)
         flat = [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
-        return dict(zip(output_names(self.model), flat))
+        return dict(zip([s.name for s in self.output_specs()], flat))
 
     def close(self) -> None:
         self.model = None

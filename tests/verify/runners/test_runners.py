@@ -60,3 +60,27 @@ def test_without_gpu_the_gpu_rows_are_unavailable(artifacts):
         SavedModelRunner(artifacts / "sm", "gpu").load()
     with pytest.raises(Unavailable):
         TFLiteRunner(artifacts / "m.tflite", "gpu")
+
+
+def test_every_runner_lists_its_outputs(artifacts):
+    for path, cls, name in [(artifacts / "m.onnx", OnnxRunner, "probs"), (artifacts / "sm", SavedModelRunner, "output_0"),
+                            (artifacts / "m.tflite", TFLiteRunner, "probs")]:
+        with cls(path) as runner:
+            (spec,) = runner.output_specs()
+            assert spec.name == name and spec.shape[-1] == 10 and spec.quantization is None
+            assert runner.quantization is None and runner.compute_dtype() == "float32"
+
+
+def test_quantization_round_trip():
+    import numpy as np
+
+    from bnfreeze.verify.runners import Quantization
+
+    q = Quantization.of([0.5], [-3])
+    real = np.array([[-70.0, -1.2, 0.0, 0.26, 100.0]])
+    stored = q.quantize(real, "int8")
+    assert stored.dtype == np.int8 and stored.tolist() == [[-128, -5, -3, -2, 127]]  # clipped at the type's range
+    assert q.dequantize(stored).tolist() == [[-62.5, -1.0, 0.0, 0.5, 65.0]]
+    per_channel = Quantization.of([0.1, 1.0], [0], axis=1)
+    assert per_channel.quantize(np.array([[0.5, 0.5]]), "uint8").tolist() == [[5, 0]]
+    assert Quantization.of([0.0], [0]) is None  # TFLite's "not quantized"
