@@ -213,4 +213,5 @@ def random_data(specs: list[TensorSpec], samples: int, seed: int) -> ArrayData:
     if samples < 1:
         raise InputError(f"--samples must be >= 1, got {samples}")
     arrays = random_inputs(specs, samples, seed)
-    return ArrayData(Path(f"<{samples} random samples, seed {seed}>"), dict(zip([s.name for s in specs], arrays)), specs)
+    noun = "sample" if samples == 1 else "samples"
+    return ArrayData(Path(f"{samples} random {noun} (seed {seed})"), dict(zip([s.name for s in specs], arrays)), specs)

@@ -101,8 +101,10 @@ def print_verify(console, report) -> None:
         console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
 
     quantized = f", {report.reference_quantization}" if report.reference_quantization else ""
-    line(("bnfreeze verify: ", "bold"), f"{report.reference} ({report.reference_backend}{quantized}) on {report.data}, "
-         f"{report.samples} samples")
+    data = str(report.data)
+    if "random sample" not in data:
+        data = f"{report.samples} sample{'s' if report.samples != 1 else ''} from {data}"
+    line(("bnfreeze verify: ", "bold"), f"{report.reference} ({report.reference_backend}{quantized}) on {data}")
     for row in report.rows:
         if row.skipped:
             verdict = ("FAILED ", "red") if row.required else ("skipped", "yellow")

@@ -49,7 +49,9 @@ def _is_tflite(path: Path) -> bool:
 def _is_onnx(path: Path) -> bool:
     if not path.is_file():
         return False
-    import onnx
+    from bnfreeze.io.interrupts import import_native
+
+    onnx = import_native("onnx")
 
     try:
         model = onnx.load(str(path), load_external_data=False)

@@ -16,6 +16,10 @@ the runner's raw :meth:`Runner.infer`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,3 +196,24 @@ def tf_device(device: str) -> str:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the block.
+
+    The TFLite runtime prints ``INFO: Created TensorFlow Lite XNNPACK delegate
+    for CPU.`` from C++ when it applies its default delegate, and no flag or
+    environment variable turns that off. Python errors are raised as
+    exceptions, so nothing a user needs is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -37,7 +37,9 @@ class OnnxRunner(Runner):
         self.optimization = optimization
 
     def load(self) -> None:
-        import onnxruntime as ort
+        from bnfreeze.io.interrupts import import_native
+
+        ort = import_native("onnxruntime")
 
         options = ort.SessionOptions()
         options.graph_optimization_level = {
@@ -70,7 +72,9 @@ class OnnxRunner(Runner):
 
     def _read_quantization(self) -> None:
         """The graph's quantization style and its quantized inputs and outputs (see the module doc)."""
-        import onnx
+        from bnfreeze.io.interrupts import import_native
+
+        onnx = import_native("onnx")
         from onnx import numpy_helper
 
         self._io_quantization: dict[str, Quantization] = {}

@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 
 from bnfreeze.errors import InputError
-from bnfreeze.verify.runners.base import IOSpec, Quantization, Runner, first_line
+from bnfreeze.verify.runners.base import IOSpec, Quantization, Runner, first_line, native_stderr_silenced
 
 _INTEGER_TYPES = ("int8", "uint8", "int16")
 
@@ -39,6 +39,10 @@ class TFLiteRunner(Runner):
         self.signature_name = signature
 
     def load(self) -> None:
+        with native_stderr_silenced():  # the runtime's INFO line about XNNPACK
+            self._load()
+
+    def _load(self) -> None:
         import tensorflow as tf
 
         try:
@@ -133,6 +137,10 @@ class TFLiteRunner(Runner):
         return list(self._outputs)
 
     def infer(self, feed):
+        with native_stderr_silenced():  # XNNPACK announces itself on the first invoke
+            return self._infer(feed)
+
+    def _infer(self, feed):
         if self.signature is not None:
             outputs = self.signature(**{name: np.ascontiguousarray(value) for name, value in feed.items()})
             return {spec.name: np.array(outputs[spec.name]) for spec in self._outputs}
