@@ -9,7 +9,7 @@ Python API::
     result = bnfreeze.recalibrate(model, data, mode="exact")   # result.model, result.report
 """
 
-from bnfreeze.errors import BnfreezeError, InputError, ParityError
+from bnfreeze.errors import BnfreezeError, CheckError, InputError, KeptError, ParityError
 from bnfreeze import fold  # the fold wing, callable: bnfreeze.fold(model)
 from bnfreeze.fold import FoldResult, inspect
 from bnfreeze.io.sources import open_data
@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BnfreezeError",
+    "CheckError",
+    "KeptError",
     "FoldResult",
     "InputError",
     "ParityError",

@@ -126,6 +126,30 @@ def tolerance_options(func):
     return func
 
 
+class _Rescale(click.ParamType):
+    """A number or a fraction: ``0.00392156862745098`` or ``1/255``."""
+
+    name = "NUMBER|FRACTION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            if "/" in str(value):
+                numerator, denominator = str(value).split("/", 1)
+                return float(numerator) / float(denominator)
+            return float(value)
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a number or a fraction such as 1/255", param, ctx)
+
+
+def rescale_option(func):
+    return click.option(
+        "--rescale", type=_Rescale(), default=None,
+        help="With an image folder: multiply pixels by this, a number or a fraction (1/255 = 0.00392156862745098).",
+    )(func)
+
+
 def write_options(func):
     return click.option("--force", is_flag=True, help="Replace existing outputs.")(func)
 
@@ -200,8 +224,7 @@ def main(debug: bool) -> None:
 @click.option("--report", type=click.Path(path_type=str), help="Write the fold report as JSON.")
 @click.option("--data", type=click.Path(path_type=str),
               help="Also check parity on the first 32 samples of this .npy/.npz file or image folder.")
-@click.option("--rescale", type=str, default=None,
-              help="With an image folder: multiply pixels by this (a number or a fraction such as 1/255).")
+@rescale_option
 @click.option("--strict", is_flag=True, help="Fail (exit 1, nothing written) when any BatchNormalization stays.")
 @click.option("--max-kept", type=click.IntRange(min=0), default=None,
               help="Fail (exit 1, nothing written) when more than N BatchNormalization layers stay.")
@@ -260,7 +283,7 @@ def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, forc
 @click.option("--config", "config_path", type=click.Path(path_type=str), help="Run the checks listed in a TOML file.")
 @click.option("--data", type=click.Path(path_type=str),
               help="Inputs: .npy, .npz (arrays named after the inputs, or x) or a folder of images.")
-@click.option("--rescale", type=float, default=None, help="Multiply image-folder pixels by this (e.g. 0.00392 = 1/255).")
+@rescale_option
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True, help="Random samples without --data.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
@@ -309,6 +332,7 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
     console = _console()
     for report in reports:
         print_verify(console, report)
+    _wrote(console, [json_path, junit])
     if not all(report.passed for report in reports):
         raise SystemExit(1)
 
@@ -329,7 +353,7 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
 @click.option("--distribute", type=click.Choice(["mirrored"]), default=None,
               help="Run on a tf.distribute.MirroredStrategy over all local devices.")
 @click.option("--eval-data", type=click.Path(path_type=str), help="Labelled .npz (x, y) for accuracy before/after.")
-@click.option("--rescale", type=float, default=None, help="Multiply image-folder pixels by this (e.g. 0.00392 = 1/255).")
+@rescale_option
 @click.option("--report", type=click.Path(path_type=str), help="Write the recalibration report as JSON.")
 @click.option("--fold", "fold_after", is_flag=True, help="Fold the recalibrated model right after (and export that).")
 @click.option("--folded-output", type=click.Path(path_type=str),

@@ -74,7 +74,7 @@ def fold_file(
     _check_outputs(model_path, [output, report, *exports.targets.values()], force)
     check_destinations(exports.targets, force)
     model = load_model(model_path, unsafe=unsafe)
-    source = open_data(data, input_specs(model), parse_rescale(rescale)) if data is not None else None
+    source = open_data(data, input_specs(model), rescale) if data is not None else None
     result = fold(model, atol=atol, rtol=rtol, seed=seed, data=source, max_kept=max_kept)
     result.report["model"] = str(model_path)
     result.report["output"] = str(output)
@@ -87,21 +87,6 @@ def fold_file(
         if report is not None:
             stack.enter_context(atomic_path(report, force=force)).write_text(to_json(result.report))
     return result
-
-
-def parse_rescale(text) -> float | None:
-    """``--rescale``: a number (``0.00392156862745098``) or a fraction (``1/255``)."""
-    if text is None:
-        return None
-    if isinstance(text, (int, float)):
-        return float(text)
-    try:
-        if "/" in str(text):
-            numerator, denominator = str(text).split("/", 1)
-            return float(numerator) / float(denominator)
-        return float(text)
-    except (ValueError, ZeroDivisionError) as exc:
-        raise InputError(f"--rescale {text!r}: give a number or a fraction such as 1/255") from exc
 
 
 def _export_kwargs(exports: ExportOptions) -> dict:
