@@ -181,7 +181,7 @@ def render(model_label: str, rows, facts: list[BnFacts], parity: ParityFacts | N
              f"<h1>bnfreeze report: {e(model_label)}</h1>",
              f"<p>{len(facts)} BatchNormalization {noun}; {len(folded)} of {len(rows)} normalization layers fold.</p>",
              "<h2>Fold plan</h2>",
-             _table(["layer", "kind", "plan", "detail"],
+             _table(["layer", "kind", "action", "detail"],
                     [[e(r.layer), e(r.kind), e(r.action) if r.action.startswith("fold") else f"<span class='kept'>{e(r.action)}</span>",
                       e(r.detail)] for r in rows])]
     if facts:
