@@ -39,21 +39,35 @@ class BnFacts:
 
 
 def bn_facts(model, path: tuple[str, ...] = ()) -> list[BnFacts]:
-    """Every BatchNormalization layer of ``model`` (nested models too), in model order."""
-    import keras
+    """Every BatchNormalization layer inside ``model``, in model order, wherever it sits.
+
+    Nested models, wrappers and custom layers are searched too; a
+    ``TimeDistributed(BatchNormalization)`` is named after the wrapper, as the
+    fold plan names it.
+    """
+    from bnfreeze.fold.classes import is_batch_norm, is_exactly
 
     found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape[0]
-            value = lambda v, default: np.asarray(v.numpy(), np.float64) if v is not None else np.full(channels, default)
-            found.append(BnFacts("/".join((*path, layer.name)), float(layer.epsilon),
-                                 value(layer.gamma if layer.scale else None, 1.0),
-                                 value(layer.beta if layer.center else None, 0.0),
-                                 value(layer.moving_mean, 0.0), value(layer.moving_variance, 1.0)))
-        elif hasattr(layer, "layers"):
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        name = "/".join((*path, layer.name))
+        if is_batch_norm(layer):
+            found.append(_facts(name, layer))
+        elif is_exactly(layer, "TimeDistributed") and is_batch_norm(layer.layer):
+            found.append(_facts(name, layer.layer))
+        else:
             found.extend(bn_facts(layer, (*path, layer.name)))
     return found
+
+
+def _facts(name: str, layer) -> BnFacts:
+    channels = layer.moving_mean.shape[0]
+
+    def value(variable, default):
+        return np.asarray(variable.numpy(), np.float64) if variable is not None else np.full(channels, default)
+
+    return BnFacts(name, float(layer.epsilon), value(layer.gamma if layer.scale else None, 1.0),
+                   value(layer.beta if layer.center else None, 0.0), value(layer.moving_mean, 0.0),
+                   value(layer.moving_variance, 1.0))
 
 
 @dataclass
