@@ -288,13 +288,21 @@ class Accumulator:
             return
         if reference.size == 0:
             return
-        finite = np.isfinite(candidate) & np.isfinite(reference)
-        if not finite.all():
-            if self.first_nonfinite is None:
-                bad = np.argwhere(~finite)[0]
-                self.first_nonfinite = start + (int(bad[0]) if reference.ndim else 0)
-            self.finite = False
-            return
+        ref_bad, cand_bad = ~np.isfinite(reference), ~np.isfinite(candidate)
+        if ref_bad.any() or cand_bad.any():
+            # NaN where the reference has NaN, the same infinity where it has one: the same function
+            # (sqrt or log of a negative, say); anything else is a difference no number describes.
+            with np.errstate(invalid="ignore"):
+                same = np.array_equal(ref_bad, cand_bad) and bool(np.all(
+                    ~ref_bad | (np.isnan(reference) & np.isnan(candidate)) | (reference == candidate)))
+            if not same:
+                if self.first_nonfinite is None:
+                    bad = np.argwhere(ref_bad != cand_bad if not np.array_equal(ref_bad, cand_bad) else ref_bad)[0]
+                    self.first_nonfinite = start + (int(bad[0]) if reference.ndim else 0)
+                self.finite = False
+                return
+            reference = np.where(ref_bad, 0.0, reference)
+            candidate = np.where(cand_bad, 0.0, candidate)
         diff = candidate - reference
         absdiff = np.abs(diff)
         batch_abs = float(absdiff.max())
@@ -349,7 +357,8 @@ class Accumulator:
             return _nan_comparison(self.name, self.shape_problem, self.samples)
         if not self.finite:
             return OutputComparison(self.name, math.nan, math.nan, math.nan, math.nan, None, False, False,
-                                    reason="NaN or Inf in the outputs", samples=self.samples,
+                                    reason="NaN or Inf in the outputs where the reference has none (or another)",
+                                    samples=self.samples,
                                     worst_sample=self.first_nonfinite)
         if self.count == 0:
             return OutputComparison(self.name, 0.0, 0.0, 0.0, 0.0, None, True, True, samples=self.samples,

@@ -26,12 +26,24 @@ from bnfreeze.io.signature import TensorSpec, input_specs, output_names
 DEFAULT_FREE_DIM = 64
 
 
+def fixed_batch(specs: list[TensorSpec]) -> int | None:
+    """The batch size a model's inputs fix (``Input(batch_shape=(2, ...))``, stateful RNNs), or None."""
+    return next((int(s.shape[0]) for s in specs if s.shape and s.shape[0] is not None), None)
+
+
 def random_inputs(specs: list[TensorSpec], batch_size: int, seed: int, free_dim: int = DEFAULT_FREE_DIM):
-    """Seeded inputs: standard normal floats, small non-negative integers."""
+    """Seeded inputs: standard normal floats, small non-negative integers, a few words for text.
+
+    A model whose inputs fix the batch size gets that size, whatever ``batch_size`` asks.
+    """
+    batch_size = fixed_batch(specs) or batch_size
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
         shape = (batch_size,) + tuple(free_dim if d is None else int(d) for d in spec.shape[1:])
+        if spec.dtype == "string":  # text inputs (StringLookup, TextVectorization): a few words
+            arrays.append(rng.choice(np.array(["the", "model", "folds", "batch", "norm", "zebra"]), size=shape))
+            continue
         dtype = np.dtype(spec.dtype if spec.dtype != "bfloat16" else "float32")
         if np.issubdtype(dtype, np.integer):
             arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
@@ -176,9 +188,12 @@ def check_models(
         arrays = _scaled(specs, random_inputs(specs, batch, seed + offset), magnitude)
         cases.append((training, arrays, f"random x{magnitude:g}"))
     if data is not None:
-        for index, feed in enumerate(data.batches(DATA_BATCH, DATA_SAMPLES)):
+        size = fixed_batch(specs) or DATA_BATCH
+        for index, feed in enumerate(data.batches(size, max(DATA_SAMPLES, size))):
             arrays = [np.asarray(feed[s.name]) for s in specs]
-            first = index * DATA_BATCH
+            if len(arrays[0]) != size and fixed_batch(specs):
+                break  # a model with a fixed batch size cannot run the last, smaller batch
+            first = index * size
             label = f"{getattr(data, 'source', 'data')} samples {first}-{first + len(arrays[0]) - 1}"
             cases.append((False, arrays, label))
             if index == 0:

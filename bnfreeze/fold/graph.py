@@ -47,16 +47,17 @@ class Consumer:
         return self.call.layer if self.call is not None else "the model output"
 
 
-def _walk_tensors(obj: Any) -> Iterator[dict]:
+def tensor_configs(obj: Any) -> Iterator[dict]:
+    """Every ``__keras_tensor__`` config in a (nested) inbound-node structure, in order."""
     if isinstance(obj, dict):
         if obj.get("class_name") == "__keras_tensor__":
             yield obj["config"]
             return
         for value in obj.values():
-            yield from _walk_tensors(value)
+            yield from tensor_configs(value)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from _walk_tensors(value)
+            yield from tensor_configs(value)
 
 
 def _is_history(obj: Any) -> bool:
@@ -138,10 +139,10 @@ class ModelGraph:
             self.entries[name] = entry
             calls = []
             for node_index, node in enumerate(entry.get("inbound_nodes", [])):
-                tensors = list(_walk_tensors(node.get("args", []))) + list(_walk_tensors(node.get("kwargs", {})))
+                tensors = list(tensor_configs(node.get("args", []))) + list(tensor_configs(node.get("kwargs", {})))
                 refs = tuple(TensorRef(*t["keras_history"]) for t in tensors)
                 shapes = tuple(tuple(t["shape"]) if t.get("shape") is not None else None for t in tensors)
-                kwargs = {k: v for k, v in node.get("kwargs", {}).items() if not list(_walk_tensors(v))}
+                kwargs = {k: v for k, v in node.get("kwargs", {}).items() if not list(tensor_configs(v))}
                 calls.append(Call(name, node_index, refs, shapes, kwargs))
             self.calls[name] = calls
         self.inputs = [h[0] for h in walk_histories(self.config["input_layers"])]

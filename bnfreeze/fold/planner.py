@@ -26,7 +26,7 @@ from bnfreeze.fold.graph import ModelGraph, model_kind_of_layer
 from bnfreeze.fold.rules import RULES, BNSite, FoldRule, Match
 from bnfreeze.fold.rules.backward import walk_backward
 from bnfreeze.fold.rules.forward import forward_stop_reason
-from bnfreeze.fold.training import TrainingModes, probe_training_modes
+from bnfreeze.fold.training import TrainingModes, probe_training_modes, recorded_training
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,13 @@ class Plan:
 def _training_cause(graph: ModelGraph, name: str) -> str:
     """Why BN ``name`` receives ``training=True`` under the default call, as far as the config says."""
     call = graph.calls[name][0]
-    if call.kwargs.get("training") is True:
-        return f"{name} is called with training=True"
+    if recorded_training(call.kwargs.get("training")):
+        return f"{name} is called with training={call.kwargs.get('training')!r}"
     scope = graph
     while scope.parent is not None:
         outer = scope.parent
         model_name = scope.path[-1]
-        if any(c.kwargs.get("training") is True for c in outer.calls.get(model_name, [])):
+        if any(recorded_training(c.kwargs.get("training")) for c in outer.calls.get(model_name, [])):
             return f"{name} is inside {outer.qualified(model_name)}, which is called with training=True"
         scope = outer
     return (f"{name} receives training=True under the model's default call (Keras passes it on from an "
@@ -84,8 +84,15 @@ def _site_problem(graph: ModelGraph, name: str, bn) -> str | None:
     if len(calls) > 1:
         return f"{name} is called at {len(calls)} places"
     call = calls[0]
-    if bn.trainable and (call.kwargs.get("training") is True or graph.modes is not None and graph.modes.in_training(bn)):
+    explicit = recorded_training(call.kwargs.get("training"))
+    if bn.trainable and (explicit or graph.modes is not None and graph.modes.in_training(bn)):
         return f"{_training_cause(graph, name)}, so it uses batch statistics at inference"
+    if explicit:
+        return (f"{name} is frozen but called with training={call.kwargs.get('training')!r}: under the default call "
+                "Keras passes that on to the layers it calls after it, and folding it away would change them")
+    if explicit is False and (graph.modes is None or graph.modes.context_matters):
+        return (f"{name} is called with training={call.kwargs.get('training')!r}: under the default call Keras passes "
+                "that on to the layers it calls after it, and folding it away would change what they receive")
     if len(call.inputs) != 1:
         return f"{name} has {len(call.inputs)} inputs"
     if not bn.weights:
@@ -109,6 +116,7 @@ def _make_site(graph: ModelGraph, name: str, bn, wrapped: bool) -> BNSite:
         axis=axis,
         rank=rank,
         affine=BNAffine.from_layer(bn),
+        label=f"{name}/{bn.name}" if wrapped else None,
     )
 
 
@@ -119,6 +127,24 @@ def _backward_default_reason(site: BNSite) -> str:
     if walk.target is None:
         return f"{site.name} normalizes the model input {walk.target_ref.layer}"
     return f"{site.name}'s input comes from {site.graph.describe(walk.target)}, not a layer bnfreeze folds into"
+
+
+def _dtype_problem(match: Match) -> str | None:
+    """A fold moves the BN's map into the target (and past the ops between): they must compute
+    in the BN's precision. A float32 BN folded into a float16 layer would scale inside float16
+    (range 65504) and overflow where the original did not."""
+    graph, bn = match.site.graph, match.site.layer
+    wanted = str(bn.compute_dtype)
+    for name in (*match.through, match.target):
+        layer = graph.layer(name)
+        for part in (layer, getattr(layer, "layer", None)):
+            dtype = getattr(part, "compute_dtype", None)
+            if part is None or dtype is None or is_keras_op(part):
+                continue
+            if str(dtype) != wanted:
+                return (f"{match.site.name} computes in {wanted}, but {name} computes in {dtype}: "
+                        "folded, the BN's scale and shift would act in the other precision")
+    return None
 
 
 def plan_site(site: BNSite, rules: Sequence[FoldRule]) -> Match | Kept:
@@ -135,7 +161,7 @@ def plan_site(site: BNSite, rules: Sequence[FoldRule]) -> Match | Kept:
         if match is None:
             continue
         matched_directions.add(rule.direction)
-        reason = rule.check(match)
+        reason = rule.check(match) or _dtype_problem(match)
         if reason is None:
             return match
         if reason not in reasons:
@@ -145,16 +171,20 @@ def plan_site(site: BNSite, rules: Sequence[FoldRule]) -> Match | Kept:
         reasons.insert(0, _backward_default_reason(site))
     if "forward" in directions and "forward" not in matched_directions:
         reasons.append(forward_stop_reason(site))
-    return Kept(site.graph.qualified(site.name), "; ".join(reasons))
+    return Kept(site.report_name, "; ".join(reasons))
 
 
 def _plan_batch_norm(graph: ModelGraph, name: str, bn, rules: Sequence[FoldRule], wrapped: bool) -> Match | Kept:
+    label = graph.qualified(f"{name}/{bn.name}" if wrapped else name)
     if not is_exact_batch_norm(bn):
-        return Kept(graph.qualified(name), subclass_reason(name, bn, "BatchNormalization"))
+        return Kept(label, subclass_reason(name, bn, "BatchNormalization"))
     problem = _site_problem(graph, name, bn)
     if problem is not None:
-        return Kept(graph.qualified(name), problem)
-    return plan_site(_make_site(graph, name, bn, wrapped), rules)
+        return Kept(label, problem)
+    site = _make_site(graph, name, bn, wrapped)
+    if site.axis == 0:
+        return Kept(label, f"{name} normalizes the batch axis: its statistics are not per channel")
+    return plan_site(site, rules)
 
 
 def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None = None) -> Plan:

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from bnfreeze.fold.graph import model_kind_of_layer, walk_histories
+from bnfreeze.fold.graph import model_kind_of_layer, tensor_configs, walk_histories
 from bnfreeze.fold.rules import Match
 
 Key = tuple[tuple[str, ...], str]
@@ -33,18 +33,6 @@ def _scope_config(config: dict, path: tuple[str, ...]) -> dict:
     return config
 
 
-def _tensor_configs(obj) -> Iterable[dict]:
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            yield obj["config"]
-            return
-        for value in obj.values():
-            yield from _tensor_configs(value)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            yield from _tensor_configs(value)
-
-
 def _identity_entry(entry: dict, name: str) -> dict:
     """A Keras Identity layer standing where a BN was (keeps output names)."""
     new = {
@@ -58,8 +46,16 @@ def _identity_entry(entry: dict, name: str) -> dict:
     if "name" in entry:
         new["name"] = name
     if "inbound_nodes" in entry:
-        new["inbound_nodes"] = [{"args": node.get("args", []), "kwargs": {}} for node in entry["inbound_nodes"]]
+        # the BN's one tensor, whether it was passed by position or as ``inputs=``
+        new["inbound_nodes"] = [{"args": [{"class_name": "__keras_tensor__", "config": tensor}], "kwargs": {}}
+                                for tensor in (_only_tensor(node) for node in entry["inbound_nodes"])]
     return new
+
+
+def _only_tensor(node: dict) -> dict:
+    """The single tensor config of a one-input call (args or kwargs)."""
+    (tensor,) = list(tensor_configs([node.get("args", []), node.get("kwargs", {})]))
+    return tensor
 
 
 def _is_model_output(scope: dict, name: str, is_sequential: bool) -> bool:
@@ -80,9 +76,9 @@ def bypass_layer(scope: dict, name: str) -> None:
     del layers[index]
     if is_sequential:
         return
-    (source,) = [list(t["keras_history"]) for t in _tensor_configs(entry["inbound_nodes"][0].get("args", []))]
+    source = list(_only_tensor(entry["inbound_nodes"][0])["keras_history"])
     for other in layers:
-        for tensor in _tensor_configs(other.get("inbound_nodes", [])):
+        for tensor in tensor_configs(other.get("inbound_nodes", [])):
             if tensor["keras_history"][0] == name:
                 tensor["keras_history"] = list(source)
 

@@ -27,21 +27,42 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def recorded_training(value) -> bool | None:
+    """A ``training`` argument as Keras acts on it: None when absent, else its truth (``training=1`` is True)."""
+    if value is None:
+        return None
+    return bool(value)
+
+
 @dataclass
 class TrainingModes:
-    """Layers (by ``id``) that received ``training=True`` under the default call."""
+    """Layers (by ``id``) that received a true ``training`` under the default call."""
 
     active: set[int] = field(default_factory=set)
     #: Why the probe could not run (then every layer counts as possibly in training mode
-    #: where the config records any ``training=True``), or None.
+    #: where the config records any true ``training``), or None.
     failure: str | None = None
-    #: The config records ``training=True`` somewhere (for the fallback).
+    #: The config records a true ``training`` somewhere (for the fallback).
     any_recorded: bool = False
+    #: The model holds layers that are not Keras's own (they may read ``training`` their own way).
+    custom_layers: bool = False
 
     def in_training(self, layer) -> bool:
         if self.failure is not None:
             return self.any_recorded
         return id(layer) in self.active
+
+    @property
+    def context_matters(self) -> bool:
+        """Could removing a call with an explicit ``training=False`` change what later layers do?
+
+        Keras passes an explicit ``training`` on to the layers called after it
+        (the call context). Removing a ``training=False`` call hands them the
+        value before it instead: ``True`` where some layer receives it, or
+        ``None``, which Keras's own layers treat as ``False``; custom layers
+        may not.
+        """
+        return bool(self.active) or self.custom_layers or (self.failure is not None and self.any_recorded)
 
 
 def _all_layers(model) -> list:
@@ -51,7 +72,7 @@ def _all_layers(model) -> list:
 def _records_training(config) -> bool:
     """Does a (nested) config record a call with ``training=True``?"""
     if isinstance(config, dict):
-        if config.get("training") is True:
+        if recorded_training(config.get("training")):
             return True
         return any(_records_training(v) for v in config.values())
     if isinstance(config, (list, tuple)):
@@ -64,8 +85,8 @@ def probe_training_modes(model, seed: int = 0) -> TrainingModes:
     from bnfreeze.io.signature import input_specs
     from bnfreeze.parity import preserved_state, random_inputs
 
-    modes = TrainingModes(any_recorded=_records_training(model.get_config()))
-    if not modes.any_recorded and not _has_custom_layers(model):
+    modes = TrainingModes(any_recorded=_records_training(model.get_config()), custom_layers=_has_custom_layers(model))
+    if not modes.any_recorded and not modes.custom_layers:
         # Nothing asks for training mode: under the default call every Keras layer gets
         # training=None, which BN, dropout and noise layers treat as inference.
         return modes
@@ -76,7 +97,7 @@ def probe_training_modes(model, seed: int = 0) -> TrainingModes:
         original = layer.call
 
         def call(*args, **kwargs):
-            if kwargs.get("training") is True:
+            if recorded_training(kwargs.get("training")):
                 modes.active.add(id(layer))
             return original(*args, **kwargs)
 

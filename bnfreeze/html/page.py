@@ -42,8 +42,8 @@ def bn_facts(model, path: tuple[str, ...] = ()) -> list[BnFacts]:
     """Every BatchNormalization layer inside ``model``, in model order, wherever it sits.
 
     Nested models, wrappers and custom layers are searched too; a
-    ``TimeDistributed(BatchNormalization)`` is named after the wrapper, as the
-    fold plan names it.
+    ``TimeDistributed(BatchNormalization)`` is ``wrapper/bn``, as the fold plan
+    names it.
     """
     from bnfreeze.fold.classes import is_batch_norm, is_exactly
 
@@ -53,7 +53,7 @@ def bn_facts(model, path: tuple[str, ...] = ()) -> list[BnFacts]:
         if is_batch_norm(layer):
             found.append(_facts(name, layer))
         elif is_exactly(layer, "TimeDistributed") and is_batch_norm(layer.layer):
-            found.append(_facts(name, layer.layer))
+            found.append(_facts(f"{name}/{layer.layer.name}", layer.layer))
         else:
             found.extend(bn_facts(layer, (*path, layer.name)))
     return found

@@ -1,7 +1,7 @@
 """Property: on unusual graphs, every BN is folded exactly or kept with a reason, never wrongly.
 
 Hypothesis draws Functional models from the long tail that broke bnfreeze
-before (issue 12): BN subclasses that clip, BNs called with ``training=True``
+before (issue 12): BN subclasses that clip, BNs called with ``training`` True/False/1/0, frozen or not,
 and nested models called with ``training=True/False``, ``keras.ops`` nodes
 (``x * 2``, ``x + y``, slicing, ``ops.reshape``/``ops.transpose``),
 ``TimeDistributed`` wrappers, Permute, Cropping, UpSampling (nearest and
@@ -34,7 +34,7 @@ class ClipBN(layers.BatchNormalization):
         return ops.clip(super().call(inputs, training=training, mask=mask), -1.5, 1.5)
 
 
-IMAGE_OPS = ("conv", "conv_t", "depthwise", "bn", "bn", "bn2", "clip_bn", "bn_train", "act", "pool", "dropout",
+IMAGE_OPS = ("conv", "conv_t", "depthwise", "bn", "bn", "bn2", "clip_bn", "bn_flag", "act", "pool", "dropout",
              "linear", "permute", "crop", "upsample", "pad", "ops_mul", "ops_add", "ops_transpose", "nested",
              "residual", "to_sequence", "to_vector")
 SEQUENCE_OPS = ("td_dense", "td_bn", "dense", "bn", "act", "conv1d", "to_vector")
@@ -71,7 +71,9 @@ def programs(draw):
         elif op == "pad":
             ops_list.append((op,))
             size += 2
-        elif op in ("bn_train", "dropout"):
+        elif op == "bn_flag":  # explicit training values, truthy ones included; frozen or not
+            ops_list.append((op, draw(st.sampled_from([True, False, 1, 0])), draw(st.booleans())))
+        elif op == "dropout":
             ops_list.append((op, draw(st.booleans())))
         elif op == "nested":
             ops_list.append((op, draw(st.sampled_from([None, True, False])), draw(st.sampled_from(["bn", "conv_bn"]))))
@@ -119,8 +121,10 @@ def build(program):
             x = layers.BatchNormalization()(layers.BatchNormalization()(x))
         elif kind == "clip_bn":
             x = ClipBN()(x)
-        elif kind == "bn_train":
-            x = layers.BatchNormalization()(x, training=True) if op[1] else layers.BatchNormalization()(x)
+        elif kind == "bn_flag":
+            bn = layers.BatchNormalization()
+            bn.trainable = op[2]
+            x = bn(x, training=op[1])
         elif kind == "act":
             x = layers.Activation("tanh")(x)
         elif kind == "pool":

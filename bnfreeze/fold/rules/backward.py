@@ -30,6 +30,7 @@ from typing import Mapping
 import numpy as np
 
 from bnfreeze.fold.classes import activation_name
+from bnfreeze.fold.training import recorded_training
 from bnfreeze.fold.graph import TensorRef
 from bnfreeze.fold.rules.base import BNSite, FoldRule, Match, TargetUpdate, cast_like
 
@@ -93,7 +94,7 @@ def walk_backward(site: BNSite) -> BackwardWalk:
             problem = f"{name}'s output also feeds {others[0].describe()}"
         elif len(call.inputs) != 1:
             problem = f"{name} has {len(call.inputs)} inputs"
-        elif call.kwargs.get("training") is True or graph.in_training(name):
+        elif recorded_training(call.kwargs.get("training")) or graph.in_training(name):
             problem = f"{name} runs in training mode under the model's default call"
         if problem:
             return BackwardWalk(name, ref, tuple(reversed(through)), problem)
@@ -147,14 +148,19 @@ class BackwardFold(FoldRule):
             return f"{target}'s output also feeds {others[0].describe()}"
         return None
 
-    def layer_problem(self, target: str, layer, site: BNSite, axis: int, rank: int) -> str | None:
-        """What ``layer`` itself forbids, with the BN on ``axis`` of a tensor of ``rank`` dims."""
+    def layer_problem(self, target: str, layer, site: BNSite, axis: int, rank: int, offset: int = 0) -> str | None:
+        """What ``layer`` itself forbids, with the BN on ``axis`` of a tensor of ``rank`` dims.
+
+        ``offset`` shifts the axes the reason names (a layer inside TimeDistributed counts its
+        axes within one step).
+        """
         activation = activation_name(layer)
         if activation != "linear":
             return f"{target} applies {activation} before the BN"
         channels = self.channel_axis(layer, rank)
         if axis != channels:
-            return f"{site.name} normalizes axis {axis}, but {target}'s channels are on axis {channels}"
+            return (f"{site.name} normalizes axis {axis + offset}, but {target}'s channels are on axis "
+                    f"{channels + offset}")
         return weight_problem(target, layer, (self.kernel_name,))
 
     def check(self, match: Match) -> str | None:

@@ -33,7 +33,7 @@ class BatchNormBackward(BackwardFold):
     def scale_kernel(self, kernel, scale, layer):  # pragma: no cover - merges rewrite gamma and beta
         raise TypeError("a BN has no kernel")
 
-    def layer_problem(self, target: str, layer, site: BNSite, axis: int, rank: int) -> str | None:
+    def layer_problem(self, target: str, layer, site: BNSite, axis: int, rank: int, offset: int = 0) -> str | None:
         if not layer.weights:
             return f"{target} is not built (it has no weights)"
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]

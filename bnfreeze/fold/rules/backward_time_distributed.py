@@ -43,7 +43,7 @@ class TimeDistributedBackward(BackwardFold):
         site, layer = match.site, match.target_layer
         rule = self.inner_rule(layer)
         return self.path_problem(match) or rule.layer_problem(
-            f"{match.target} ({layer.layer.name})", layer.layer, site, site.axis - 1, site.rank - 1)
+            f"{match.target} ({layer.layer.name})", layer.layer, site, site.axis - 1, site.rank - 1, offset=1)
 
     def rewrite(self, match: Match, weights: Mapping[str, np.ndarray]) -> TargetUpdate:
         layer = match.target_layer

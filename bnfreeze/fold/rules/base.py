@@ -38,6 +38,12 @@ class BNSite:
     axis: int
     rank: int
     affine: BNAffine
+    #: How reports name the BN when that is not the graph node's name (``td/bn`` for TimeDistributed(BN)).
+    label: str | None = None
+
+    @property
+    def report_name(self) -> str:
+        return self.graph.qualified(self.label or self.name)
 
     @property
     def input_ref(self) -> TensorRef:
@@ -70,7 +76,7 @@ class Match:
     def report_entry(self) -> dict:
         graph = self.site.graph
         entry = {
-            "bn": graph.qualified(self.site.name),
+            "bn": self.site.report_name,
             "into": graph.qualified(self.target),
             "direction": self.direction,
             "rule": self.rule.name,

@@ -26,6 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
+from bnfreeze.fold.training import recorded_training
 from bnfreeze.fold.graph import Call, TensorRef
 from bnfreeze.fold.rules.backward import weight_problem
 from bnfreeze.fold.rules.base import BNSite, FoldRule, Match, TargetUpdate, cast_like
@@ -70,8 +71,8 @@ def walk_forward(site: BNSite) -> ForwardWalk:
         name = call.layer
         if len(call.inputs) != 1:
             return stopped(f"{graph.describe(name)} after {current} combines several inputs", name, call)
-        if call.kwargs.get("training") is True:
-            return stopped(f"{name} is called with training=True", name, call)
+        if recorded_training(call.kwargs.get("training")):
+            return stopped(f"{name} is called with training={call.kwargs.get('training')!r}", name, call)
         if graph.in_training(name):
             return stopped(f"{name} runs in training mode under the model's default call", name, call)
         layer = graph.layer(name)

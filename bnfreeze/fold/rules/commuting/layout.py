@@ -112,7 +112,13 @@ class Step:
 
 
 def channel_axis(layer, rank: int) -> int:
-    """The channel axis (batch counted) of a layer with a ``data_format``."""
+    """The channel axis (batch counted) of a layer with a ``data_format``.
+
+    The 1D reshaping layers (Cropping1D, UpSampling1D, ZeroPadding1D) have
+    none: they read ``(batch, steps, features)``, features on axis 2.
+    """
+    if type(layer).__name__.endswith("1D") and not hasattr(layer, "data_format"):
+        return 2
     return 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else rank - 1
 
 

@@ -91,7 +91,7 @@ class Cropping(CommutingOp):
 
     def transfer(self, step: Step) -> Layout | str:
         layout = step.layout
-        axis = 2 if type(step.layer).__name__ == "Cropping1D" else channel_axis(step.layer, layout.rank)
+        axis = channel_axis(step.layer, layout.rank)
         if layout.axis != axis:
             return f"{step.name} crops a tensor whose channels are not on its channel axis"
         return Layout(shape=step.output_shape(), axis=axis)

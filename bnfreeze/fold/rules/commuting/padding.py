@@ -19,7 +19,7 @@ class ZeroPadding(CommutingOp):
 
     def transfer(self, step: Step) -> Layout | str:
         layout = step.layout
-        axis = 2 if type(step.layer).__name__ == "ZeroPadding1D" else channel_axis(step.layer, layout.rank)
+        axis = channel_axis(step.layer, layout.rank)
         if layout.axis != axis:
             return f"{step.name} pads a tensor whose channels are not on its channel axis"
         shifted = np.flatnonzero(step.affine.shift != 0)

@@ -22,7 +22,7 @@ class UpSampling(CommutingOp):
 
     def transfer(self, step: Step) -> Layout | str:
         layout = step.layout
-        axis = 2 if type(step.layer).__name__ == "UpSampling1D" else channel_axis(step.layer, layout.rank)
+        axis = channel_axis(step.layer, layout.rank)
         if layout.axis != axis:
             return f"{step.name} upsamples a tensor whose channels are not on its channel axis"
         interpolation = getattr(step.layer, "interpolation", "nearest")
