@@ -7,15 +7,19 @@ named tensors, each tensor constant or not and float or not. An op
 
 * TFLite: any of its non-constant inputs or outputs is a float tensor;
   ``QUANTIZE``/``DEQUANTIZE`` are conversions, not computations.
-* ONNX QDQ: ``QuantizeLinear``/``DequantizeLinear`` are the conversions; an
-  op is quantized when every float value it reads comes out of a
-  ``DequantizeLinear`` and everything it writes goes only into
-  ``QuantizeLinear`` nodes (the QDQ contract: a runtime may run it in
-  integers). An op whose outputs are not floats (``Shape``, integer ``Cast``)
-  computes shapes, not values.
+* ONNX QDQ: a QDQ file puts *every* op between ``DequantizeLinear`` and
+  ``QuantizeLinear``; which of them really run in integers is the runtime's
+  choice. So the float ops of an ONNX file are read from the graph
+  onnxruntime itself runs (CPU provider, ``ORT_ENABLE_ALL``, saved with
+  ``optimized_model_filepath``): there a quantized op has become an integer
+  kernel (``QLinearConv``, ``QGemm``, ``QLinearSoftmax``, ...) and an op that
+  writes float values between a ``DequantizeLinear`` and a ``QuantizeLinear``
+  runs in float. Ops whose outputs are not floats (``Shape``, integer
+  ``Cast``) compute shapes, not values.
 
-Ops that only move values (transpose, reshape, ...) are listed as such when
-they run on floats: they lose no precision. Every float op also says where it
+Ops that do no rounding arithmetic — moving values (transpose, reshape, ...)
+or selecting one (max pooling) — are listed as *exact* when they run on
+floats: requantized with the scale they read, they lose nothing. Every float op also says where it
 sits: at the float ``input`` of the graph (it reads only graph inputs through
 float ops), at its float ``output``, or ``inside``, between quantized ops.
 
@@ -34,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: Ops that move or select values without arithmetic (TFLite builtin names and ONNX op types).
-DATA_MOVEMENT = {
+#: Ops that move or select values without rounding arithmetic (TFLite builtin names and ONNX op types).
+EXACT = {
+    "MAX_POOL_2D", "REDUCE_MAX", "MaxPool", "GlobalMaxPool", "ReduceMax", "ReorderInput", "ReorderOutput",
     "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK", "CONCATENATION", "GATHER", "SLICE",
     "STRIDED_SLICE", "SPLIT", "SPLIT_V", "PAD", "PADV2", "TILE", "BROADCAST_TO", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH",
     "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Concat", "Gather", "Slice", "Split",
@@ -68,7 +73,7 @@ class FloatOp:
     name: str
     layer: str | None
     where: str  # "input", "output" or "inside"
-    moves_only: bool  # only moves values (no arithmetic)
+    exact: bool  # moves or selects values, no rounding arithmetic
 
     def describe(self) -> str:
         origin = f"layer {self.layer}" if self.layer else self.name
@@ -105,7 +110,7 @@ class ArtifactFacts:
     @property
     def float_compute(self) -> list[FloatOp]:
         """Float ops that do arithmetic (the ones that make a model not fully integer)."""
-        return [op for op in self.float_ops if not op.moves_only]
+        return [op for op in self.float_ops if not op.exact]
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -205,7 +210,7 @@ def _classify(ops: list[Op], graph_inputs: set[str], graph_outputs: set[str]) ->
 def _float_ops(ops, graph_inputs, graph_outputs, layer_names) -> list[FloatOp]:
     where = _classify(ops, graph_inputs, graph_outputs)
     return [FloatOp(ops[i].kind, ops[i].name, layer_of(ops[i].name, layer_names), where[i],
-                    ops[i].kind in DATA_MOVEMENT) for i in sorted(where)]
+                    ops[i].kind in EXACT) for i in sorted(where)]
 
 
 # -- TFLite -------------------------------------------------------------------------------
@@ -313,116 +318,161 @@ def _tflite_io(tensor, dtype: str) -> TensorIO:
 
 
 # -- ONNX ---------------------------------------------------------------------------------
-_ONNX_FLOAT = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
+_FLOAT_CODES = {1, 10, 11, 16}  # float, float16, double, bfloat16
 
 
-def onnx_facts(proto, *, size: int | None = None, bn_names=(), layer_names=()) -> ArtifactFacts:
-    """Facts of an ONNX QDQ graph (``proto`` an ``onnx.ModelProto``)."""
-    from bnfreeze.io.interrupts import import_native
+class _OnnxGraph:
+    """Element types, producers and consumers of an ONNX graph's tensors."""
 
-    onnx = import_native("onnx")
-    graph = proto.graph
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto).graph
-    except Exception:  # a graph shape inference cannot read: judge by names alone
-        inferred = graph
-    elem = {}
-    for value in [*inferred.value_info, *inferred.input, *inferred.output]:
-        if value.type.HasField("tensor_type"):
-            elem[value.name] = value.type.tensor_type.elem_type
-    initializers = {init.name: init for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    initializers[node.output[0]] = attribute.t
-    for name, init in initializers.items():
-        elem.setdefault(name, init.data_type)
-    type_name = {v: k.lower() for k, v in onnx.TensorProto.DataType.items()}
+    def __init__(self, proto):
+        from bnfreeze.io.interrupts import import_native
 
-    def dtype_of(name: str) -> str:
-        code = elem.get(name)
+        onnx = import_native("onnx")
+        self.graph = graph = proto.graph
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto).graph
+        except Exception:  # a graph shape inference cannot read: judge by what the graph declares
+            inferred = graph
+        self.elem = {}
+        for value in [*inferred.value_info, *inferred.input, *inferred.output]:
+            if value.type.HasField("tensor_type"):
+                self.elem[value.name] = value.type.tensor_type.elem_type
+        self.initializers = {init.name: init for init in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for attribute in node.attribute:
+                    if attribute.name == "value":
+                        self.initializers[node.output[0]] = attribute.t
+        for name, init in self.initializers.items():
+            self.elem.setdefault(name, init.data_type)
+        for node in graph.node:  # outputs shape inference could not type (onnxruntime's own domains)
+            floats = any(self.elem.get(n) in _FLOAT_CODES for n in node.input if n and n not in self.initializers)
+            for out in node.output:
+                if out and out not in self.elem and node.op_type != "QuantizeLinear":
+                    if node.op_type == "DequantizeLinear" or floats:
+                        self.elem[out] = 1
+        self.type_name = {v: k.lower() for k, v in onnx.TensorProto.DataType.items()}
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list] = collections.defaultdict(list)
+        for node in graph.node:
+            for name in node.input:
+                if name:
+                    self.consumers[name].append(node)
+        self.outputs = {o.name for o in graph.output}
+        self.inputs = {i.name for i in graph.input if i.name not in self.initializers}
+
+    def dtype(self, name: str) -> str:
+        code = self.elem.get(name)
         if code is None:
             return "unknown"
-        return {"float": "float32", "double": "float64"}.get(type_name.get(code, str(code)), type_name.get(code, str(code)))
+        text = self.type_name.get(code, str(code))
+        return {"float": "float32", "double": "float64"}.get(text, text)
 
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list] = collections.defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            if name:
-                consumers[name].append(node)
-    graph_outputs = {o.name for o in graph.output}
-    graph_inputs = {i.name for i in graph.input if i.name not in initializers}
+    def is_float(self, name: str) -> bool:
+        return self.dtype(name) in ("float32", "float16", "float64", "bfloat16")
 
-    def is_float(name: str) -> bool:
-        return dtype_of(name) in ("float32", "float16", "float64", "bfloat16")
+    def ops(self, *, qdq_contract: bool) -> list[Op]:
+        """The graph as :class:`Op` s. ``qdq_contract``: an op between DequantizeLinear and QuantizeLinear counts
+        as quantized (a QDQ file's promise); otherwise any op writing floats computes in float (a runtime graph)."""
+        ops = []
+        for node in self.graph.node:
+            if node.op_type == "Constant":
+                continue
+            outs = [n for n in node.output if n]
+            conversion = node.op_type in ("QuantizeLinear", "DequantizeLinear")
+            floating = not conversion and any(self.is_float(o) for o in outs)
+            if floating and qdq_contract:
+                reads_dequantized = all(
+                    not self.is_float(n) or n in self.initializers
+                    or (n in self.producer and self.producer[n].op_type == "DequantizeLinear")
+                    for n in node.input if n)
+                writes_quantized = all(
+                    not self.is_float(o) or (o not in self.outputs and self.consumers.get(o)
+                                             and all(c.op_type == "QuantizeLinear" for c in self.consumers[o]))
+                    for o in outs)
+                floating = not (reads_dequantized and writes_quantized)
+            live = [n for n in node.input if n and n not in self.initializers and self.is_float(n)]
+            ops.append(Op(node.op_type, node.name or (outs[0] if outs else node.op_type), live,
+                          [o for o in outs if self.is_float(o)], floating, conversion))
+        return ops
 
+
+def onnx_facts(proto, *, runtime=None, size: int | None = None, bn_names=(), layer_names=()) -> ArtifactFacts:
+    """Facts of an ONNX QDQ graph (``proto`` an ``onnx.ModelProto``).
+
+    ``runtime``: the graph onnxruntime runs for it (:func:`runtime_graph`);
+    the float ops are read from it when given, else from the QDQ contract.
+    """
+    file = _OnnxGraph(proto)
     counts: collections.Counter = collections.Counter()
-    ops: list[Op] = []
     bn_derived = []
     weights: collections.Counter = collections.Counter()
     biases: collections.Counter = collections.Counter()
     activations: collections.Counter = collections.Counter()
     per_channel = per_tensor = 0
-    for node in graph.node:
+    for node in file.graph.node:
         if node.op_type == "Constant":
             continue
         counts[node.op_type] += 1
-        live_in = [n for n in node.input if n and n not in initializers]
-        outs = [n for n in node.output if n]
-        conversion = node.op_type in ("QuantizeLinear", "DequantizeLinear")
-        if node.op_type == "QuantizeLinear" and outs:
-            activations[dtype_of(outs[0])] += 1
-        floating = False
-        if not conversion and any(is_float(o) for o in outs):
-            reads_dequantized = all(
-                not is_float(n) or (producer.get(n) is not None and producer[n].op_type == "DequantizeLinear")
-                for n in node.input if n)
-            writes_quantized = all(
-                not is_float(o) or (o not in graph_outputs and consumers.get(o)
-                                    and all(c.op_type == "QuantizeLinear" for c in consumers[o]))
-                for o in outs)
-            floating = not (reads_dequantized and writes_quantized)
-        ops.append(Op(node.op_type, node.name or (outs[0] if outs else node.op_type),
-                      [n for n in live_in if is_float(n)], [o for o in outs if is_float(o)], floating, conversion))
+        if node.op_type == "QuantizeLinear" and node.output:
+            activations[file.dtype(node.output[0])] += 1
         if is_bn_derived(node.op_type, node.name, bn_names):
             bn_derived.append(node.name)
-        if node.op_type in ONNX_LINEAR:
-            for position, name in enumerate(node.input):
-                if position not in (1, 2) or not name:
+        if node.op_type not in ONNX_LINEAR:
+            continue
+        for position, name in enumerate(node.input):
+            if position not in (1, 2) or not name:
+                continue
+            source = file.producer.get(name)
+            if source is not None and source.op_type == "DequantizeLinear":
+                stored = source.input[0]
+                if stored not in file.initializers:
                     continue
-                source = producer.get(name)
-                if source is not None and source.op_type == "DequantizeLinear":
-                    stored = source.input[0]
-                    if stored not in initializers:
-                        continue
-                    (weights if position == 1 else biases)[dtype_of(stored)] += 1
-                    if position == 1:
-                        scale = initializers.get(source.input[1]) if len(source.input) > 1 else None
-                        count = int(np.prod(scale.dims)) if scale is not None and len(scale.dims) else 1
-                        if count > 1:
-                            per_channel += 1
-                        else:
-                            per_tensor += 1
-                elif name in initializers:
-                    (weights if position == 1 else biases)[dtype_of(name)] += 1
-    inputs = [TensorIO(i.name, dtype_of(i.name)) for i in graph.input if i.name not in initializers]
-    outputs = [TensorIO(o.name, dtype_of(o.name)) for o in graph.output]
+                (weights if position == 1 else biases)[file.dtype(stored)] += 1
+                if position == 1:
+                    scale = file.initializers.get(source.input[1]) if len(source.input) > 1 else None
+                    count = int(np.prod(scale.dims)) if scale is not None and len(scale.dims) else 1
+                    if count > 1:
+                        per_channel += 1
+                    else:
+                        per_tensor += 1
+            elif name in file.initializers:
+                (weights if position == 1 else biases)[file.dtype(name)] += 1
+    ran = _OnnxGraph(runtime) if runtime is not None else file
+    float_ops = _float_ops(ran.ops(qdq_contract=runtime is None), ran.inputs, ran.outputs, layer_names)
+    inputs = [TensorIO(i.name, file.dtype(i.name)) for i in file.graph.input if i.name not in file.initializers]
+    outputs = [TensorIO(o.name, file.dtype(o.name)) for o in file.graph.output]
     return ArtifactFacts(
-        kind="onnx", bytes=size if size is not None else proto.ByteSize(), ops=dict(counts),
-        float_ops=_float_ops(ops, graph_inputs, graph_outputs, layer_names), bn_derived=bn_derived,
-        weights=dict(weights), biases=dict(biases), activations=dict(activations),
+        kind="onnx", bytes=size if size is not None else proto.ByteSize(), ops=dict(counts), float_ops=float_ops,
+        bn_derived=bn_derived, weights=dict(weights), biases=dict(biases), activations=dict(activations),
         per_channel_weights=per_channel, per_tensor_weights=per_tensor, inputs=inputs, outputs=outputs,
     )
 
 
+def runtime_graph(path):
+    """The graph onnxruntime's CPU provider runs for the ONNX file at ``path`` (``ORT_ENABLE_ALL``, the default)."""
+    import tempfile
+
+    from bnfreeze.io.interrupts import import_native
+
+    ort = import_native("onnxruntime")
+    onnx = import_native("onnx")
+    with tempfile.TemporaryDirectory(prefix="bnfreeze-ort-") as folder:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        options.log_severity_level = 3  # its warning that the saved graph is specific to this machine
+        ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return onnx.load(str(Path(folder) / "optimized.onnx"))
+
+
 def file_facts(path, kind: str, *, bn_names=(), layer_names=()) -> ArtifactFacts:
-    """:func:`tflite_facts` or :func:`onnx_facts` of the file at ``path``."""
+    """:func:`tflite_facts` or :func:`onnx_facts` (float ops as onnxruntime runs it) of the file at ``path``."""
     path = Path(path)
     if kind == "tflite":
         return tflite_facts(path.read_bytes(), bn_names=bn_names, layer_names=layer_names)
     from bnfreeze.io.interrupts import import_native
 
     onnx = import_native("onnx")
-    return onnx_facts(onnx.load(str(path)), size=path.stat().st_size, bn_names=bn_names, layer_names=layer_names)
+    return onnx_facts(onnx.load(str(path)), runtime=runtime_graph(path), size=path.stat().st_size,
+                      bn_names=bn_names, layer_names=layer_names)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bnfreeze.compare import Tolerance
 from bnfreeze.errors import InputError, ParityError
-from bnfreeze.export import check_destinations, requested
+from bnfreeze.export import check_destinations
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError
 from bnfreeze.fold.api import FoldResult, fold as fold_model
 from bnfreeze.fold.classes import is_batch_norm
@@ -108,7 +108,7 @@ def _layer_names(model) -> list[str]:
 def check_options(*, tflite=None, onnx=None, recalibrate: str = "none", io: str | None = None,
                   calibrate: str | None = None) -> dict[str, Path]:
     """Option errors a user can fix before any work starts; returns the requested targets."""
-    targets = requested(onnx=onnx, tflite=tflite)
+    targets = {kind: Path(path) for kind, path in (("tflite", tflite), ("onnx", onnx)) if path is not None}
     if not targets:
         raise InputError("nothing to write: give --tflite OUT.tflite and/or --onnx OUT.onnx")
     if recalibrate not in RECALIBRATION_MODES:
@@ -233,10 +233,11 @@ def quantize(
             blocking = facts.float_compute
             if blocking and not allow_float_ops:
                 names = ", ".join(op.describe() for op in blocking[:4]) + (", ..." if len(blocking) > 4 else "")
-                raise QuantizeError(
-                    f"{destination}: the {KINDS[kind]} converter left {len(blocking)} op"
-                    f"{'s' if len(blocking) != 1 else ''} in float, so the model is not fully int8: {names}; "
-                    f"pass --allow-float-ops to accept float ops; nothing was written")
+                plural = "s" if len(blocking) != 1 else ""
+                who = (f"the TF Lite converter left {len(blocking)} op{plural} in float" if kind == "tflite" else
+                       f"onnxruntime runs {len(blocking)} op{plural} of the QDQ model in float")
+                raise QuantizeError(f"{destination}: {who}, so the model is not fully int8: {names}; "
+                                    f"pass --allow-float-ops to accept float ops; nothing was written")
         checked = evaluation if evaluation is not None else data
         runners = {}
         try:
