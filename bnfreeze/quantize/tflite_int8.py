@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from bnfreeze.export.formats import ExportError
@@ -61,7 +62,8 @@ def convert_tflite(model, data, *, io: str = "int8", per_tensor: bool = False, a
             # the converter's only switch for per-tensor weights (a private attribute, stable since TF 2.4)
             converter._experimental_disable_per_channel = True
         try:
-            with native_stderr_silenced():  # the converter's C++ progress lines
+            with native_stderr_silenced(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the C++ progress lines; tf.lite.Interpreter's deprecation
                 return converter.convert()
         except Exception as exc:
             raise ExportError(f"the TF Lite converter cannot quantize this model: {_converter_problem(exc)}") from exc
