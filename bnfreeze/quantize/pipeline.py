@@ -138,6 +138,9 @@ def quantize(
     per_tensor: bool = False,
     calibrate: str | None = None,
     allow_float_ops: bool = False,
+    equalize: bool = False,
+    bias_correction: bool = False,
+    place_scales: bool = True,
     eval_data=None,
     check=None,
     min_top1: float | None = None,
@@ -159,7 +162,10 @@ def quantize(
     inputs and outputs. ``per_tensor``: one weight scale per tensor instead of
     per output channel. ``calibrate`` (ONNX): ``"minmax"`` (default),
     ``"entropy"`` or ``"percentile"``. An op a converter leaves in float raises
-    :class:`QuantizeError` naming it, unless ``allow_float_ops``. Every
+    :class:`QuantizeError` naming it, unless ``allow_float_ops``.
+    ``equalize`` (cross-layer equalization, exact) and ``bias_correction``
+    (biases that cancel the mean shift of the rounded weights) rewrite the
+    folded model first (:mod:`bnfreeze.quantize.datafree`). Every
     artifact is compared with the float model on ``eval_data`` (else
     ``data``): ``check`` (``"top1"``/``"snr"`` or both), ``min_top1`` and
     ``min_snr`` set the bar (default top-1 >= 0.99 for classifier outputs,
@@ -194,9 +200,26 @@ def quantize(
         reference = recalibrated.model
     folded = None
     source = reference
+    moved = None
     if fold:
         folded = fold_model(reference, seed=seed, data=data)
         source = folded.model
+        if place_scales:
+            from bnfreeze.quantize.placement import place_scales as move_scales
+
+            source, moved = move_scales(folded)
+            _check_exact(folded.model, source, seed, "moving the folded BN scales back through the ReLUs")
+    equalization = corrected = None
+    if equalize:
+        from bnfreeze.quantize.datafree import equalize as equalize_model
+
+        before = source
+        source, equalization = equalize_model(source)
+        equalization["parity"] = _check_exact(before, source, seed, "cross-layer equalization")
+    if bias_correction:
+        from bnfreeze.quantize.datafree import correct_bias
+
+        source, corrected = correct_bias(source, data, per_tensor=per_tensor, limit=max_samples, batch_size=batch_size)
     bn_names, layer_names = _bn_names(source), _layer_names(source)
 
     report = {
@@ -207,6 +230,9 @@ def quantize(
         "recalibration": None if recalibrated is None else _recalibration_entry(recalibrated),
         "fold": None if folded is None else {k: folded.report[k] for k in ("folded", "kept", "parity")},
         "weights": "per-tensor" if per_tensor else "per-channel",
+        "scales_moved_back": moved,
+        "equalization": equalization,
+        "bias_correction": corrected,
         "evaluation": None,
         "float_accuracy": None,
         "criteria": {name: t.explain() for name, t in tolerances.items()},
@@ -269,6 +295,17 @@ def quantize(
                 report,
             )
     return QuantizeResult(source, artifacts, report, folded, recalibrated)
+
+
+def _check_exact(before, after, seed: int, what: str) -> dict:
+    """An exact rewrite must compute what it started from (the fold's parity check and tolerances)."""
+    from bnfreeze.parity import check_models
+
+    parity = check_models(before, after, Tolerance(), seed=seed)
+    if not parity.passed:
+        raise ParityError(f"{what} changed what the model computes (max_abs {parity.max_abs:.3g}, "
+                          f"max_rel {parity.max_rel:.3g}); nothing was written", parity)
+    return {"max_abs": parity.max_abs, "max_rel": parity.max_rel, "passed": parity.passed}
 
 
 def _recalibration_entry(result) -> dict:
