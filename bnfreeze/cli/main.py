@@ -379,6 +379,10 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
                    "converter always uses min/max).")
 @click.option("--allow-float-ops", is_flag=True,
               help="Accept ops a converter leaves in float (listed in the report) instead of refusing the model.")
+@click.option("--equalize", is_flag=True,
+              help="Cross-layer equalization before quantizing (exact; helps --per-tensor, see BENCHMARKS.md).")
+@click.option("--bias-correction", is_flag=True,
+              help="Shift biases to cancel the mean error of the rounded weights, measured on the calibration data.")
 @click.option("--eval-data", type=click.Path(path_type=str),
               help="Compare the artifacts with the float model on this data (default: the calibration data); "
                    "with labels (y in the .npz), float and int8 accuracy.")
@@ -396,7 +400,8 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
 @write_options
 @load_options
 def quantize(model, calib_data, tflite, onnx, recalibrate, no_fold, io, per_tensor, calibrate, allow_float_ops,
-             eval_data, checks, min_top1, min_snr, max_samples, rescale, opset, seed, report, force, unsafe):
+             equalize, bias_correction, eval_data, checks, min_top1, min_snr, max_samples, rescale, opset, seed,
+             report, force, unsafe):
     """Quantize to int8 (TFLite full-integer, ONNX QDQ) after folding the BNs, checked against the float model."""
     from bnfreeze.cli.operations import quantize_file
     from bnfreeze.cli.tables import print_quantize_report
@@ -405,9 +410,10 @@ def quantize(model, calib_data, tflite, onnx, recalibrate, no_fold, io, per_tens
     try:
         summary = quantize_file(
             model, calib_data, tflite=tflite, onnx=onnx, recalibrate=recalibrate, fold=not no_fold, io=io,
-            per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, eval_data=eval_data,
-            checks=checks, min_top1=min_top1, min_snr=min_snr, max_samples=max_samples, rescale=rescale,
-            opset=opset, seed=seed, report=report, force=force, unsafe=unsafe,
+            per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, equalize=equalize,
+            bias_correction=bias_correction, eval_data=eval_data, checks=checks, min_top1=min_top1, min_snr=min_snr,
+            max_samples=max_samples, rescale=rescale, opset=opset, seed=seed, report=report, force=force,
+            unsafe=unsafe,
         )
     except QuantizeCheckError as exc:
         if exc.report is not None:

@@ -209,6 +209,8 @@ def quantize_file(
     per_tensor: bool = False,
     calibrate: str | None = None,
     allow_float_ops: bool = False,
+    equalize: bool = False,
+    bias_correction: bool = False,
     eval_data=None,
     checks=(),
     min_top1: float | None = None,
@@ -253,7 +255,8 @@ def quantize_file(
         try:
             result = quantize(
                 model, data, tflite=tflite, onnx=onnx, recalibrate=recalibrate, fold=fold, io=io,
-                per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, eval_data=evaluation,
+                per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, equalize=equalize,
+                bias_correction=bias_correction, eval_data=evaluation,
                 check=checks or None, min_top1=min_top1, min_snr=min_snr, max_samples=max_samples, opset=opset,
                 seed=seed, force=force, outputs=stack,
             )

@@ -104,6 +104,16 @@ def print_quantize_report(console, report: dict) -> None:
         print_fold_report(console, {**report["fold"], "model": report["model"]})
     else:
         say(console, "not folded (--no-fold): the converters see every BatchNormalization layer")
+    for entry in report.get("scales_moved_back") or []:
+        say(console, f"  {entry['bn']}: scale of {entry['channels']} of {entry['of']} channels moved back into "
+                     f"{entry['scale_into']} (through its ReLU), shift folded into {entry['shift_into']}")
+    equalization = report.get("equalization")
+    if equalization is not None:
+        say(console, f"cross-layer equalization: {len(equalization['pairs'])} layer pairs in "
+                     f"{equalization['sweeps']} sweeps")
+    corrected = report.get("bias_correction")
+    if corrected is not None:
+        say(console, f"bias correction: {len(corrected['layers'])} layers, on {corrected.get('samples', 0)} samples")
     artifacts = report.get("artifacts") or []
     if not artifacts:
         return

@@ -246,7 +246,10 @@ def correct_bias(model, data, *, per_tensor: bool = False, limit: int | None = N
     import keras
 
     result = copy_model(model)
-    layers = [layer for layer in result.layers if linear_kind(layer) is not None and len(layer._inbound_nodes) == 1]
+    graph = ModelGraph(result)
+    layers = [result.get_layer(name) for name in graph.layer_names()
+              if not graph.is_input(name) and len(graph.calls.get(name, [])) == 1
+              and linear_kind(graph.layer(name)) is not None]
     skipped = [layer.name for layer in layers if not layer.use_bias]
     layers = [layer for layer in layers if layer.use_bias]
     if not layers:
