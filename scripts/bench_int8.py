@@ -186,19 +186,21 @@ EXPERIMENTS = {
     "equalize": {"equalize": True},
     "bias_correction": {"bias_correction": True},
     "peer_per_tensor": {"fold": False, "per_tensor": True},
+    "no_equalize_per_tensor": {"per_tensor": True, "equalize": False},
     "bnfreeze_per_tensor": {"per_tensor": True},
-    "equalize_per_tensor": {"per_tensor": True, "equalize": True},
-    "bias_correction_per_tensor": {"per_tensor": True, "bias_correction": True},
-    "both_per_tensor": {"per_tensor": True, "equalize": True, "bias_correction": True},
+    "bias_only_per_tensor": {"per_tensor": True, "equalize": False, "bias_correction": True},
+    "both_per_tensor": {"per_tensor": True, "bias_correction": True},
 }
 LABELS = {
     "peer": "peer (converter alone)", "bnfreeze": "bnfreeze quantize",
     "fold_only": "fold only, scales left forward", "equalize": "bnfreeze + --equalize",
     "bias_correction": "bnfreeze + --bias-correction", "peer_per_tensor": "peer, --per-tensor",
-    "bnfreeze_per_tensor": "bnfreeze, --per-tensor", "equalize_per_tensor": "bnfreeze + --equalize, --per-tensor",
-    "bias_correction_per_tensor": "bnfreeze + --bias-correction, --per-tensor",
-    "both_per_tensor": "bnfreeze + both, --per-tensor",
+    "no_equalize_per_tensor": "bnfreeze --per-tensor --no-equalize",
+    "bnfreeze_per_tensor": "bnfreeze --per-tensor (equalizes)",
+    "bias_only_per_tensor": "bnfreeze --per-tensor --no-equalize --bias-correction",
+    "both_per_tensor": "bnfreeze --per-tensor --bias-correction (equalizes)",
 }
+
 
 def quantize_variants(model, calib, test, variants: dict, folder: Path) -> dict:
     """``bnfreeze.quantize`` once per variant (same data); the report entries per variant and format."""
@@ -301,8 +303,9 @@ def markdown(results: list[dict], machine: str, args) -> str:
             "Same models, data and converters; TFLite and ONNX accuracy / SNR on the 360 held-out digits. "
             "*fold only*: `bnfreeze.fold` as it is (a BN after a relu folded forward, its scale on the next layer's "
             "input channels), without moving the scale back through the ReLU. `--equalize`: cross-layer "
-            "equalization (Nagel et al. 2019) through ReLUs, pooling and Flatten; `--bias-correction`: biases that "
-            "cancel the mean shift of the rounded weights, measured on the calibration data.", "",
+            "equalization (Nagel et al. 2019) through ReLUs, pooling and Flatten (on by default with "
+            "`--per-tensor`); `--bias-correction`: biases that cancel the mean shift of the rounded weights, "
+            "measured on the calibration data.", "",
             "| model | variant | TFLite acc | TFLite SNR dB | ONNX acc | ONNX SNR dB |", "|---|---|---|---|---|---|"]
     for r in results:
         for label in ("peer", "bnfreeze", *EXPERIMENTS):

@@ -379,8 +379,9 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
                    "converter always uses min/max).")
 @click.option("--allow-float-ops", is_flag=True,
               help="Accept ops a converter leaves in float (listed in the report) instead of refusing the model.")
-@click.option("--equalize", is_flag=True,
-              help="Cross-layer equalization before quantizing (exact; helps --per-tensor, see BENCHMARKS.md).")
+@click.option("--equalize/--no-equalize", default=None,
+              help="Cross-layer equalization before quantizing (exact). Default: on with --per-tensor, off otherwise "
+                   "(measured in BENCHMARKS.md).")
 @click.option("--bias-correction", is_flag=True,
               help="Shift biases to cancel the mean error of the rounded weights, measured on the calibration data.")
 @click.option("--eval-data", type=click.Path(path_type=str),

@@ -209,7 +209,7 @@ def quantize_file(
     per_tensor: bool = False,
     calibrate: str | None = None,
     allow_float_ops: bool = False,
-    equalize: bool = False,
+    equalize: bool | None = None,
     bias_correction: bool = False,
     eval_data=None,
     checks=(),

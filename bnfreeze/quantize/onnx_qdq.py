@@ -42,8 +42,8 @@ def _quiet_logging():
 
 
 def quantize_onnx(model, data, destination: Path, *, per_tensor: bool = False, calibrate: str = "minmax",
-                  opset: int = 17, limit: int | None = None, workdir: Path | None = None) -> dict:
-    """Write the QDQ int8 ONNX of ``model`` to ``destination``; return facts about the float graph."""
+                  opset: int = 17, limit: int | None = None, workdir: Path | None = None) -> None:
+    """Write the QDQ int8 ONNX of ``model`` to ``destination``."""
     quantization = import_native("onnxruntime.quantization")
     onnx = import_native("onnx")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -54,7 +54,7 @@ def quantize_onnx(model, data, destination: Path, *, per_tensor: bool = False, c
               "percentile": quantization.CalibrationMethod.Percentile}[calibrate]
     folder = Path(tempfile.mkdtemp(prefix=".bnfreeze-int8-", dir=workdir))
     try:
-        written = write_onnx(model, folder / "float.onnx", opset=opset)
+        write_onnx(model, folder / "float.onnx", opset=opset)
         names = [i.name for i in onnx.load(str(folder / "float.onnx")).graph.input]
         with _quiet_logging():
             try:
@@ -73,7 +73,6 @@ def quantize_onnx(model, data, destination: Path, *, per_tensor: bool = False, c
                 raise
             except Exception as exc:
                 raise ExportError(f"onnxruntime's quantize_static failed ({_first(exc)})") from exc
-        return {"float_nodes": written.details.get("nodes"), "float_ops": written.details.get("ops")}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -85,7 +85,7 @@ class QuantizeResult:
     recalibration: object | None = None
 
 
-def _open(data, model, what: str):
+def _open(data, model):
     if data is None:
         return None
     if isinstance(data, (str, os.PathLike)):
@@ -138,7 +138,7 @@ def quantize(
     per_tensor: bool = False,
     calibrate: str | None = None,
     allow_float_ops: bool = False,
-    equalize: bool = False,
+    equalize: bool | None = None,
     bias_correction: bool = False,
     place_scales: bool = True,
     eval_data=None,
@@ -163,9 +163,10 @@ def quantize(
     per output channel. ``calibrate`` (ONNX): ``"minmax"`` (default),
     ``"entropy"`` or ``"percentile"``. An op a converter leaves in float raises
     :class:`QuantizeError` naming it, unless ``allow_float_ops``.
-    ``equalize`` (cross-layer equalization, exact) and ``bias_correction``
-    (biases that cancel the mean shift of the rounded weights) rewrite the
-    folded model first (:mod:`bnfreeze.quantize.datafree`). Every
+    ``equalize`` (cross-layer equalization, exact; default: on with
+    ``per_tensor``) and ``bias_correction`` (biases that cancel the mean shift
+    of the rounded weights) rewrite the folded model first
+    (:mod:`bnfreeze.quantize.datafree`). Every
     artifact is compared with the float model on ``eval_data`` (else
     ``data``): ``check`` (``"top1"``/``"snr"`` or both), ``min_top1`` and
     ``min_snr`` set the bar (default top-1 >= 0.99 for classifier outputs,
@@ -183,8 +184,8 @@ def quantize(
     if isinstance(check, str):
         check = (check,)
     tolerances = criteria(model, check, min_top1, min_snr)
-    data = _open(data, model, "calibration")
-    evaluation = _open(eval_data, model, "evaluation")
+    data = _open(data, model)
+    evaluation = _open(eval_data, model)
     calibration_samples = sample_count(data, max_samples)
     io = io or "int8"
     calibrate = calibrate or "minmax"
@@ -210,6 +211,8 @@ def quantize(
             source, moved = move_scales(folded)
             _check_exact(folded.model, source, seed, "moving the folded BN scales back through the ReLUs")
     equalization = corrected = None
+    if equalize is None:
+        equalize = per_tensor  # measured: per-tensor weights need it (BENCHMARKS.md), per-channel ones do not
     if equalize:
         from bnfreeze.quantize.datafree import equalize as equalize_model
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pytest
 from keras import layers
 
 import bnfreeze
