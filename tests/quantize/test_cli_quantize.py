@@ -63,6 +63,7 @@ def test_a_failed_check_exits_1_and_writes_nothing(model_copy, repo, tmp_path):
     (["--calib-data", "missing.npy", "--tflite", "{tmp}/m.tflite"], "missing.npy: no such file or folder"),
     (["--calib-data", "{repo}/models/digits_test.npz", "--tflite", "{tmp}/m.tflite", "--eval-data", "{tmp}/bad.npy"],
      "bad.npy: digits has shape (3, 5), the model expects (N, 8, 8, 1)"),
+    (["--calib-data", "{tmp}/truncated.npy", "--onnx", "{tmp}/m.onnx"], "truncated.npy: not a readable NumPy file"),
     (["--calib-data", "{repo}/models/digits_calib.npy"], "nothing to write: give --tflite"),
     (["--calib-data", "{repo}/models/digits_calib.npy", "--onnx", "{tmp}/m.onnx", "--io", "uint8"], "--io sets the TFLite"),
     (["--calib-data", "{repo}/models/digits_calib.npy", "--tflite", "{tmp}/m.tflite", "--check", "snr",
@@ -72,6 +73,7 @@ def test_a_failed_check_exits_1_and_writes_nothing(model_copy, repo, tmp_path):
 ])
 def test_bad_input_exits_2_with_one_line(model_copy, repo, tmp_path, args, message):
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
+    (tmp_path / "truncated.npy").write_bytes((repo / "models" / "digits_calib.npy").read_bytes()[:100])
     (tmp_path / "exists.tflite").write_bytes(b"old")
     before = sorted(p.name for p in tmp_path.iterdir())
     args = [a.format(tmp=tmp_path, repo=repo) for a in args]
