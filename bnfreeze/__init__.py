@@ -7,6 +7,7 @@ Python API::
     rows = bnfreeze.inspect(model)         # fold plan of every normalization layer
     data = bnfreeze.open_data("calib.npy", bnfreeze.input_specs(model))
     result = bnfreeze.recalibrate(model, data, mode="exact")   # result.model, result.report
+    result = bnfreeze.quantize(model, data, tflite="m.tflite", onnx="m.onnx")   # int8, checked, then written
 """
 
 from bnfreeze.errors import BnfreezeError, CheckError, InputError, KeptError, ParityError
@@ -15,6 +16,8 @@ from bnfreeze.fold import FoldResult, inspect
 from bnfreeze.io.sources import open_data
 from bnfreeze.io.models import load_model, save_model
 from bnfreeze.recalibration import RecalibrationResult, recalibrate
+from bnfreeze import quantize  # the quantize wing, callable: bnfreeze.quantize(model, data, ...)
+from bnfreeze.quantize import QuantizeResult
 from bnfreeze.io.signature import input_specs
 
 __version__ = "0.1.0"
@@ -32,6 +35,8 @@ __all__ = [
     "inspect",
     "load_model",
     "open_data",
+    "quantize",
+    "QuantizeResult",
     "recalibrate",
     "save_model",
 ]

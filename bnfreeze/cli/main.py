@@ -387,6 +387,70 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
 
 @main.command()
 @model_argument
+@click.option("--calib-data", required=True, type=click.Path(path_type=str),
+              help="Calibration inputs (the representative set): .npy, .npz (arrays named after the inputs, or x) "
+                   "or an image folder.")
+@click.option("--tflite", type=click.Path(path_type=str), help="Write a full-integer int8 TFLite file.")
+@click.option("--onnx", type=click.Path(path_type=str), help="Write a QDQ int8 ONNX file (onnxruntime quantize_static).")
+@click.option("--recalibrate", type=click.Choice(["none", "exact", "precise"]), default="none", show_default=True,
+              help="Recalibrate the BN statistics on the calibration data first.")
+@click.option("--no-fold", "no_fold", is_flag=True, help="Quantize without folding the BNs first (what the converters do alone).")
+@click.option("--io", type=click.Choice(["float", "int8", "uint8"]), default=None,
+              help="The TFLite file's input and output type (default int8). The ONNX QDQ model takes and gives float.")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--calibrate", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="How onnxruntime sets the activation ranges of the ONNX file (default minmax; the TF Lite "
+                   "converter always uses min/max).")
+@click.option("--allow-float-ops", is_flag=True,
+              help="Accept ops a converter leaves in float (listed in the report) instead of refusing the model.")
+@click.option("--equalize/--no-equalize", default=None,
+              help="Cross-layer equalization before quantizing (exact). Default: on with --per-tensor, off otherwise "
+                   "(measured in BENCHMARKS.md).")
+@click.option("--bias-correction", is_flag=True,
+              help="Shift biases to cancel the mean error of the rounded weights, measured on the calibration data.")
+@click.option("--eval-data", type=click.Path(path_type=str),
+              help="Compare the artifacts with the float model on this data (default: the calibration data); "
+                   "with labels (y in the .npz), float and int8 accuracy.")
+@click.option("--check", "checks", type=click.Choice(["top1", "snr"]), multiple=True,
+              help="Pass criterion for every output (repeat for both). Default: top1 for (batch, classes) outputs, "
+                   "snr otherwise.")
+@click.option("--min-top1", type=float, default=None, help="Least top-1 agreement with the float model (default 0.99).")
+@click.option("--min-snr", type=float, default=None, help="Least SNR against the float model in dB (default 25).")
+@click.option("--max-samples", type=click.IntRange(min=1), default=None, help="Calibrate on the first N samples only.")
+@click.option("--rescale", type=str, default=None,
+              help="With image folders: multiply pixels by this (a number or a fraction such as 1/255).")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the exported float graph.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold's parity-check inputs.")
+@click.option("--report", type=click.Path(path_type=str), help="Write the quantization report as JSON.")
+@write_options
+@load_options
+def quantize(model, calib_data, tflite, onnx, recalibrate, no_fold, io, per_tensor, calibrate, allow_float_ops,
+             equalize, bias_correction, eval_data, checks, min_top1, min_snr, max_samples, rescale, opset, seed,
+             report, force, unsafe):
+    """Quantize to int8 (TFLite full-integer, ONNX QDQ) after folding the BNs, checked against the float model."""
+    from bnfreeze.cli.operations import quantize_file
+    from bnfreeze.cli.tables import print_quantize_report
+    from bnfreeze.quantize import QuantizeCheckError
+
+    try:
+        summary = quantize_file(
+            model, calib_data, tflite=tflite, onnx=onnx, recalibrate=recalibrate, fold=not no_fold, io=io,
+            per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, equalize=equalize,
+            bias_correction=bias_correction, eval_data=eval_data, checks=checks, min_top1=min_top1, min_snr=min_snr,
+            max_samples=max_samples, rescale=rescale, opset=opset, seed=seed, report=report, force=force,
+            unsafe=unsafe,
+        )
+    except QuantizeCheckError as exc:
+        if exc.report is not None:
+            print_quantize_report(_console(stderr=True), exc.report)
+        raise
+    console = _console()
+    print_quantize_report(console, summary)
+    _wrote(console, [*(a["path"] for a in summary["artifacts"]), report])
+
+
+@main.command()
+@model_argument
 @click.option("-o", "--output", type=click.Path(path_type=str), help="HTML file (default <stem>.report.html).")
 @click.option("--compare", type=click.Path(path_type=str),
               help="A recalibrated version of MODEL: plot each BN's mean shift and variance ratio (BNs matched by name; "

@@ -182,6 +182,79 @@ def recalibrate_file(
     return result, fold_result, summary
 
 
+def quantize_file(
+    model_path,
+    calib_data,
+    *,
+    tflite=None,
+    onnx=None,
+    recalibrate: str = "none",
+    fold: bool = True,
+    io: str | None = None,
+    per_tensor: bool = False,
+    calibrate: str | None = None,
+    allow_float_ops: bool = False,
+    equalize: bool | None = None,
+    bias_correction: bool = False,
+    eval_data=None,
+    checks=(),
+    min_top1: float | None = None,
+    min_snr: float | None = None,
+    max_samples: int | None = None,
+    rescale=None,
+    opset: int = DEFAULT_OPSET,
+    seed: int = 0,
+    report=None,
+    force: bool = False,
+    unsafe: bool = False,
+) -> dict:
+    """Quantize the model in ``model_path``; write the artifacts (and ``report``) only if every one passes.
+
+    Returns the report dict (the JSON ``report`` receives).
+    """
+    from bnfreeze.io.signature import input_specs
+    from bnfreeze.io.sources import open_data
+    from bnfreeze.quantize.pipeline import QuantizeCheckError, quantize
+    from bnfreeze.quantize.agreement import criteria
+    from bnfreeze.quantize.pipeline import check_options
+
+    model_path = Path(model_path)
+    report = Path(report) if report is not None else None
+    targets = check_options(tflite=tflite, onnx=onnx, recalibrate=recalibrate, io=io, calibrate=calibrate)
+    for data in (calib_data, eval_data):
+        if data is not None and not Path(data).exists():
+            raise InputError(f"{data}: no such file or folder")
+    _check_outputs(model_path, [*targets.values(), report], force)
+    check_destinations(targets, force)
+    scale = parse_rescale(rescale)
+    model = load_model(model_path, unsafe=unsafe)
+    criteria(model, checks, min_top1, min_snr)  # bounds the checks would not use: before any work
+    specs = input_specs(model)
+    data = open_data(calib_data, specs, scale if Path(calib_data).is_dir() else None)
+    if scale is not None and not Path(calib_data).is_dir() and not (eval_data and Path(eval_data).is_dir()):
+        raise InputError(f"--rescale {rescale}: applies to a folder of images; {calib_data} is not one")
+    evaluation = None
+    if eval_data is not None:
+        evaluation = open_data(eval_data, specs, scale if Path(eval_data).is_dir() else None)
+    with committed_together() as stack:
+        try:
+            result = quantize(
+                model, data, tflite=tflite, onnx=onnx, recalibrate=recalibrate, fold=fold, io=io,
+                per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, equalize=equalize,
+                bias_correction=bias_correction, eval_data=evaluation,
+                check=checks or None, min_top1=min_top1, min_snr=min_snr, max_samples=max_samples, opset=opset,
+                seed=seed, force=force, outputs=stack,
+            )
+        except QuantizeCheckError as exc:
+            if exc.report is not None:
+                exc.report["model"] = str(model_path)
+            raise
+        summary = {"model": str(model_path), **{k: v for k, v in result.report.items() if k != "model"}}
+        if report is not None:
+            stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
+    return summary
+
+
 def _strategy(name: str | None):
     if name is None:
         return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 from bnfreeze.cli.render import Column, print_table, say
 
 
@@ -76,6 +78,91 @@ def print_artifacts(console, artifacts: list[dict]) -> None:
                  Column("result", ""), Column("seconds"), Column("BN nodes left")], rows,
                 plain=lambda r: (f"{r[0]} {r[1]}: max_abs {r[2]}, max_rel {r[3]} ({r[4]}): {r[5]}; "
                                  f"{r[6]} s; BN nodes left {r[7]}"))
+
+
+def _ops_text(ops: dict) -> str:
+    hidden = {"QuantizeLinear", "DequantizeLinear"}
+    shown = [f"{kind} {count}" for kind, count in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])) if kind not in hidden]
+    conversions = sum(count for kind, count in ops.items() if kind in hidden)
+    return ", ".join(shown) + (f" (+{conversions} QuantizeLinear/DequantizeLinear)" if conversions else "")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024:.1f} KiB" if count < 1 << 20 else f"{count / 2**20:.2f} MiB"
+
+
+def print_quantize_report(console, report: dict) -> None:
+    """The fold plan, then one row per int8 artifact: ops, float ops, BN ops left, size, agreement, accuracy."""
+    calibration = report["calibration"]
+    say(console, f"bnfreeze quantize: {report['model']}, calibrated on {calibration['samples']} samples of "
+                 f"{calibration['data']} ({report['weights']} weights)")
+    recalibration = report.get("recalibration")
+    if recalibration:
+        say(console, f"recalibrated the BN statistics first ({recalibration['mode']}, {recalibration['samples']} "
+                     f"samples, {recalibration['passes']} passes)")
+    if report.get("fold") is not None:
+        print_fold_report(console, {**report["fold"], "model": report["model"]})
+    else:
+        say(console, "not folded (--no-fold): the converters see every BatchNormalization layer")
+    for entry in report.get("scales_moved_back") or []:
+        say(console, f"  {entry['bn']}: scale of {entry['channels']} of {entry['of']} channels moved back into "
+                     f"{entry['scale_into']} (through its ReLU), shift folded into {entry['shift_into']}")
+    equalization = report.get("equalization")
+    if equalization is not None:
+        say(console, f"cross-layer equalization: {len(equalization['pairs'])} layer pairs in "
+                     f"{equalization['sweeps']} sweeps")
+    corrected = report.get("bias_correction")
+    if corrected is not None:
+        say(console, f"bias correction: {len(corrected['layers'])} layers, on {corrected.get('samples', 0)} samples")
+    artifacts = report.get("artifacts") or []
+    if not artifacts:
+        return
+    evaluation = report.get("evaluation") or {}
+    rows, styles = [], []
+    for a in artifacts:
+        accuracy = "-" if a.get("accuracy") is None else f"{a['accuracy']:.4f}"
+        top1 = "-" if a.get("top1_agreement") is None else f"{a['top1_agreement']:.4f}"
+        exact = sum(1 for op in a["float_ops"] if op["exact"])
+        floats = f"{len(a['float_ops']) - exact}" + (f" (+{exact} exact)" if exact else "")
+        verdict = "passed" if a.get("passed") else "FAILED"
+        rows.append((a["path"], f"{a['kind']}, {a['io']} I/O", _size(a["bytes"]), _ops_text(a["ops"]), floats,
+                     str(a["bn_derived_ops"]), top1, _number(a.get("snr_db")), accuracy, verdict))
+        styles.append(None if a.get("passed") else "red")
+    print_table(
+        console, f"int8 artifacts against {evaluation.get('reference', 'the float model')} "
+                 f"({evaluation.get('samples', '?')} samples of {evaluation.get('data', '?')})",
+        [Column("artifact"), Column("format", ""), Column("size"), Column("ops"), Column("ops left in float"),
+         Column("BN-derived ops left"), Column("top-1 agreement"), Column("SNR dB"), Column("accuracy"),
+         Column("result", "")],
+        rows, styles=styles,
+        plain=lambda r: (f"{r[0]} ({r[1]}, {r[2]}): {r[9]}; top-1 agreement {r[6]}, SNR {r[7]} dB, accuracy {r[8]}; "
+                         f"BN-derived ops left {r[5]}; ops left in float {r[4]}; ops: {r[3]}"),
+    )
+    places = {"input": "at the graph's float input", "output": "at the graph's float output",
+              "inside": "between quantized ops"}
+    for a in artifacts:
+        for op in a["float_ops"]:
+            if op["exact"]:
+                continue
+            origin = f"layer {op['layer']}" if op.get("layer") else op["name"]
+            say(console, f"  {a['path']}: {op['op']} ({origin}) computes in float, {places[op['where']]}")
+        exact = [op["op"] for op in a["float_ops"] if op["exact"]]
+        if exact:
+            kinds = ", ".join(f"{kind} {count}" for kind, count in collections.Counter(exact).items())
+            say(console, f"  {a['path']}: {len(exact)} op{'s' if len(exact) != 1 else ''} run on floats but only "
+                         f"move or select values, losing nothing ({kinds})")
+        if a.get("bn_derived"):
+            say(console, f"  {a['path']}: BN-derived quantized ops: {', '.join(a['bn_derived'])}")
+        if a.get("reason"):
+            say(console, f"  {a['path']}: {a['reason']}")
+    if report.get("float_accuracy") is not None:
+        parts = [f"float {report['float_accuracy']:.4f}"]
+        parts += [f"{a['kind']} int8 {a['accuracy']:.4f}" for a in artifacts if a.get("accuracy") is not None]
+        say(console, f"accuracy on {evaluation.get('samples')} labelled samples: {', '.join(parts)}")
+    criteria = report.get("criteria") or {}
+    if criteria:
+        bars = "; ".join(f"{name}: {text}" for name, text in criteria.items())
+        say(console, f"criterion: {bars}: {'passed' if report.get('passed') else 'FAILED'}")
 
 
 def _number(value, digits: int = 3) -> str:

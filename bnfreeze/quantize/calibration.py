@@ -1,0 +1,62 @@
+"""Calibration samples for the converters: the data's samples one at a time, in order.
+
+The TF Lite converter takes a *representative dataset* (a generator of
+feeds) and onnxruntime a :class:`CalibrationDataReader`; both get the same
+samples in the same order, one sample per feed, so that the two artifacts and
+the peers in ``scripts/bench_int8.py`` are calibrated on exactly the same data.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from bnfreeze.errors import InputError
+
+
+def samples(data, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """One-sample feeds ``{input name: (1, ...) array}`` from a data source, at most ``limit``."""
+    for feed in data.batches(1, limit):
+        yield {name: np.ascontiguousarray(value) for name, value in feed.items()}
+
+
+def sample_count(data, limit: int | None = None) -> int:
+    count = data.size if limit is None else min(data.size, limit)
+    if count == 0:
+        raise InputError(f"{data.source}: holds no samples to calibrate on")
+    return count
+
+
+def representative_dataset(data, names: list[str], limit: int | None = None):
+    """A TF Lite ``representative_dataset``: feeds keyed by the signature's input names."""
+    specs = [s.name for s in data.specs]
+
+    def generate():
+        for feed in samples(data, limit):
+            yield {name: feed[spec] for name, spec in zip(names, specs)}
+
+    return generate
+
+
+def onnx_reader(data, names: list[str], limit: int | None = None):
+    """An ``onnxruntime.quantization.CalibrationDataReader`` over ``data`` for graph inputs ``names``."""
+    from bnfreeze.io.interrupts import import_native
+
+    quantization = import_native("onnxruntime.quantization")
+    specs = [s.name for s in data.specs]
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self._feeds = samples(data, limit)
+
+        def get_next(self):
+            feed = next(self._feeds, None)
+            if feed is None:
+                return None
+            return {name: feed[spec] for name, spec in zip(names, specs)}
+
+        def rewind(self):
+            self._feeds = samples(data, limit)
+
+    return Reader()
