@@ -417,8 +417,7 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
 @click.option("--min-top1", type=float, default=None, help="Least top-1 agreement with the float model (default 0.99).")
 @click.option("--min-snr", type=float, default=None, help="Least SNR against the float model in dB (default 25).")
 @click.option("--max-samples", type=click.IntRange(min=1), default=None, help="Calibrate on the first N samples only.")
-@click.option("--rescale", type=str, default=None,
-              help="With image folders: multiply pixels by this (a number or a fraction such as 1/255).")
+@rescale_option
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the exported float graph.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold's parity-check inputs.")
 @click.option("--report", type=click.Path(path_type=str), help="Write the quantization report as JSON.")

@@ -226,7 +226,7 @@ def quantize_file(
             raise InputError(f"{data}: no such file or folder")
     _check_outputs(model_path, [*targets.values(), report], force)
     check_destinations(targets, force)
-    scale = parse_rescale(rescale)
+    scale = rescale
     model = load_model(model_path, unsafe=unsafe)
     criteria(model, checks, min_top1, min_snr)  # bounds the checks would not use: before any work
     specs = input_specs(model)
