@@ -46,7 +46,7 @@ def test_folder_needs_an_image_model(tmp_path):
     with pytest.raises(InputError, match="holds no images"):
         (tmp_path / "a.png").unlink()
         open_data(tmp_path, SPEC[:1] and [TensorSpec("i", (None, 8, 8, 3), "float32")])
-    with pytest.raises(InputError, match="folder of images only"):
+    with pytest.raises(InputError, match="applies to images only"):
         np.save(tmp_path / "x.npy", np.zeros((2, 4, 4, 2), np.float32))
         open_data(tmp_path / "x.npy", SPEC, rescale=0.5)
 
