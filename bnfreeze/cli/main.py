@@ -225,10 +225,35 @@ def verify(reference, candidates, config_path, data, samples, seed, batch_size, 
         raise SystemExit(1)
 
 
+class _Scale(click.ParamType):
+    """A number or a fraction: ``0.5``, ``1/255``."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            if "/" in text:
+                top, bottom = text.split("/", 1)
+                return float(top) / float(bottom)
+            return float(text)
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a number or a fraction like 1/255", param, ctx)
+
+
 @main.command()
 @model_argument
-@click.option("--calib-data", required=True, type=click.Path(path_type=str),
-              help="Calibration inputs: .npy, .npz (arrays named after the inputs, or x; optional y) or an image folder.")
+@click.option("--calib-data", required=True, multiple=True, type=click.Path(path_type=str),
+              help="Calibration inputs: .npy, .npz (arrays named after the inputs, or x; optional y), an image "
+                   "folder, or TFRecord files and globs (repeat the option for several).")
+@click.option("--feature", default=None,
+              help="TFRecords: the tf.train.Example feature to feed (default: the input's name, image/encoded, "
+                   "image, x, or the only feature).")
+@click.option("--feature-type", type=click.Choice(["auto", "image", "tensor"]), default=None,
+              help="TFRecords: image = encoded PNG/JPEG/BMP/GIF bytes; tensor = tf.io.serialize_tensor bytes or a "
+                   "float/int64 list of one sample's values (default auto: decided by the first record).")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Recalibrated model (default <stem>.recalibrated.keras).")
 @click.option("--mode", type=click.Choice(["exact", "precise", "ema", "fixed-batch"]), default="exact", show_default=True,
               help="exact: population statistics in dependency order; precise: PreciseBN; ema: Keras's momentum "
@@ -238,10 +263,20 @@ def verify(reference, candidates, config_path, data, samples, seed, batch_size, 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fixed batch and the parity checks.")
 @click.option("--memory-budget", default=None,
               help="Memory for activations kept between exact passes, e.g. 2GiB or 0 (default: 1/4 of RAM, max 8GiB).")
-@click.option("--distribute", type=click.Choice(["mirrored"]), default=None,
-              help="Run on a tf.distribute.MirroredStrategy over all local devices.")
+@click.option("--distribute", type=click.Choice(["mirrored", "multi-worker"]), default=None,
+              help="mirrored: tf.distribute.MirroredStrategy over all local devices; multi-worker: "
+                   "MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (run the same command on every worker).")
+@click.option("--worker-timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="multi-worker: seconds to wait for the cluster to start and for the other workers at each "
+                   "merge (one per pass); then fail with nothing written.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="TensorFlow threads per process (intra-op; inter-op 1), e.g. for several workers on one machine.")
 @click.option("--eval-data", type=click.Path(path_type=str), help="Labelled .npz (x, y) for accuracy before/after.")
-@click.option("--rescale", type=float, default=None, help="Multiply image-folder pixels by this (e.g. 0.00392 = 1/255).")
+@click.option("--rescale", type=_Scale(), default=None,
+              help="Multiply image pixels (folders, TFRecord images) by this: a number or a fraction, e.g. 1/255.")
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 1, nothing written) instead of warning: too few samples, extreme variance ratios or "
+                   "mean shifts, a fixed batch smaller than --batch-size.")
 @click.option("--report", type=click.Path(path_type=str), help="Write the recalibration report as JSON.")
 @click.option("--fold", "fold_after", is_flag=True, help="Fold the recalibrated model right after (and export that).")
 @click.option("--folded-output", type=click.Path(path_type=str),
@@ -250,9 +285,9 @@ def verify(reference, candidates, config_path, data, samples, seed, batch_size, 
 @write_options
 @load_options
 @tolerance_options
-def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, memory_budget, distribute, eval_data,
-                rescale, report, fold_after, folded_output, onnx, savedmodel, tflite, opset, export_batch_size, force,
-                unsafe, atol, rtol):
+def recalibrate(model, calib_data, feature, feature_type, output, mode, batch_size, max_samples, seed, memory_budget,
+                distribute, worker_timeout, threads, eval_data, rescale, strict, report, fold_after, folded_output,
+                onnx, savedmodel, tflite, opset, export_batch_size, force, unsafe, atol, rtol):
     """Replace BN moving statistics with those of calibration data (AdaBN / PreciseBN)."""
     from bnfreeze.cli.operations import recalibrate_file
     from bnfreeze.cli.tables import RichProgress, print_artifacts, print_fold_report, print_recalibration
@@ -260,9 +295,10 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
     console = _console()
     with RichProgress(_console(stderr=True)) as progress:
         result, fold_result, summary = recalibrate_file(
-            model, calib_data, output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
-            memory_budget=memory_budget, distribute=distribute, eval_data=eval_data, rescale=rescale, report=report,
-            force=force, unsafe=unsafe, fold_after=fold_after, folded_output=folded_output,
+            model, list(calib_data), output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
+            memory_budget=memory_budget, distribute=distribute, worker_timeout=worker_timeout, threads=threads,
+            eval_data=eval_data, rescale=rescale, feature=feature, feature_type=feature_type, strict=strict,
+            report=report, force=force, unsafe=unsafe, fold_after=fold_after, folded_output=folded_output,
             exports=_exports(onnx, savedmodel, tflite, opset, export_batch_size), atol=atol, rtol=rtol,
             progress=progress,
         )

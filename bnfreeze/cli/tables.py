@@ -99,8 +99,11 @@ def print_verify(console, report) -> None:
 def print_recalibration(console, model_label: str, report: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"bnfreeze recalibrate ({report['mode']}, {report['samples']} samples, "
-                        f"{report['passes']} passes): {model_label}", title_justify="left")
+    from bnfreeze.recalibration.report import plural as _plural
+
+    workers = f", {report['workers']} workers" if report.get("workers") else ""
+    table = Table(title=f"bnfreeze recalibrate ({report['mode']}, {_plural(report['samples'], 'sample')}, "
+                        f"{_plural(report['passes'], 'pass')}{workers}): {model_label}", title_justify="left")
     for column in ("BatchNormalization", "level", "calls", "Δmean max/σ", "Δmean rms/σ", "var ratio",
                    "var ratio range"):
         table.add_column(column)
@@ -112,12 +115,16 @@ def print_recalibration(console, model_label: str, report: dict) -> None:
     console.print(table)
     for name in report.get("skipped", []):
         console.print(f"[yellow]not reached[/yellow]: BNs inside {name} (a layer bnfreeze cannot look into)")
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning[/yellow]: {warning['message']}", highlight=False)
     accuracy = report.get("accuracy")
     if accuracy:
         console.print(f"accuracy on {accuracy['data']}: before {accuracy['before']:.4f}, after {accuracy['after']:.4f}")
     if "cached_passes" in report:
         console.print(f"activations kept between passes: {report['cached_passes']} of {report['passes']} passes, "
                       f"peak {report['peak_cache_bytes'] / 2**20:.1f} MiB of {report['memory_budget'] / 2**20:.0f} MiB")
+    if report.get("worker"):
+        console.print(f"worker {report['worker'] + 1} of {report['workers']}: done; the chief writes the outputs")
     for key in ("output", "folded_output"):
         if report.get(key):
             console.print(f"wrote {report[key]}")
@@ -142,7 +149,7 @@ class RichProgress:
     def __exit__(self, *exc):
         self._progress.stop()
 
-    def start(self, description: str, total: int) -> None:
+    def start(self, description: str, total: int | None) -> None:
         if self._task is not None:
             self._progress.update(self._task, visible=False)
         self._task = self._progress.add_task(description, total=total, rate="")

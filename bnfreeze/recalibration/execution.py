@@ -196,3 +196,52 @@ def describe_cluster_failure(exc, cluster: Cluster, what: str) -> str:
     else:
         reason = f"{who} stopped or cannot be reached ({what})"
     return f"TF_CONFIG cluster: {reason}; this worker ({cluster.task}) stops; nothing was written"
+
+
+def multi_worker_strategy(timeout: float):
+    """A ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``, once every worker is up.
+
+    Must run before TensorFlow executes anything in this process. Collectives
+    time out after ``timeout`` seconds; so does waiting for the cluster to
+    come up, which TensorFlow would otherwise do forever (deaf to SIGTERM): a
+    watchdog thread then ends the process with exit code 2 and one line on
+    stderr (nothing has been written at that point).
+    """
+    import json
+    import os
+    import threading
+
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise InputError("--distribute multi-worker needs TF_CONFIG (the cluster and this task, as TensorFlow "
+                         "documents it) in the environment of every worker")
+    try:
+        config = json.loads(text)
+        cluster = config["cluster"]
+        task = config["task"]
+        members = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+        where = f"{task['type']}:{task['index']}"
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"TF_CONFIG: not a cluster and task as TensorFlow documents them ({exc})") from exc
+    import tensorflow as tf
+
+    message = (f"TF_CONFIG cluster: the {members} workers did not all start within {timeout:g} s "
+               f"(this task is {where}); nothing was written")
+
+    def give_up():
+        import sys
+
+        sys.stderr.write(f"bnfreeze: error: {message}\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise InputError(f"TF_CONFIG cluster: {str(exc).splitlines()[0][:200]}") from exc
+    finally:
+        watchdog.cancel()

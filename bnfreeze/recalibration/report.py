@@ -57,8 +57,10 @@ MEAN_SHIFT_LIMIT = 10.0
 
 
 def plural(count, noun: str) -> str:
-    """``1 sample``, ``2 samples``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    """``1 sample``, ``2 samples``, ``1 pass``, ``3 passes``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}es" if noun.endswith(("s", "x", "ch", "sh")) else f"{count} {noun}s"
 
 
 def warnings_for(changes: list[BnChange], samples: int, mode: str, batch_size: int) -> list[dict]:
