@@ -198,18 +198,35 @@ def describe_cluster_failure(exc, cluster: Cluster, what: str) -> str:
     return f"TF_CONFIG cluster: {reason}; this worker ({cluster.task}) stops; nothing was written"
 
 
+_WATCHDOG = """
+import os, select, signal, sys
+parent, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+ready, _, _ = select.select([sys.stdin], [], [], timeout)
+if not ready:
+    sys.stderr.write(message + "\\n")
+    sys.stderr.flush()
+    try:
+        os.kill(parent, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+"""
+
+
 def multi_worker_strategy(timeout: float):
     """A ``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``, once every worker is up.
 
     Must run before TensorFlow executes anything in this process. Collectives
-    time out after ``timeout`` seconds; so does waiting for the cluster to
-    come up, which TensorFlow would otherwise do forever (deaf to SIGTERM): a
-    watchdog thread then ends the process with exit code 2 and one line on
-    stderr (nothing has been written at that point).
+    time out after ``timeout`` seconds. So does waiting for the cluster to
+    come up, which TensorFlow does inside one C++ call that holds the GIL
+    (no Python thread or signal handler runs meanwhile, SIGTERM included): a
+    small watchdog process prints one line and kills this process if the
+    cluster is not up in time (exit status 137; nothing has been written at
+    that point).
     """
     import json
     import os
-    import threading
+    import subprocess
+    import sys
 
     text = os.environ.get("TF_CONFIG")
     if not text:
@@ -225,23 +242,15 @@ def multi_worker_strategy(timeout: float):
         raise InputError(f"TF_CONFIG: not a cluster and task as TensorFlow documents them ({exc})") from exc
     import tensorflow as tf
 
-    message = (f"TF_CONFIG cluster: the {members} workers did not all start within {timeout:g} s "
+    message = (f"bnfreeze: error: TF_CONFIG cluster: the {members} workers did not all start within {timeout:g} s "
                f"(this task is {where}); nothing was written")
-
-    def give_up():
-        import sys
-
-        sys.stderr.write(f"bnfreeze: error: {message}\n")
-        sys.stderr.flush()
-        os._exit(2)
-
-    watchdog = threading.Timer(timeout, give_up)
-    watchdog.daemon = True
-    watchdog.start()
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
+                                stdin=subprocess.PIPE)
     try:
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     except (ValueError, RuntimeError, tf.errors.OpError) as exc:
         raise InputError(f"TF_CONFIG cluster: {str(exc).splitlines()[0][:200]}") from exc
     finally:
-        watchdog.cancel()
+        watchdog.stdin.close()  # end of input: the watchdog leaves quietly
+        watchdog.wait()
