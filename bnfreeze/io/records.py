@@ -240,7 +240,7 @@ class RecordData:
                     reason = f"{self.format.description} is not a decodable image"
                 else:
                     reason = f"{self.format.description} does not give a tensor of shape {self.format.sample_shape}"
-                return f"{path}: record {record + 1}: {reason}"
+                return f"{path}: record {record + 2}: {reason}"
         return f"{self.source}: could not read the records ({str(exc).splitlines()[0][:160]})"
 
 
@@ -416,7 +416,8 @@ def dataset_data(dataset, specs: list[TensorSpec]) -> DatasetData:
         raise InputError(f"<tf.data.Dataset>: this model has {len(names)} inputs; give a tuple or a dict per element")
 
     pick = inputs_of(spec)
-    dataset = dataset.map(pick)
+    packed = isinstance(spec, tuple)  # tf.data hands a tuple's items over as separate arguments
+    dataset = dataset.map(lambda *items: pick(items if packed else items[0]))
     ranks = {n: dataset.element_spec[n].shape.rank for n in names}
     batched = [ranks[s.name] == len(s.shape) for s in specs]
     for s in specs:
