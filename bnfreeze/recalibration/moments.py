@@ -110,45 +110,58 @@ def local_moments(x, axes):
     if axes == [0] or x.dtype == tf.float64 or len(kept) != 1 or 0 not in axes:
         return _moments_float64(x, axes, rank)
     x = tf.cast(x, tf.float32)
-    rows = _rows(x, kept[0], rank)  # (batch, positions, channels) or (batch, channels, positions)
     channels_last = kept[0] != 1
-    shape = tf.shape(rows, out_type=tf.int64)
-    positions = shape[2] if not channels_last else shape[1]
-    count = tf.cast(shape[0] * positions, tf.float64)
-    mean = tf.math.divide_no_nan(_sample_sums(rows, channels_last), count)
+    rows, positions = _rows(x, kept[0], rank)  # (batch, positions, channels) or (batch, channels, positions)
+    count = tf.cast(tf.shape(rows, out_type=tf.int64)[0], tf.float64) * tf.cast(positions, tf.float64)
+    ones = _ones(positions, channels_last)
+    mean = tf.math.divide_no_nan(_sample_sums(rows, ones, channels_last), count)
     centre = tf.cast(mean, tf.float32)
-    centre_b = centre if channels_last else centre[:, None]
-    m2 = _sample_sums(tf.math.squared_difference(rows, centre_b), channels_last)
+    m2 = _sample_sums(tf.math.squared_difference(rows, centre if channels_last else centre[:, None]), ones,
+                      channels_last)
     offset = tf.cast(centre, tf.float64) - mean
     m2 = tf.maximum(m2 - count * offset * offset, 0.0)
     return count, mean, m2
 
 
 def _rows(x, channel_axis: int, rank: int):
-    """``x`` as (batch, positions, channels) when channels come last, else (batch, channels, positions)."""
+    """``x`` as (batch, positions, channels) when channels come last, else (batch, channels, positions).
+
+    Static sizes where the shape is known (fewer ops to trace), dynamic otherwise.
+    """
     import tensorflow as tf
 
-    shape = tf.shape(x)
+    if channel_axis not in (1, rank - 1):
+        order = [0] + [i for i in range(1, rank) if i != channel_axis] + [channel_axis]
+        return _rows(tf.transpose(x, order), rank - 1, rank)
+    inner = [x.shape[i] for i in range(1, rank) if i != channel_axis]
+    channels = x.shape[channel_axis]
+    if all(d is not None for d in inner) and channels is not None:
+        positions = int(np.prod(inner, dtype=np.int64))
+        shape = [-1, positions, channels] if channel_axis == rank - 1 else [-1, channels, positions]
+        return tf.reshape(x, shape), positions
+    dynamic = tf.shape(x)
+    positions = tf.reduce_prod(tf.gather(dynamic, [i for i in range(1, rank) if i != channel_axis]))
     if channel_axis == rank - 1:
-        return tf.reshape(x, tf.stack([shape[0], -1, shape[-1]]))
-    if channel_axis == 1:
-        return tf.reshape(x, tf.stack([shape[0], shape[1], -1]))
-    order = [0] + [i for i in range(1, rank) if i != channel_axis] + [channel_axis]
-    moved = tf.transpose(x, order)
-    return tf.reshape(moved, tf.stack([shape[0], -1, shape[channel_axis]]))
+        return tf.reshape(x, tf.stack([dynamic[0], positions, dynamic[-1]])), positions
+    return tf.reshape(x, tf.stack([dynamic[0], dynamic[1], positions])), positions
 
 
-def _sample_sums(rows, channels_last: bool):
+def _ones(positions, channels_last: bool):
+    """A row (or column) of ones, broadcast over the batch by the matrix product."""
+    import tensorflow as tf
+
+    return tf.ones(tf.stack([1, positions]) if channels_last else tf.stack([positions, 1]), tf.float32) \
+        if not isinstance(positions, int) else tf.ones([1, positions] if channels_last else [positions, 1], tf.float32)
+
+
+def _sample_sums(rows, ones, channels_last: bool):
     """Per-channel sum over positions (float32, a batched GEMV) and then over the batch (float64)."""
     import tensorflow as tf
 
-    shape = tf.shape(rows)
     if channels_last:
-        ones = tf.ones(tf.stack([shape[0], 1, shape[1]]), rows.dtype)
-        per_sample = tf.matmul(ones, rows)  # (batch, 1, channels)
+        per_sample = tf.matmul(ones, rows)  # (1, P) @ (batch, P, C) -> (batch, 1, C)
         return tf.reduce_sum(tf.cast(per_sample, tf.float64), axis=[0, 1])
-    ones = tf.ones(tf.stack([shape[0], shape[2], 1]), rows.dtype)
-    per_sample = tf.matmul(rows, ones)  # (batch, channels, 1)
+    per_sample = tf.matmul(rows, ones)  # (batch, C, P) @ (P, 1) -> (batch, C, 1)
     return tf.reduce_sum(tf.cast(per_sample, tf.float64), axis=[0, 2])
 
 
