@@ -46,45 +46,50 @@ def describe(values) -> str:
 
 
 def phases(model, data, batch_size: int) -> None:
-    """Where the time of one exact and one precise run goes."""
+    """Where the time of one exact and one precise run goes (wall and CPU seconds of this process)."""
     from bnfreeze.fold import rewrite
     from bnfreeze.recalibration import execution, recalibrate
 
+    first = "first call of each pass (trace + graph optimisation + 1 batch)"
     for mode in ("precise", "exact"):
-        totals = {"copy model": 0.0, "first call of each pass (trace + graph optimisation + 1 batch)": 0.0,
-                  "other batches": 0.0}
+        totals = {"copy model": [0.0, 0.0], first: [0.0, 0.0], "other batches": [0.0, 0.0]}
         counts = {"first": 0, "other": 0}
         copy, run = rewrite.copy_model, execution.Executor.run
 
+        def account(key, wall, cpu):
+            totals[key][0] += time.perf_counter() - wall
+            totals[key][1] += time.process_time() - cpu
+
         def copy_timed(m):
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return copy(m)
             finally:
-                totals["copy model"] += time.perf_counter() - start
+                account("copy model", wall, cpu)
 
         def run_timed(self, fn, args):
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return run(self, fn, args)
             finally:
-                first = not getattr(fn, "_seen", False)
+                is_first = not getattr(fn, "_seen", False)
                 fn._seen = True
-                key = "first call of each pass (trace + graph optimisation + 1 batch)" if first else "other batches"
-                totals[key] += time.perf_counter() - start
-                counts["first" if first else "other"] += 1
+                account(first if is_first else "other batches", wall, cpu)
+                counts["first" if is_first else "other"] += 1
 
         rewrite.copy_model, execution.Executor.run = copy_timed, run_timed
         try:
-            wall, _, result = timed(lambda: recalibrate(model, data, mode=mode, batch_size=batch_size))
+            wall, cpu, result = timed(lambda: recalibrate(model, data, mode=mode, batch_size=batch_size))
         finally:
             rewrite.copy_model, execution.Executor.run = copy, run
-        rest = wall - sum(totals.values())
-        print(f"\n{mode}: {wall:.2f} s, {result.passes} passes, {counts['first']} first calls, "
+        print(f"\n{mode}: {wall:.2f} s wall, {cpu:.2f} s CPU; {result.passes} passes, {counts['first']} first calls, "
               f"{counts['other']} other batches")
-        for key, seconds in totals.items():
-            print(f"  {key}: {seconds:.2f} s")
-        print(f"  rest (flatten, sizes, moments merge, assign, report): {rest:.2f} s")
+        for key, (w, c) in totals.items():
+            print(f"  {key}: {w:.2f} s wall, {c:.2f} s CPU")
+        print(f"  rest (flatten, sizes, merges, assign, report): {wall - sum(w for w, _ in totals.values()):.2f} s wall, "
+              f"{cpu - sum(c for _, c in totals.values()):.2f} s CPU")
+    wall, cpu, _ = timed(lambda: model.predict(data.arrays[data.specs[0].name], batch_size=batch_size, verbose=0))
+    print(f"\npredict: {wall:.2f} s wall, {cpu:.2f} s CPU")
 
 
 def main() -> None:
