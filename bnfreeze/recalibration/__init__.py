@@ -204,8 +204,8 @@ def recalibrate(
         first = result.warnings[0]["message"]
         more = len(result.warnings) - 1
         raise ParityError(f"recalibration is doubtful (--strict): {first}" + (f" (and {more} more)" if more else ""))
-    if cluster.workers == 1 or eval_data is not None:
-        # labels of a sharded calibration set are the worker's own: accuracy only from whole data
+    if cluster.is_chief:
+        # the chief reports; it measures on the whole calibration set (or eval_data), not on its shard
         _measure_accuracy(result, model, source if eval_data is None else as_data(eval_data, _specs(model)), batch_size)
     return result
 
