@@ -16,6 +16,7 @@ modified; the result holds a new one.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 from dataclasses import dataclass, field
@@ -262,7 +263,9 @@ def _sample_bytes(program: Program, data, names: list[str]) -> dict:
         sizes[key] = int(np.prod(shape, dtype=np.int64)) * _itemsize(tensor.dtype)
     else:
         return sizes
-    feed = next(iter(data.batches(1)))
+    feed = next(iter(data.batches(1)), None)
+    if feed is None:  # an empty shard of a multi-worker run: nothing to keep
+        return collections.defaultdict(int)
     values = dict(zip(program.input_keys, [feed[n] for n in names]))
     run_steps(program.steps, values)
     return {key: int(np.prod(v.shape[1:], dtype=np.int64)) * _itemsize(v.dtype) for key, v in values.items()}
