@@ -71,18 +71,34 @@ def write_records(folder: Path, samples: int, per_file: int = 4096) -> str:
     return str(folder / "*.tfrecord")
 
 
-def peak_rss(args: list[str]) -> tuple[float, int]:
-    """Run the command line in a fresh process; its peak RSS in MiB and its exit code."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+_WRAPPER = """
+import atexit, os, runpy, sys
+
+def report():
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as out:
+        out.write(peak.split()[1])
+
+atexit.register(report)
+sys.argv = ["bnfreeze", "recalibrate", *sys.argv[1:]]
+runpy.run_module("bnfreeze.cli", run_name="__main__")
+"""
+
+
+def peak_rss(args: list[str], tmp: Path) -> tuple[float, int]:
+    """Run the command line in a fresh process; its peak RSS in MiB and its exit code.
+
+    The peak is the process's own ``VmHWM`` (read at exit): ``ru_maxrss`` of a
+    child would include the RSS of this (parent) process at the fork.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", BENCH_PEAK_FILE=str(tmp / "peak"))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-m", "bnfreeze.cli", "recalibrate", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=env)
     if proc.returncode != 0:
-        print(proc.stderr.read().decode()[-2000:], file=sys.stderr)
-    proc.stderr.close()
-    return usage.ru_maxrss / 1024, proc.returncode
+        print(proc.stderr.decode()[-2000:], file=sys.stderr)
+    return int((tmp / "peak").read_text()) / 1024, proc.returncode
 
 
 def main() -> None:
@@ -111,13 +127,13 @@ def main() -> None:
                     extra = ["--memory-budget", args.budget] if mode == "exact" else []
                     out = tmp / f"out-{mode}-{scale}.keras"
                     peak, code = peak_rss([str(model), "--calib-data", *sources[(kind, scale)], "--mode", mode,
-                                           "--batch-size", "64", "-o", str(out), "--force", *extra])
+                                           "--batch-size", "64", "-o", str(out), "--force", *extra], tmp)
                     if code != 0:
                         raise SystemExit(f"run failed ({kind}, {mode}, {scale}x)")
                     peaks.append(peak)
                 rows.append((kind, mode, peaks))
                 print(f"{kind} {mode}: {peaks[0]:.0f} / {peaks[1]:.0f} MiB", file=sys.stderr, flush=True)
-    print(f"Peak RSS of `bnfreeze recalibrate` (fresh process per run); N = {args.samples} samples of 32x32x3, "
+    print(f"Peak RSS (VmHWM) of `bnfreeze recalibrate` (fresh process per run); N = {args.samples} samples of 32x32x3, "
           f"batch 64, exact with --memory-budget {args.budget}; {platform.machine()}, {os.cpu_count()} CPUs, "
           f"TF {tf.__version__}\n")
     print("| data | mode | peak RSS, N samples (MiB) | peak RSS, 10 N samples (MiB) | 10x / 1x |")
