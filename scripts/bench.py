@@ -365,6 +365,13 @@ def markdown(rows: list[Row], machine: str, args) -> str:
     return "\n".join(out) + "\n"
 
 
+def _kept_sections(path: Path) -> str:
+    """Sections this script does not generate (from "## Recalibration" on), kept as they are."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find("\n## Recalibration")
+    return text[start:] if start >= 0 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=MODELS)
@@ -393,7 +400,7 @@ def main() -> None:
             else:
                 rows[index] = row
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-            args.out.write_text(markdown(rows, machine, args))
+            args.out.write_text(markdown(rows, machine, args) + _kept_sections(args.out))
             if args.json:
                 args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     print(args.out.read_text())
