@@ -140,6 +140,8 @@ class ExactEstimator:
             moments, total = self.executor.merge(moments, seen, self._channels(layer_ids), f"the end of pass {level + 1}")
             self.passes += 1
             self.samples = total if level == 0 else self.samples
+            if total == 0:  # no data at all (found only now when its size was unknown): nothing to measure
+                return results
             for layer_id in layer_ids:
                 results[layer_id] = _statistics(moments[layer_id], total)
                 self.assign(layer_id, results[layer_id])

@@ -300,3 +300,12 @@ def test_no_warning_on_plenty_of_ordinary_data():
     once = recalibrate(model, data_of(model, x), batch_size=50)
     again = recalibrate(once.model, data_of(model, calibration(model, samples=200, seed=9, shift=0.0, scale=1.0)))
     assert again.warnings == []
+
+
+def test_data_that_turns_out_empty_is_an_input_error(model, x):
+    import tensorflow as tf
+
+    empty = tf.data.Dataset.from_tensor_slices(x).filter(lambda s: False)  # size unknown until read
+    for mode in ("exact", "precise"):
+        with pytest.raises(InputError, match="holds no samples"):
+            recalibrate(model, empty, mode=mode)
