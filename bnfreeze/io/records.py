@@ -148,8 +148,6 @@ class RecordData:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
         if not self.files:
             return iter(())
-        import tensorflow as tf
-
         dataset = self._samples()
         limits = [n for n in (self.limit, limit) if n is not None]
         if limits:
