@@ -365,13 +365,11 @@ def markdown(rows: list[Row], machine: str, args) -> str:
     return "\n".join(out) + "\n"
 
 
-def keep_int8_section(text: str, path: Path) -> str:
-    """``text`` with the int8 section that scripts/bench_int8.py wrote into ``path`` (between its markers) kept."""
-    start, end = "<!-- bench_int8: start", "<!-- bench_int8: end -->"
-    old = path.read_text() if path.exists() else ""
-    if start in old and end in old:
-        text = text.rstrip("\n") + "\n\n" + old[old.index(start):old.index(end) + len(end)] + "\n"
-    return text
+def _kept_sections(path: Path) -> str:
+    """Sections other scripts write (from "## Recalibration" or the int8 markers on), kept as they are."""
+    text = path.read_text() if path.exists() else ""
+    starts = [i for i in (text.find("\n## Recalibration"), text.find("\n<!-- bench_int8: start")) if i >= 0]
+    return text[min(starts):] if starts else ""
 
 
 def main() -> None:
@@ -402,7 +400,7 @@ def main() -> None:
             else:
                 rows[index] = row
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-            args.out.write_text(keep_int8_section(markdown(rows, machine, args), args.out))
+            args.out.write_text(markdown(rows, machine, args) + _kept_sections(args.out))
             if args.json:
                 args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     print(args.out.read_text())

@@ -2,11 +2,19 @@
 
 ResNet50 (weights=None, randomised BN statistics) on 256 random calibration
 images: one inference pass over the data with ``model.predict`` (graph mode,
-the fastest standard Keras path), then each recalibration mode on the same
-data and batch size. Prints a Markdown table with the ratios to the inference
-pass; the goals are ``precise`` <= 1.5x and ``exact`` <= 3x.
+the fastest standard Keras path, warmed up: its tracing is not counted), and
+each recalibration mode on the same data and batch size (everything counted:
+copying the model, tracing every pass, the passes, writing the statistics).
+The runs are interleaved round by round (the order rotates), and each mode's
+ratio is taken to the predict pass of the same round, so that a busy machine
+slows both sides of a ratio; the table gives medians and ranges over the
+rounds, of wall time and of CPU time (all threads). Goals: ``precise`` <=
+1.15x and ``exact`` <= 1.3x.
 
-Run: ``python scripts/bench_recalibrate.py [--model ResNet50] [--images 256] [--size 224]``
+``--phases`` instead times the phases of one exact and one precise run
+(copy, flatten, tracing and first call of each pass, the other batches).
+
+Run: ``python scripts/bench_recalibrate.py [--model ResNet50] [--images 256] [--size 224] [--rounds 5]``
 """
 
 from __future__ import annotations
@@ -20,9 +28,68 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, value
+
+
+def describe(values) -> str:
+    values = np.asarray(values)
+    return f"{np.median(values):.2f} ({values.min():.2f}-{values.max():.2f})"
+
+
+def phases(model, data, batch_size: int) -> None:
+    """Where the time of one exact and one precise run goes (wall and CPU seconds of this process)."""
+    from bnfreeze.fold import rewrite
+    from bnfreeze.recalibration import execution, recalibrate
+
+    first = "first call of each pass (trace + graph optimisation + 1 batch)"
+    for mode in ("precise", "exact"):
+        totals = {"copy model": [0.0, 0.0], first: [0.0, 0.0], "other batches": [0.0, 0.0]}
+        counts = {"first": 0, "other": 0}
+        copy, run = rewrite.copy_model, execution.Executor.run
+
+        def account(key, wall, cpu):
+            totals[key][0] += time.perf_counter() - wall
+            totals[key][1] += time.process_time() - cpu
+
+        def copy_timed(m):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return copy(m)
+            finally:
+                account("copy model", wall, cpu)
+
+        def run_timed(self, fn, args):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return run(self, fn, args)
+            finally:
+                is_first = not getattr(fn, "_seen", False)
+                fn._seen = True
+                account(first if is_first else "other batches", wall, cpu)
+                counts["first" if is_first else "other"] += 1
+
+        rewrite.copy_model, execution.Executor.run = copy_timed, run_timed
+        try:
+            wall, cpu, result = timed(lambda: recalibrate(model, data, mode=mode, batch_size=batch_size))
+        finally:
+            rewrite.copy_model, execution.Executor.run = copy, run
+        print(f"\n{mode}: {wall:.2f} s wall, {cpu:.2f} s CPU; {result.passes} passes, {counts['first']} first calls, "
+              f"{counts['other']} other batches")
+        for key, (w, c) in totals.items():
+            print(f"  {key}: {w:.2f} s wall, {c:.2f} s CPU")
+        print(f"  rest (flatten, sizes, merges, assign, report): {wall - sum(w for w, _ in totals.values()):.2f} s wall, "
+              f"{cpu - sum(c for _, c in totals.values()):.2f} s CPU")
+    wall, cpu, _ = timed(lambda: model.predict(data.arrays[data.specs[0].name], batch_size=batch_size, verbose=0))
+    print(f"\npredict: {wall:.2f} s wall, {cpu:.2f} s CPU")
 
 
 def main() -> None:
@@ -31,17 +98,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2, help="Each timing is the best of this many runs.")
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds; medians and ranges over them.")
+    parser.add_argument("--modes", default="precise,exact", help="Comma-separated modes to time (also ema, fixed-batch).")
     parser.add_argument("--uncached", action="store_true",
                         help="Also time exact mode with --memory-budget 0 (one pass per BN level from the data: slow).")
+    parser.add_argument("--phases", action="store_true", help="Time the phases of one exact and one precise run.")
     args = parser.parse_args()
 
     import keras
     import tensorflow as tf
 
     from bnfreeze.io.arrays import ArrayData
-    from bnfreeze.recalibration import recalibrate
     from bnfreeze.io.signature import input_specs
+    from bnfreeze.recalibration import recalibrate
     from support import randomize_bn
 
     model = getattr(keras.applications, args.model)(weights=None, input_shape=(args.size, args.size, 3))
@@ -49,40 +118,47 @@ def main() -> None:
     x = np.random.default_rng(0).normal(0, 1, (args.images, args.size, args.size, 3)).astype(np.float32)
     specs = input_specs(model)
     data = ArrayData(Path("<random images>"), {specs[0].name: x}, specs)
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+               f"{'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}, TF {tf.__version__}")
 
-    def best(fn):
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    # warm up both paths (tracing, oneDNN primitive creation) before anything is timed
+    # warm up both paths (predict's tracing, oneDNN primitive creation) before anything is timed
     model.predict(x[: args.batch_size], batch_size=args.batch_size, verbose=0)
     recalibrate(model, data, mode="precise", batch_size=args.batch_size, max_samples=args.batch_size)
-    rows = [("inference pass (model.predict)", best(lambda: model.predict(x, batch_size=args.batch_size, verbose=0)), 1)]
-    details = {}
-    for label, kwargs in (("precise", {"mode": "precise"}), ("exact", {"mode": "exact"}),
-                          ("exact, no activation cache", {"mode": "exact", "memory_budget": 0}),
-                          ("ema", {"mode": "ema"}), ("fixed-batch", {"mode": "fixed-batch"})):
-        if label.startswith("exact, no") and not args.uncached:
-            continue
-        result = {}
+    if args.phases:
+        print(f"{args.model} {args.size}x{args.size}, {args.images} images, batch {args.batch_size}; {machine}")
+        phases(model, data, args.batch_size)
+        return
 
-        def run():
-            result["r"] = recalibrate(model, data, batch_size=args.batch_size, **kwargs)
-
-        seconds = best(run)
-        rows.append((label, seconds, result["r"].passes))
-        details[label] = result["r"].details
-    base = rows[0][1]
-    print(f"{args.model} {args.size}x{args.size}, {args.images} images, batch {args.batch_size}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, TF {tf.__version__}\n")
-    print("| run | passes over the data | seconds | ratio to one inference pass |")
-    print("|---|---|---|---|")
-    for label, seconds, passes in rows:
-        print(f"| {label} | {passes} | {seconds:.1f} | {seconds / base:.2f}x |")
+    runs = {"inference pass (model.predict)": lambda: model.predict(x, batch_size=args.batch_size, verbose=0)}
+    for mode in args.modes.split(","):
+        runs[mode] = lambda mode=mode: recalibrate(model, data, mode=mode, batch_size=args.batch_size)
+    if args.uncached:
+        runs["exact, no activation cache"] = lambda: recalibrate(model, data, batch_size=args.batch_size,
+                                                                 memory_budget=0)
+    labels = list(runs)
+    walls = {k: [] for k in labels}
+    cpus = {k: [] for k in labels}
+    passes, details = {}, {}
+    for round_ in range(args.rounds):
+        order = labels[round_ % len(labels):] + labels[: round_ % len(labels)]
+        for label in order:
+            wall, cpu, value = timed(runs[label])
+            walls[label].append(wall)
+            cpus[label].append(cpu)
+            if hasattr(value, "passes"):
+                passes[label], details[label] = value.passes, value.details
+        print(f"round {round_ + 1}: " + ", ".join(f"{k} {walls[k][-1]:.1f}s" for k in labels), file=sys.stderr,
+              flush=True)
+    base = labels[0]
+    print(f"{args.model} {args.size}x{args.size}, {args.images} images, batch {args.batch_size}; {machine}; "
+          f"{args.rounds} interleaved rounds, median (range)\n")
+    print("| run | passes over the data | wall s | ratio to predict, wall | ratio to predict, CPU time |")
+    print("|---|---|---|---|---|")
+    for label in labels:
+        wall_ratio = np.asarray(walls[label]) / np.asarray(walls[base])
+        cpu_ratio = np.asarray(cpus[label]) / np.asarray(cpus[base])
+        print(f"| {label} | {passes.get(label, 1)} | {describe(walls[label])} | {describe(wall_ratio)}x | "
+              f"{describe(cpu_ratio)}x |")
     exact = details.get("exact", {})
     if exact:
         print(f"\nexact: {exact['levels']} BN levels, activations kept for {exact['cached_passes']} passes, "

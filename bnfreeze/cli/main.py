@@ -339,8 +339,15 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
 
 @main.command()
 @model_argument
-@click.option("--calib-data", required=True, type=click.Path(path_type=str),
-              help="Calibration inputs: .npy, .npz (arrays named after the inputs, or x; optional y) or an image folder.")
+@click.option("--calib-data", required=True, multiple=True, type=click.Path(path_type=str),
+              help="Calibration inputs: .npy, .npz (arrays named after the inputs, or x; optional y), an image "
+                   "folder, or TFRecord files and globs (repeat the option for several).")
+@click.option("--feature", default=None,
+              help="TFRecords: the tf.train.Example feature to feed (default: the input's name, image/encoded, "
+                   "image, x, or the only feature).")
+@click.option("--feature-type", type=click.Choice(["auto", "image", "tensor"]), default=None,
+              help="TFRecords: image = encoded PNG/JPEG/BMP/GIF bytes; tensor = tf.io.serialize_tensor bytes or a "
+                   "float/int64 list of one sample's values (default auto: decided by the first record).")
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Recalibrated model (default <stem>.recalibrated.keras).")
 @click.option("--mode", type=click.Choice(["exact", "precise", "ema", "fixed-batch"]), default="exact", show_default=True,
               help="exact: population statistics in dependency order; precise: PreciseBN; ema: Keras's momentum "
@@ -350,10 +357,19 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fixed batch and the parity checks.")
 @click.option("--memory-budget", default=None,
               help="Memory for activations kept between exact passes, e.g. 2GiB or 0 (default: 1/4 of RAM, max 8GiB).")
-@click.option("--distribute", type=click.Choice(["mirrored"]), default=None,
-              help="Run on a tf.distribute.MirroredStrategy over all local devices.")
+@click.option("--distribute", type=click.Choice(["mirrored", "multi-worker"]), default=None,
+              help="mirrored: tf.distribute.MirroredStrategy over all local devices; multi-worker: "
+                   "MultiWorkerMirroredStrategy over the cluster in TF_CONFIG (run the same command on every worker).")
+@click.option("--worker-timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="multi-worker: seconds to wait for the cluster to start and for the other workers at each "
+                   "merge (one per pass); then fail with nothing written.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="TensorFlow threads per process (intra-op; inter-op 1), e.g. for several workers on one machine.")
 @click.option("--eval-data", type=click.Path(path_type=str), help="Labelled .npz (x, y) for accuracy before/after.")
 @rescale_option
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 1, nothing written) instead of warning: too few samples, extreme variance ratios or "
+                   "mean shifts, a fixed batch smaller than --batch-size.")
 @click.option("--report", type=click.Path(path_type=str), help="Write the recalibration report as JSON.")
 @click.option("--fold", "fold_after", is_flag=True, help="Fold the recalibrated model right after (and export that).")
 @click.option("--folded-output", type=click.Path(path_type=str),
@@ -362,9 +378,9 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
 @write_options
 @load_options
 @tolerance_options
-def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, memory_budget, distribute, eval_data,
-                rescale, report, fold_after, folded_output, onnx, savedmodel, tflite, opset, export_batch_size, force,
-                unsafe, atol, rtol):
+def recalibrate(model, calib_data, feature, feature_type, output, mode, batch_size, max_samples, seed, memory_budget,
+                distribute, worker_timeout, threads, eval_data, rescale, strict, report, fold_after, folded_output,
+                onnx, savedmodel, tflite, opset, export_batch_size, force, unsafe, atol, rtol):
     """Replace BN moving statistics with those of calibration data (AdaBN / PreciseBN)."""
     from bnfreeze.cli.operations import recalibrate_file
     from bnfreeze.cli.tables import RichProgress, print_artifacts, print_fold_report, print_recalibration
@@ -372,9 +388,10 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
     console = _console()
     with RichProgress(_console(stderr=True)) as progress:
         result, fold_result, summary = recalibrate_file(
-            model, calib_data, output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
-            memory_budget=memory_budget, distribute=distribute, eval_data=eval_data, rescale=rescale, report=report,
-            force=force, unsafe=unsafe, fold_after=fold_after, folded_output=folded_output,
+            model, list(calib_data), output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
+            memory_budget=memory_budget, distribute=distribute, worker_timeout=worker_timeout, threads=threads,
+            eval_data=eval_data, rescale=rescale, feature=feature, feature_type=feature_type, strict=strict,
+            report=report, force=force, unsafe=unsafe, fold_after=fold_after, folded_output=folded_output,
             exports=_exports(onnx, savedmodel, tflite, opset, export_batch_size), atol=atol, rtol=rtol,
             progress=progress,
         )
@@ -383,6 +400,9 @@ def recalibrate(model, calib_data, output, mode, batch_size, max_samples, seed, 
         print_fold_report(console, fold_result.report)
     if summary.get("artifacts"):
         print_artifacts(console, summary["artifacts"])
+    from bnfreeze.io.interrupts import written
+
+    _wrote(console, written())  # what this process wrote: nothing on a worker that is not the chief
 
 
 @main.command()

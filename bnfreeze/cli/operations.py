@@ -114,8 +114,13 @@ def recalibrate_file(
     seed: int = 0,
     memory_budget=None,
     distribute: str | None = None,
+    worker_timeout: float = 3600,
+    threads: int | None = None,
     eval_data=None,
     rescale: float | None = None,
+    feature: str | None = None,
+    feature_type: str | None = None,
+    strict: bool = False,
     report=None,
     force: bool = False,
     unsafe: bool = False,
@@ -128,14 +133,17 @@ def recalibrate_file(
 ):
     """Recalibrate the model in ``model_path`` on ``calib_data``; optionally fold and export the result.
 
-    Everything is checked before the work starts (outputs, data against the
-    model's inputs) and written at the end, atomically; a failure writes
-    nothing. Returns the RecalibrationResult, the FoldResult (or None) and the
-    report dict that ``report`` receives.
+    Everything is checked before the work starts (the data is there, outputs,
+    data against the model's inputs) and written at the end, atomically; a
+    failure writes nothing. With ``distribute="multi-worker"`` every worker
+    runs this; only the chief checks and writes outputs, the others return
+    without writing once the chief is done. Returns the RecalibrationResult,
+    the FoldResult (or None) and the report dict that ``report`` receives.
     """
-    from bnfreeze.io.sources import open_data
-    from bnfreeze.recalibration import parse_bytes, recalibrate
     from bnfreeze.io.signature import input_specs
+    from bnfreeze.io.sources import check_data_path, open_data
+    from bnfreeze.recalibration import parse_bytes, recalibrate
+    from bnfreeze.recalibration.execution import cluster_of
 
     model_path = Path(model_path)
     output = Path(output) if output is not None else derived_path(model_path, "recalibrated")
@@ -147,38 +155,60 @@ def recalibrate_file(
     for path in (output, folded):
         if path is not None and path.suffix != ".keras":
             raise InputError(f"{path}: models are saved as .keras; give an output ending in .keras")
-    _check_outputs(model_path, [output, folded, report, *exports.targets.values()], force)
-    check_destinations(exports.targets, force)
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
+    if not model_path.exists():
+        raise InputError(f"{model_path}: no such file")
+    check_data_path(calib_data, feature_type)
+    if eval_data is not None:
+        check_data_path(eval_data)
+    if threads is not None:
+        _limit_threads(threads)
+    strategy = _strategy(distribute, worker_timeout)
+    cluster = cluster_of(strategy)
+    if cluster.is_chief:
+        _check_outputs(model_path, [output, folded, report, *exports.targets.values()], force)
+        check_destinations(exports.targets, force)
     model = load_model(model_path, unsafe=unsafe)
     specs = input_specs(model)
-    data = open_data(calib_data, specs, rescale)
+    data = open_data(calib_data, specs, rescale, feature=feature, feature_type=feature_type)
     evaluation = None
     if eval_data is not None:
         evaluation = open_data(eval_data, specs)
         if evaluation.labels is None:
             raise InputError(f"{eval_data}: evaluation data needs labels (an array y in the .npz)")
     result = recalibrate(model, data, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
-                         memory_budget=budget, strategy=_strategy(distribute), eval_data=evaluation,
+                         memory_budget=budget, strategy=strategy, eval_data=evaluation, strict=strict,
                          progress=progress)
     summary = result.report
-    summary.update(model=str(model_path), data=str(calib_data), output=str(output))
-    fold_result = None
-    final = result.model
-    if fold_after:
-        fold_result = fold(result.model, atol=atol, rtol=rtol, seed=seed)
-        fold_result.report.update(model=str(output), output=str(folded))
-        summary.update(folded_output=str(folded), fold=fold_result.report)
-        final = fold_result.model
-    if exports.targets:
-        artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
-        summary["artifacts"] = [a.as_dict() for a in artifacts]
-    with contextlib.ExitStack() as stack:
-        result.model.save(stack.enter_context(atomic_path(output, force=force)))
-        if fold_result is not None:
-            fold_result.model.save(stack.enter_context(atomic_path(folded, force=force)))
-        if report is not None:
-            stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
+    shown = calib_data if isinstance(calib_data, (str, Path)) else ", ".join(map(str, calib_data))
+    summary.update(model=str(model_path), data=str(shown))
+    if not cluster.is_chief:
+        summary.update(worker=cluster.index, output=None)
+        # stay until the chief has written: a worker that leaves early looks like a crashed one to the cluster
+        _executor_of(strategy).barrier("the chief's writing")
+        return result, None, summary
+    try:
+        summary.update(output=str(output))
+        fold_result = None
+        final = result.model
+        if fold_after:
+            fold_result = fold(result.model, atol=atol, rtol=rtol, seed=seed)
+            fold_result.report.update(model=str(output), output=str(folded))
+            summary.update(folded_output=str(folded), fold=fold_result.report)
+            final = fold_result.model
+        if exports.targets:
+            artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
+                               seed=seed)
+            summary["artifacts"] = [a.as_dict() for a in artifacts]
+        with contextlib.ExitStack() as stack:
+            result.model.save(stack.enter_context(atomic_path(output, force=force)))
+            if fold_result is not None:
+                fold_result.model.save(stack.enter_context(atomic_path(folded, force=force)))
+            if report is not None:
+                stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
+    finally:
+        if cluster.workers > 1:
+            _executor_of(strategy).barrier("the chief's writing")
     return result, fold_result, summary
 
 
@@ -255,14 +285,31 @@ def quantize_file(
     return summary
 
 
-def _strategy(name: str | None):
+def _executor_of(strategy):
+    from bnfreeze.recalibration.execution import Executor
+
+    return Executor(strategy)
+
+
+def _limit_threads(threads: int) -> None:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _strategy(name: str | None, worker_timeout: float = 3600):
     if name is None:
         return None
     import tensorflow as tf
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    raise InputError(f"unknown --distribute {name!r}; choose mirrored")
+    if name == "multi-worker":
+        from bnfreeze.recalibration.execution import multi_worker_strategy
+
+        return multi_worker_strategy(worker_timeout)
+    raise InputError(f"unknown --distribute {name!r}; choose mirrored or multi-worker")
 
 
 @dataclass

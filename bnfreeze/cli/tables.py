@@ -217,30 +217,34 @@ def print_verify(console, report) -> None:
 
 
 def print_recalibration(console, model_label: str, report: dict) -> None:
-    from rich.table import Table
+    from bnfreeze.recalibration.report import plural as _plural
 
-    table = Table(title=f"bnfreeze recalibrate ({report['mode']}, {report['samples']} samples, "
-                        f"{report['passes']} passes): {model_label}", title_justify="left")
-    for column in ("BatchNormalization", "level", "calls", "Δmean max/σ", "Δmean rms/σ", "var ratio",
-                   "var ratio range"):
-        table.add_column(column)
+    workers = f", {report['workers']} workers" if report.get("workers") else ""
+    title = (f"bnfreeze recalibrate ({report['mode']}, {_plural(report['samples'], 'sample')}, "
+             f"{_plural(report['passes'], 'pass')}{workers}): {model_label}")
+    rows = []
     for bn in report["batch_norms"]:
         level = "-" if bn["level"] is None else str(bn["level"])
-        table.add_row(bn["name"], level, str(bn["calls"]), f"{bn['mean_shift_max']:.3g}",
-                      f"{bn['mean_shift_rms']:.3g}", f"{bn['variance_ratio_median']:.3g}",
-                      f"{bn['variance_ratio_min']:.3g}..{bn['variance_ratio_max']:.3g}")
-    console.print(table)
+        rows.append((bn["name"], level, str(bn["calls"]), f"{bn['mean_shift_max']:.3g}", f"{bn['mean_shift_rms']:.3g}",
+                     f"{bn['variance_ratio_median']:.3g}",
+                     f"{bn['variance_ratio_min']:.3g}..{bn['variance_ratio_max']:.3g}"))
+    print_table(console, title,
+                [Column("BatchNormalization"), Column("level"), Column("calls"), Column("Δmean max/σ"),
+                 Column("Δmean rms/σ"), Column("var ratio"), Column("var ratio range")], rows,
+                plain=lambda r: (f"{r[0]}: level {r[1]}, {r[2]} call{'s' if r[2] != '1' else ''}, mean shift max "
+                                 f"{r[3]} σ (rms {r[4]}), variance ratio {r[5]} ({r[6]})"))
     for name in report.get("skipped", []):
-        console.print(f"[yellow]not reached[/yellow]: BNs inside {name} (a layer bnfreeze cannot look into)")
+        say(console, f"not reached: BNs inside {name} (a layer bnfreeze cannot look into)")
+    for warning in report.get("warnings", []):
+        say(console, f"warning: {warning['message']}")
     accuracy = report.get("accuracy")
     if accuracy:
-        console.print(f"accuracy on {accuracy['data']}: before {accuracy['before']:.4f}, after {accuracy['after']:.4f}")
+        say(console, f"accuracy on {accuracy['data']}: before {accuracy['before']:.4f}, after {accuracy['after']:.4f}")
     if "cached_passes" in report:
-        console.print(f"activations kept between passes: {report['cached_passes']} of {report['passes']} passes, "
+        say(console, f"activations kept between passes: {report['cached_passes']} of {report['passes']} passes, "
                       f"peak {report['peak_cache_bytes'] / 2**20:.1f} MiB of {report['memory_budget'] / 2**20:.0f} MiB")
-    for key in ("output", "folded_output"):
-        if report.get(key):
-            console.print(f"wrote {report[key]}")
+    if report.get("worker"):
+        say(console, f"worker {report['worker'] + 1} of {report['workers']}: done; the chief writes the outputs")
 
 
 class RichProgress:
@@ -262,7 +266,7 @@ class RichProgress:
     def __exit__(self, *exc):
         self._progress.stop()
 
-    def start(self, description: str, total: int) -> None:
+    def start(self, description: str, total: int | None) -> None:
         if self._task is not None:
             self._progress.update(self._task, visible=False)
         self._task = self._progress.add_task(description, total=total, rate="")

@@ -1,21 +1,22 @@
 """Reading input data for a model from ``.npy``/``.npz`` files, batch by batch.
 
 Files are opened with ``allow_pickle=False`` (a pickled or object array is
-refused: loading it could run code) and ``.npy`` files are memory-mapped, so
-memory does not grow with the file. Every array is checked against the
-model's inputs (rank, dimensions, a numeric dtype) when the file is opened,
-and every batch for NaN/Inf before it is used. All problems raise
-:class:`~bnfreeze.errors.InputError` naming the file.
+refused: loading it could run code), and only the rows of the batch at hand
+are read (``.npy`` files and ``.npz`` members alike, by seeking past the
+array header), so memory does not grow with the file: not even as mapped
+pages, which a memory map would leave resident. Every array is checked against
+the model's inputs (rank, dimensions, a real numeric dtype: not bool, not
+complex) when the file is opened, and every batch for NaN/Inf before it is
+used. All problems raise :class:`~bnfreeze.errors.InputError` naming the file.
 
-An ``.npz`` holds one array per model input, named after the input, or a
-single array named ``x`` (or its only array) for a single-input model; an
-optional ``y`` holds labels.
+An ``.npz`` holds one array per model input, named after the input, or an
+array named ``x`` for a single-input model; an optional ``y`` holds labels.
 """
 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -29,24 +30,49 @@ LABEL_KEY = "y"
 
 @dataclass
 class ArrayData:
-    """Arrays for each model input (first axis: samples), and optional labels."""
+    """Arrays for each model input (first axis: samples), and optional labels.
+
+    ``start``/``stop`` select a window of rows (a worker's shard, the first
+    ``--max-samples``); nothing is read until a batch is asked for.
+    """
 
     source: Path
     arrays: dict[str, np.ndarray]
     specs: list[TensorSpec]
     labels: np.ndarray | None = None
+    start: int = 0
+    stop: int | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0])
 
     @property
     def size(self) -> int:
-        return int(next(iter(self.arrays.values())).shape[0])
+        stop = self.rows if self.stop is None else self.stop
+        return max(stop - self.start, 0)
+
+    def count(self) -> int:
+        return self.size
+
+    def head(self, n: int) -> "ArrayData":
+        """The first ``n`` samples."""
+        return replace(self, stop=self.start + min(self.size, n))
+
+    def shard(self, index: int, count: int, batch_size: int) -> "ArrayData":
+        """Worker ``index`` of ``count``: a contiguous range of whole batches (the last one may be short)."""
+        batches = -(-self.size // batch_size)
+        first, last = (batches * index) // count, (batches * (index + 1)) // count
+        start = self.start + min(first * batch_size, self.size)
+        return replace(self, start=start, stop=self.start + min(last * batch_size, self.size))
 
     def batches(self, batch_size: int, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Feeds of at most ``batch_size`` samples, checked for NaN/Inf, in the inputs' dtypes."""
         if batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {batch_size}")
         total = self.size if limit is None else min(self.size, limit)
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
+        for offset in range(0, total, batch_size):
+            start, stop = self.start + offset, self.start + min(offset + batch_size, total)
             feed = {}
             for spec in self.specs:
                 batch = np.asarray(self.arrays[spec.name][start:stop])
@@ -57,16 +83,16 @@ class ArrayData:
             yield feed
 
     def take(self, indices) -> dict[str, np.ndarray]:
-        """The samples at ``indices`` (sorted) as one feed."""
-        indices = np.sort(np.asarray(indices))
+        """The samples at ``indices`` (sorted; counted from the window's start) as one feed."""
+        indices = np.sort(np.asarray(indices)) + self.start
         return next(_Subset(self, indices).batches(len(indices)))
 
     def label_batches(self, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
         if self.labels is None:
             return
         total = self.size if limit is None else min(self.size, limit)
-        for start in range(0, total, batch_size):
-            yield np.asarray(self.labels[start:min(start + batch_size, total)])
+        for offset in range(0, total, batch_size):
+            yield np.asarray(self.labels[self.start + offset:self.start + min(offset + batch_size, total)])
 
 
 class _Subset(ArrayData):
@@ -88,7 +114,7 @@ def _open(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: is empty")
     try:
         if path.suffix == ".npy":
-            return {"": np.load(path, mmap_mode="r", allow_pickle=False)}
+            return {"": NpyRows(path)}
         if path.suffix == ".npz":
             return _open_npz(path)
     except ValueError as exc:
@@ -101,35 +127,35 @@ def _open(path: Path) -> dict[str, np.ndarray]:
     raise InputError(f"{path}: unknown data format {path.suffix or '(no suffix)'!r}; expected .npy or .npz")
 
 
-class NpzMember:
-    """One array of an ``.npz`` read row range by row range, never whole.
+class _Rows:
+    """An array in a file, read row range by row range, never whole.
 
-    ``np.load`` of an ``.npz`` reads a member completely; this reads the
-    ``.npy`` header of the member and then only the rows asked for (seeking
-    in the zip member, which for compressed archives means decompressing up
-    to them), so memory follows the batch, not the file.
+    Reads the ``.npy`` header and then only the rows asked for, so memory
+    follows the batch, not the file. Subclasses open the stream.
     """
 
-    def __init__(self, path: Path, member: str):
-        self.path = path
-        self.member = member
-        with zipfile.ZipFile(path) as archive, archive.open(member) as stream:
-            version = np.lib.format.read_magic(stream)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-            self.offset = stream.tell()
+    path: Path
+    label: str
+
+    def _header(self, stream) -> None:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
         if dtype.hasobject:
             raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
         if fortran and len(shape) > 1:
             raise ValueError("Fortran-ordered arrays are not supported; save with np.ascontiguousarray")
+        self.offset = stream.tell()
         self.shape = tuple(shape)
         self.dtype = dtype
         self.ndim = len(shape)
-        self._archive = None
         self._stream = None
         self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+
+    def _open_stream(self):
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -153,16 +179,49 @@ class NpzMember:
         position = self.offset + start * self._row_bytes
         if self._stream is None or self._stream.tell() != position:
             if self._stream is None:
-                self._archive = zipfile.ZipFile(self.path)
-                self._stream = self._archive.open(self.member)
+                self._stream = self._open_stream()
             self._stream.seek(position)
         try:
             data = self._stream.read(rows * self._row_bytes)
         except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-            raise InputError(f"{self.path}: {self.member} is corrupt ({exc})") from exc
+            raise InputError(f"{self.path}: {self.label} is corrupt ({exc})") from exc
         if len(data) != rows * self._row_bytes:
-            raise InputError(f"{self.path}: {self.member} is truncated")
+            raise InputError(f"{self.path}: {self.label} is truncated")
         return np.frombuffer(data, dtype=self.dtype).reshape((rows, *self.shape[1:])).copy()
+
+
+class NpyRows(_Rows):
+    """A ``.npy`` file read by row ranges (with plain reads, not a memory map)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.label = "the array"
+        with open(path, "rb") as stream:
+            self._header(stream)
+
+    def _open_stream(self):
+        return open(self.path, "rb")
+
+
+class NpzMember(_Rows):
+    """One array of an ``.npz`` read row range by row range, never whole.
+
+    ``np.load`` of an ``.npz`` reads a member completely; this seeks in the zip
+    member instead (which for compressed archives means decompressing up to
+    the rows).
+    """
+
+    def __init__(self, path: Path, member: str):
+        self.path = path
+        self.member = member
+        self.label = member
+        self._archive = None
+        with zipfile.ZipFile(path) as archive, archive.open(member) as stream:
+            self._header(stream)
+
+    def _open_stream(self):
+        self._archive = zipfile.ZipFile(self.path)
+        return self._archive.open(self.member)
 
 
 def _open_npz(path: Path) -> dict:
@@ -183,10 +242,10 @@ def load_arrays(path: str | Path, specs: list[TensorSpec]) -> ArrayData:
     names = [s.name for s in specs]
     if all(name in found for name in names):
         arrays = {name: found[name] for name in names}
-    elif len(specs) == 1 and ("x" in found or len(found) == 1):
-        arrays = {names[0]: found["x"] if "x" in found else next(iter(found.values()))}
+    elif len(specs) == 1 and ("x" in found or "" in found):
+        arrays = {names[0]: found["x"] if "x" in found else found[""]}
     else:
-        have = ", ".join(k for k in found if k) or "one unnamed array"
+        have = ", ".join(k for k in found if k) or "no arrays besides y"
         raise InputError(f"{path}: needs arrays named {', '.join(names)} (or x for one input); it has {have}")
     sizes = set()
     for spec in specs:
@@ -203,8 +262,14 @@ def load_arrays(path: str | Path, specs: list[TensorSpec]) -> ArrayData:
 
 
 def _check_array(path: Path, spec: TensorSpec, array: np.ndarray) -> None:
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise InputError(f"{path}: {spec.name} has dtype {array.dtype}, not numbers")
+    if array.dtype == np.bool_ and spec.dtype == "bool":
+        pass
+    elif array.dtype == object or not np.issubdtype(array.dtype, np.number):
+        kind = "booleans" if array.dtype == np.bool_ else "not numbers"
+        raise InputError(f"{path}: {spec.name} has dtype {array.dtype} ({kind}); the model's input is {spec.dtype}")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError(f"{path}: {spec.name} has dtype {array.dtype} (complex numbers); "
+                         f"the model's input is {spec.dtype}: give real numbers")
     if np.issubdtype(feed_dtype(spec.dtype), np.integer) and np.issubdtype(array.dtype, np.floating):
         raise InputError(f"{path}: {spec.name} holds floats, but the model's input {spec.name} is {spec.dtype}")
     if array.ndim != len(spec.shape) or not spec.matches_shape(array.shape):

@@ -10,7 +10,7 @@ part of the model, or be given as ``rescale``. Images are read batch by batch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -31,9 +31,9 @@ class ImageLayout:
     channels_first: bool
 
 
-def _layout(folder: Path, specs: list[TensorSpec]) -> ImageLayout:
+def image_layout(folder, specs: list[TensorSpec]) -> ImageLayout:
     if len(specs) != 1 or len(specs[0].shape) != 4:
-        raise InputError(f"{folder}: a folder of images feeds a model with one image input (N, H, W, C); "
+        raise InputError(f"{folder}: images feed a model with one image input (N, H, W, C); "
                          f"this model's inputs are {[s.shape for s in specs]}")
     _, a, b, c = specs[0].shape
     if c in (1, 3, 4) and a and b:
@@ -42,6 +42,16 @@ def _layout(folder: Path, specs: list[TensorSpec]) -> ImageLayout:
         return ImageLayout(b, c, a, True)
     raise InputError(f"{folder}: the model's input {specs[0].shape} has no fixed height, width and 1, 3 or 4 "
                      "channels; give the images as a .npy file instead")
+
+
+def decode_image(contents, layout: ImageLayout, rescale: float):
+    """Encoded image bytes -> a float32 (H, W, C) or (C, H, W) tensor for the model (inside tf.data)."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(contents, channels=layout.channels, expand_animations=False)
+    image = tf.image.resize(tf.cast(image, tf.float32), (layout.height, layout.width))
+    image = image * rescale
+    return tf.transpose(image, (2, 0, 1)) if layout.channels_first else image
 
 
 @dataclass
@@ -57,14 +67,22 @@ class ImageFolderData:
     def size(self) -> int:
         return len(self.files)
 
+    def count(self) -> int:
+        return self.size
+
+    def head(self, n: int) -> "ImageFolderData":
+        return replace(self, files=self.files[:n])
+
+    def shard(self, index: int, count: int, batch_size: int) -> "ImageFolderData":
+        """Worker ``index`` of ``count``: a contiguous range of whole batches of files."""
+        batches = -(-self.size // batch_size)
+        first, last = (batches * index) // count, (batches * (index + 1)) // count
+        return replace(self, files=self.files[first * batch_size:last * batch_size])
+
     def _load(self, path):
         import tensorflow as tf
 
-        layout = self.layout
-        image = tf.io.decode_image(tf.io.read_file(path), channels=layout.channels, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), (layout.height, layout.width))
-        image = image * self.rescale
-        return tf.transpose(image, (2, 0, 1)) if layout.channels_first else image
+        return decode_image(tf.io.read_file(path), self.layout, self.rescale)
 
     def _batches_of(self, files: list[Path], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         import tensorflow as tf
@@ -102,7 +120,7 @@ class ImageFolderData:
 
 def load_image_folder(folder, specs: list[TensorSpec], rescale: float = 1.0) -> ImageFolderData:
     folder = Path(folder)
-    layout = _layout(folder, specs)
+    layout = image_layout(folder, specs)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"{folder}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

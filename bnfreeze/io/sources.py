@@ -1,8 +1,10 @@
-"""Where calibration and evaluation data come from: array files or image folders.
+"""Where calibration and evaluation data come from: array files, image folders, TFRecords, tf.data.
 
-:func:`open_data` picks the loader by what the path is; both loaders give the
-same interface (``size``, ``specs``, ``batches(batch_size, limit)``,
-``take(indices)``, ``label_batches``).
+:func:`open_data` picks the loader by what the path is; every loader gives the
+same interface: ``source``, ``specs``, ``size`` (None where unknown until
+read: TFRecords), ``batches(batch_size, limit)``, ``take(indices)``,
+``count()``, ``head(n)``, ``shard(index, count, batch_size)``, ``labels`` and
+``label_batches``. :func:`as_data` also accepts a ``tf.data.Dataset``.
 """
 
 from __future__ import annotations
@@ -12,14 +14,51 @@ from pathlib import Path
 from bnfreeze.errors import InputError
 from bnfreeze.io.arrays import load_arrays
 from bnfreeze.io.images import load_image_folder
+from bnfreeze.io.records import dataset_data, expand, load_records, looks_like_records
 from bnfreeze.io.signature import TensorSpec
 
 
-def open_data(path, specs: list[TensorSpec], rescale: float | None = None):
-    """Calibration or evaluation data: a ``.npy``/``.npz`` file, or a folder of images."""
-    path = Path(path)
+def _paths(path) -> list[str]:
+    return [str(p) for p in path] if isinstance(path, (list, tuple)) else [str(path)]
+
+
+def is_records(path, feature_type: str | None = None) -> bool:
+    """Whether ``path`` (one path or several) names TFRecord data."""
+    paths = _paths(path)
+    return feature_type is not None or len(paths) > 1 or any(looks_like_records(p) for p in paths)
+
+
+def check_data_path(path, feature_type: str | None = None) -> None:
+    """Fail early (before any output is checked or model loaded) when the data is not there."""
+    if is_records(path, feature_type):
+        expand(_paths(path))
+        return
+    path = Path(_paths(path)[0])
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+
+
+def open_data(path, specs: list[TensorSpec], rescale: float | None = None, *, feature: str | None = None,
+              feature_type: str | None = None):
+    """Calibration or evaluation data: a ``.npy``/``.npz`` file, a folder of images, or TFRecord files/globs."""
+    if is_records(path, feature_type):
+        return load_records(_paths(path), specs, feature=feature, feature_type=feature_type or "auto",
+                            rescale=rescale)
+    if feature is not None:
+        raise InputError(f"{_paths(path)[0]}: --feature applies to TFRecord files only")
+    path = Path(_paths(path)[0])
     if path.is_dir():
         return load_image_folder(path, specs, 1.0 if rescale is None else rescale)
     if rescale is not None:
-        raise InputError(f"{path}: --rescale applies to a folder of images only")
+        raise InputError(f"{path}: --rescale applies to images only (a folder or TFRecords)")
     return load_arrays(path, specs)
+
+
+def as_data(data, specs: list[TensorSpec]):
+    """``data`` as a loader: a ``tf.data.Dataset`` is wrapped, anything else is returned as it is."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(data, tf.data.Dataset):
+        return dataset_data(data, specs)
+    return data

@@ -16,13 +16,14 @@ modified; the result holds a new one.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from bnfreeze.errors import InputError
+from bnfreeze.errors import InputError, ParityError
 from bnfreeze.recalibration.estimators import (
     EmaEstimator,
     ExactEstimator,
@@ -33,7 +34,7 @@ from bnfreeze.recalibration.estimators import (
 )
 from bnfreeze.recalibration.execution import Executor
 from bnfreeze.recalibration.program import Program, flatten, run_steps
-from bnfreeze.recalibration.report import BnChange, accuracy
+from bnfreeze.recalibration.report import BnChange, accuracy, warnings_for
 
 MODES = ("exact", "precise", "ema", "fixed-batch")
 DEFAULT_BATCH_SIZE = 32
@@ -74,6 +75,8 @@ class RecalibrationResult:
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     accuracy_data: str | None = None
+    warnings: list[dict] = field(default_factory=list)
+    is_chief: bool = True
     details: dict = field(default_factory=dict)
 
     @property
@@ -84,6 +87,7 @@ class RecalibrationResult:
             "passes": self.passes,
             "batch_norms": [c.as_dict() for c in self.changes],
             "skipped": self.skipped,
+            "warnings": self.warnings,
             "accuracy": None if self.accuracy_before is None else {
                 "data": self.accuracy_data, "before": self.accuracy_before, "after": self.accuracy_after},
             **self.details,
@@ -101,21 +105,29 @@ def recalibrate(
     memory_budget: int | str | None = None,
     strategy=None,
     eval_data=None,
+    strict: bool = False,
     progress: Progress | None = None,
 ) -> RecalibrationResult:
     """Recalibrate every BatchNormalization layer of ``model`` on ``data``.
 
-    ``data`` comes from :func:`bnfreeze.open_data` (or any object with
-    ``size``, ``specs`` and ``batches(batch_size, limit)``). ``mode``: ``exact``
-    (default; the mean and biased variance of each BN's inference-time input,
-    in dependency order; idempotent and independent of ``batch_size``),
-    ``precise`` (PreciseBN), ``ema`` (Keras's momentum update) or
-    ``fixed-batch`` (one seeded batch of ``batch_size`` samples).
+    ``data`` comes from :func:`bnfreeze.open_data` (arrays, image folders,
+    TFRecords) or is a ``tf.data.Dataset`` of samples or of batches (a tensor,
+    a tuple whose first item is the input(s), or a dict by input name).
+    ``mode``: ``exact`` (default; the mean and biased variance of each BN's
+    inference-time input, in dependency order; idempotent and independent of
+    ``batch_size``), ``precise`` (PreciseBN), ``ema`` (Keras's momentum
+    update) or ``fixed-batch`` (one seeded batch of ``batch_size`` samples).
     ``strategy``: a ``tf.distribute`` strategy to run on; the statistics equal
-    a single device's. Accuracy before and after is measured on ``eval_data``,
-    or on ``data`` when it has labels.
+    a single device's. Under a ``MultiWorkerMirroredStrategy`` with a cluster
+    every worker calls this with the same arguments, reads its own shard of
+    ``data`` and gets the same result (``exact`` and ``precise`` only).
+    Accuracy before and after is measured on ``eval_data``, or on ``data``
+    when it has labels. Doubtful statistics (too few samples, extreme
+    changes) are listed in ``result.warnings``; with ``strict`` they raise
+    :class:`~bnfreeze.errors.ParityError` instead.
     """
     from bnfreeze.fold.rewrite import copy_model
+    from bnfreeze.io.sources import as_data
 
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -125,8 +137,13 @@ def recalibrate(
         raise InputError(f"--max-samples must be >= 1, got {max_samples}")
     budget = default_memory_budget() if memory_budget is None else parse_bytes(memory_budget)
     progress = progress or NoProgress()
-    samples = data.size if max_samples is None else min(data.size, max_samples)
-    if samples == 0:
+    executor = Executor(strategy)
+    cluster = executor.cluster
+    if cluster.workers > 1 and mode not in ("exact", "precise"):
+        raise InputError(f"--mode {mode} runs in one process; on several workers use exact or precise")
+    source = as_data(data, _specs(model))
+    data = _worker_share(source, max_samples, batch_size, cluster)
+    if cluster.workers == 1 and data.size == 0:
         raise InputError(f"{data.source}: holds no samples")
 
     result_model = copy_model(model)
@@ -135,35 +152,41 @@ def recalibrate(
         raise InputError(f"{model.name}: has no BatchNormalization layer bnfreeze can reach; nothing to recalibrate")
     old = {i: (layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
            for i, layer in program.bn_layers.items()}
-    executor = Executor(strategy)
     names = [s.name for s in data.specs]
 
     def batches():
-        for feed in data.batches(batch_size, samples):
+        for feed in data.batches(batch_size):
             yield [feed[n] for n in names]
 
     def assign(layer_id: int, stats: Statistics) -> None:
         _assign(program.bn_layers[layer_id], stats)
 
     details: dict = {"batch_size": batch_size, "replicas": executor.replicas}
+    if cluster.workers > 1:
+        details["workers"] = cluster.workers
     if mode == "exact":
         estimator = ExactEstimator(program, executor, assign, budget, progress)
-        statistics = estimator.run(batches, samples, _sample_bytes(program, data, names))
+        statistics = estimator.run(batches, data.size, _sample_bytes(program, data, names))
         details.update(memory_budget=budget, cached_passes=estimator.cached_passes,
                        peak_cache_bytes=estimator.peak_cache_bytes, levels=program.max_level + 1)
     elif mode == "ema":
         estimator = EmaEstimator(program, executor, progress)
-        statistics = estimator.run(batches, samples)
+        statistics = estimator.run(batches, data.size)
     else:
         estimator = PreciseEstimator(program, executor, progress)
         if mode == "fixed-batch":
-            indices = np.sort(np.random.default_rng(seed).choice(samples, size=min(batch_size, samples), replace=False))
+            total = data.size if data.size is not None else data.count()
+            if total == 0:
+                raise InputError(f"{data.source}: holds no samples")
+            indices = np.sort(np.random.default_rng(seed).choice(total, size=min(batch_size, total), replace=False))
             feed = data.take(indices)
             details.update(seed=seed, fixed_batch=len(indices))
             statistics = estimator.run(lambda: iter([[feed[n] for n in names]]), len(indices), "fixed-batch")
-            samples = len(indices)
         else:
-            statistics = estimator.run(batches, samples)
+            statistics = estimator.run(batches, data.size)
+    samples = estimator.samples
+    if samples == 0:
+        raise InputError(f"{data.source}: holds no samples")
     if mode != "exact":
         for layer_id, stats in statistics.items():
             assign(layer_id, stats)
@@ -173,12 +196,45 @@ def recalibrate(
         layer = program.bn_layers[layer_id]
         changes.append(BnChange.of(
             program.bn_names[layer_id], program.levels.get(layer_id), len(program.bn_steps(layer_id)),
-            stats.count, *old[layer_id], stats.mean, stats.variance, layer.epsilon))
+            stats.samples, stats.count, *old[layer_id], stats.mean, stats.variance, layer.epsilon))
     result = RecalibrationResult(
         result_model, mode, {program.bn_names[i]: s for i, s in statistics.items()}, changes,
-        estimator.passes, samples, skipped=list(program.opaque), details=details)
-    _measure_accuracy(result, model, data if eval_data is None else eval_data, batch_size)
+        estimator.passes, samples, skipped=list(program.opaque),
+        warnings=warnings_for(changes, samples, mode, batch_size), is_chief=cluster.is_chief, details=details)
+    if strict and result.warnings:
+        first = result.warnings[0]["message"]
+        more = len(result.warnings) - 1
+        raise ParityError(f"recalibration is doubtful (--strict): {first}" + (f" (and {more} more)" if more else ""))
+    if cluster.is_chief:
+        # the chief reports; it measures on the whole calibration set (or eval_data), not on its shard
+        _measure_accuracy(result, model, source if eval_data is None else as_data(eval_data, _specs(model)), batch_size)
     return result
+
+
+def _specs(model):
+    from bnfreeze.io.signature import input_specs
+
+    return input_specs(model)
+
+
+def _worker_share(data, max_samples: int | None, batch_size: int, cluster):
+    """The first ``max_samples`` samples, and of those this worker's shard.
+
+    Data of known size is cut to ``max_samples`` and then split into
+    contiguous ranges of whole batches (so every worker's batches are
+    batches of the one-process run). TFRecords are split by file; there
+    ``max_samples`` caps each worker's share at its part of the total.
+    """
+    if data.size is not None:
+        if max_samples is not None:
+            data = data.head(min(data.size, max_samples))
+        return data.shard(cluster.index, cluster.workers, batch_size) if cluster.workers > 1 else data
+    if cluster.workers > 1:
+        data = data.shard(cluster.index, cluster.workers, batch_size)
+        if max_samples is not None:
+            data = data.head(-(-max_samples // cluster.workers))
+        return data
+    return data.head(max_samples) if max_samples is not None else data
 
 
 def _assign(layer, stats: Statistics) -> None:
@@ -194,11 +250,39 @@ def _assign(layer, stats: Statistics) -> None:
 
 
 def _sample_bytes(program: Program, data, names: list[str]) -> dict:
-    """Bytes per sample of every tensor of the flattened graph (one sample run once)."""
-    feed = next(iter(data.batches(1, 1)))
+    """Bytes per sample of every tensor of the flattened graph.
+
+    From the graph's static shapes where they are known; otherwise one sample
+    is run through the graph.
+    """
+    sizes = {}
+    for key, tensor in _static_tensors(program).items():
+        shape = tuple(tensor.shape)[1:]
+        if any(d is None for d in shape):
+            break
+        sizes[key] = int(np.prod(shape, dtype=np.int64)) * _itemsize(tensor.dtype)
+    else:
+        return sizes
+    feed = next(iter(data.batches(1)), None)
+    if feed is None:  # an empty shard of a multi-worker run: nothing to keep
+        return collections.defaultdict(int)
     values = dict(zip(program.input_keys, [feed[n] for n in names]))
     run_steps(program.steps, values)
     return {key: int(np.prod(v.shape[1:], dtype=np.int64)) * _itemsize(v.dtype) for key, v in values.items()}
+
+
+def _static_tensors(program: Program) -> dict:
+    """The symbolic (Keras) tensor behind every key of the program."""
+    from keras import tree
+
+    tensors = {}
+    for step in program.steps:
+        for tensor_id, key in step.inputs.items():
+            if key in program.input_keys and key not in tensors:
+                tensors[key] = next(t for t in step.node.input_tensors if id(t) == tensor_id)
+        for key, tensor in zip(step.outputs, tree.flatten(step.node.outputs)):
+            tensors[key] = tensor
+    return tensors
 
 
 def _itemsize(dtype) -> int:

@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
+from bnfreeze.recalibration.kernels import inference as bn_inference, normalise as bn_normalise
 from bnfreeze.recalibration.execution import Executor
 from bnfreeze.recalibration.moments import Moments, batch_moments, reduction_axes
 from bnfreeze.recalibration.program import Key, Program, Step, run_steps
@@ -33,13 +34,13 @@ Batches = Callable[[], Iterator[list[np.ndarray]]]
 
 
 class Progress(Protocol):
-    def start(self, description: str, total: int) -> None: ...
+    def start(self, description: str, total: int | None) -> None: ...
 
     def advance(self, samples: int) -> None: ...
 
 
 class NoProgress:
-    def start(self, description: str, total: int) -> None:
+    def start(self, description: str, total: int | None) -> None:
         pass
 
     def advance(self, samples: int) -> None:
@@ -54,16 +55,23 @@ def bn_input_key(step: Step) -> Key:
 class Statistics:
     """What an estimator found for one BN layer.
 
-    ``extra`` holds values for other moving variables (batch renormalisation's)
-    when the estimator tracked them itself; otherwise they are derived from
-    ``mean`` and ``variance`` when assigned.
+    ``count`` is the number of values per channel (samples x positions x
+    calls), ``samples`` the number of samples. ``extra`` holds values for
+    other moving variables (batch renormalisation's) when the estimator
+    tracked them itself; otherwise they are derived from ``mean`` and
+    ``variance`` when assigned.
     """
 
     mean: np.ndarray
     variance: np.ndarray
     count: float
     batches: int
+    samples: int = 0
     extra: dict | None = None
+
+
+def _fused_inference(step: Step, x):
+    return bn_inference(step.op, x)
 
 
 class ExactEstimator:
@@ -74,8 +82,9 @@ class ExactEstimator:
     recalibrated. Between passes the activations at the frontier — the tensors
     later passes still need — are kept for the whole calibration set when they
     fit in ``memory_budget`` bytes, so each layer runs once per sample in all;
-    when they do not fit, a pass recomputes from the last frontier it could
-    keep (in the worst case from the data).
+    when they do not fit (known in advance when the number of samples is, and
+    noticed during the pass when it is not), a pass recomputes from the last
+    frontier it could keep (in the worst case from the data).
     """
 
     def __init__(self, program: Program, executor: Executor, assign, memory_budget: int, progress: Progress):
@@ -87,8 +96,9 @@ class ExactEstimator:
         self.passes = 0
         self.cached_passes = 0
         self.peak_cache_bytes = 0
+        self.samples = 0
 
-    def run(self, batches: Batches, samples: int, sample_bytes: dict[Key, int]) -> dict[int, Statistics]:
+    def run(self, batches: Batches, samples: int | None, sample_bytes: dict[Key, int]) -> dict[int, Statistics]:
         program = self.program
         stage_of = program.key_stage()
         consumers: dict[Key, list[Step]] = {}
@@ -97,38 +107,53 @@ class ExactEstimator:
                 consumers.setdefault(key, []).append(step)
         results: dict[int, Statistics] = {}
         cache: _Cache | None = None
-        for level in range(program.max_level + 1):
+        levels = program.max_level + 1
+        for level in range(levels):
             layer_ids = [i for i, lv in program.levels.items() if lv == level]
             stat_steps = [s for i in layer_ids for s in program.bn_steps(i)]
             frontier = [k for k, st in stage_of.items()
                         if st <= level and any(c.stage > level for c in consumers.get(k, []))]
-            frontier_bytes = sum(sample_bytes[k] for k in frontier) * samples
+            per_sample = sum(sample_bytes[k] for k in frontier)
             held = cache.bytes if cache is not None else 0
             cache_keys = cache.keys if cache is not None else list(program.input_keys)
-            store = level < program.max_level and held + frontier_bytes <= self.memory_budget
+            room = self.memory_budget - held
+            store = level < program.max_level and per_sample * (samples if samples is not None else 1) <= room
             keep = frontier if store else []
             targets = {bn_input_key(s) for s in stat_steps} | set(keep)
             steps = program.needed_steps(targets, set(cache_keys))
             fn = self.executor.compile(_measuring_function(steps, cache_keys, stat_steps, keep))
             moments = {i: Moments() for i in layer_ids}
-            new_cache = _Cache(keep, frontier_bytes)
-            self.progress.start(f"exact: BN level {level + 1}/{program.max_level + 1}", samples)
+            new_cache = _Cache(keep) if store else None
+            seen = 0
+            self.progress.start(f"exact: pass {level + 1}/{levels} (BN level {level})", samples)
             for count, args in self._inputs(batches, cache):
                 reduced, kept = self.executor.run(fn, args)
                 for step, (n, mean, m2) in zip(stat_steps, reduced):
                     moments[id(step.op)].update(n, mean, m2)
-                if store:
-                    new_cache.append(count, kept)
+                seen += count
+                if new_cache is not None:
+                    if per_sample * seen > room:  # more samples than expected: stop keeping this frontier
+                        new_cache = None
+                    else:
+                        new_cache.append(count, kept)
                 self.progress.advance(count)
+            moments, total = self.executor.merge(moments, seen, self._channels(layer_ids), f"the end of pass {level + 1}")
             self.passes += 1
+            self.samples = total if level == 0 else self.samples
+            if total == 0:  # no data at all (found only now when its size was unknown): nothing to measure
+                return results
             for layer_id in layer_ids:
-                results[layer_id] = _statistics(moments[layer_id])
+                results[layer_id] = _statistics(moments[layer_id], total)
                 self.assign(layer_id, results[layer_id])
-            if store:
+            if new_cache is not None:
+                new_cache.bytes = per_sample * seen
                 self.cached_passes += 1
                 cache = new_cache
-                self.peak_cache_bytes = max(self.peak_cache_bytes, held + frontier_bytes)
+                self.peak_cache_bytes = max(self.peak_cache_bytes, held + new_cache.bytes)
         return results
+
+    def _channels(self, layer_ids) -> dict[int, int]:
+        return {i: int(self.program.bn_layers[i].moving_mean.shape[0]) for i in layer_ids}
 
     def _inputs(self, batches: Batches, cache: "_Cache | None") -> Iterator[tuple[int, tuple]]:
         if cache is None:
@@ -141,9 +166,9 @@ class ExactEstimator:
 class _Cache:
     """Frontier activations of every batch, in batch order."""
 
-    def __init__(self, keys: list[Key], size_bytes: int):
+    def __init__(self, keys: list[Key]):
         self.keys = keys
-        self.bytes = size_bytes
+        self.bytes = 0
         self.sizes: list[int] = []
         self.values: list[tuple] = []
 
@@ -152,8 +177,8 @@ class _Cache:
         self.values.append(tuple(values))
 
 
-def _statistics(m: Moments) -> Statistics:
-    return Statistics(m.mean, m.variance, m.count, m.batches)
+def _statistics(m: Moments, samples: int) -> Statistics:
+    return Statistics(m.mean, m.variance, m.count, m.batches, samples)
 
 
 def _measuring_function(steps: list[Step], input_keys: list[Key], stat_steps: list[Step], keep: list[Key]):
@@ -161,7 +186,7 @@ def _measuring_function(steps: list[Step], input_keys: list[Key], stat_steps: li
 
     def fn(*tensors):
         values = dict(zip(input_keys, tensors))
-        run_steps(steps, values)
+        run_steps(steps, values, bn_call=_fused_inference)
         reduced = []
         for step in stat_steps:
             x = values[bn_input_key(step)]
@@ -174,10 +199,11 @@ def _measuring_function(steps: list[Step], input_keys: list[Key], stat_steps: li
 class BatchStatisticsPass:
     """One pass with every BN normalising by its batch statistics; yields them per batch.
 
-    The statistics are those of the global batch (all-reduced across replicas,
-    as a synchronized BN would), so the result does not depend on how many
-    devices run it. Batch renormalisation's r/d corrections are not applied:
-    they pull towards the old moving statistics that are being replaced.
+    The statistics are those of the global batch (all-reduced across local
+    replicas, as a synchronized BN would), so the result does not depend on
+    how many devices run it. Batch renormalisation's r/d corrections are not
+    applied: they pull towards the old moving statistics that are being
+    replaced.
     """
 
     def __init__(self, program: Program, executor: Executor):
@@ -188,59 +214,59 @@ class BatchStatisticsPass:
         steps = program.needed_steps(targets, set(program.input_keys))
         self.order = [s for s in steps if s.is_bn]  # the order run_steps calls them in
         self.fn = executor.compile(self._function(steps))
+        self.samples = 0
 
     def _function(self, steps: list[Step]):
-        import keras
-
         def fn(*tensors):
             values = dict(zip(self.program.input_keys, tensors))
             reduced = []
 
             def normalise(step: Step, x):
-                layer = step.op
-                n, mean, m2 = batch_moments(x, reduction_axes(layer, x.shape.rank))
+                n, mean, m2 = batch_moments(x, reduction_axes(step.op, x.shape.rank))
                 reduced.append((n, mean, m2))
-                compute = keras.backend.result_type(x.dtype, "float32")
-                variance = m2 / n
-                y = keras.ops.batch_normalization(
-                    keras.ops.cast(x, compute), keras.ops.cast(mean, compute), keras.ops.cast(variance, compute),
-                    axis=layer.axis, offset=keras.ops.cast(layer.beta, compute) if layer.center else None,
-                    scale=keras.ops.cast(layer.gamma, compute) if layer.scale else None, epsilon=layer.epsilon,
-                )
-                return keras.ops.cast(y, layer.compute_dtype)
+                return bn_normalise(step.op, x, mean, m2 / n)
 
             run_steps(steps, values, bn_call=normalise)
             return reduced, ()
 
         return fn
 
-    def feed_all(self, batches: Batches, samples: int, description: str, progress: Progress, update) -> None:
+    def feed_all(self, batches: Batches, samples: int | None, description: str, progress: Progress, update) -> None:
         """Run every batch; hand each batch's ``[(BN step, (n, mean, M2)), ...]`` to ``update``."""
         progress.start(description, samples)
         for arrays in batches():
             reduced, _ = self.executor.run(self.fn, self.executor.feed(arrays))
+            self.samples += len(arrays[0])
             progress.advance(len(arrays[0]))
             update(list(zip(self.order, reduced)))
 
 
 class PreciseEstimator:
-    """PreciseBN: count-weighted mean and E[x^2] of each BN's input over all batches."""
+    """PreciseBN: count-weighted mean and E[x^2] of each BN's input over all batches.
+
+    On several workers each one pools its own batches and the pools are
+    merged at the end (as fvcore's ``update_bn_stats`` does across GPUs).
+    """
 
     def __init__(self, program: Program, executor: Executor, progress: Progress):
         self.program = program
+        self.executor = executor
         self.pass_ = BatchStatisticsPass(program, executor)
         self.progress = progress
         self.moments = {i: Moments() for i in program.bn_layers}
         self.passes = 0
+        self.samples = 0
 
     def update(self, per_batch: list[tuple[Step, tuple]]) -> None:
         for step, (n, mean, m2) in per_batch:
             self.moments[id(step.op)].update(n, mean, m2)
 
-    def run(self, batches: Batches, samples: int, description: str = "precise") -> dict[int, Statistics]:
+    def run(self, batches: Batches, samples: int | None, description: str = "precise") -> dict[int, Statistics]:
         self.pass_.feed_all(batches, samples, description, self.progress, self.update)
+        channels = {i: int(layer.moving_mean.shape[0]) for i, layer in self.program.bn_layers.items()}
+        self.moments, self.samples = self.executor.merge(self.moments, self.pass_.samples, channels, "the end of the pass")
         self.passes = 1
-        return {i: _statistics(m) for i, m in self.moments.items() if m.mean is not None}
+        return {i: _statistics(m, self.samples) for i, m in self.moments.items() if m.mean is not None}
 
 
 class EmaEstimator:
@@ -290,11 +316,13 @@ class EmaEstimator:
             self.counts[id(layer)] += float(n)
             self.batches[id(layer)] += 1
 
-    def run(self, batches: Batches, samples: int) -> dict[int, Statistics]:
+    def run(self, batches: Batches, samples: int | None) -> dict[int, Statistics]:
         self.pass_.feed_all(batches, samples, "ema", self.progress, self.update)
         self.passes = 1
+        self.samples = self.pass_.samples
         return {i: Statistics(s["mean"].astype(np.float64), s["variance"].astype(np.float64), self.counts[i],
-                              self.batches[i], _renorm_extra(s)) for i, s in self.state.items() if self.batches[i]}
+                              self.batches[i], self.samples, _renorm_extra(s))
+                for i, s in self.state.items() if self.batches[i]}
 
 
 def _renorm_extra(state: dict) -> dict | None:

@@ -4,20 +4,27 @@ Each batch is reduced on the device to ``(count, mean, M2)`` per channel, with
 ``M2 = sum((x - mean)^2)`` taken around the batch's own mean (two passes over
 the batch), so no precision is lost to ``E[x^2] - E[x]^2`` cancellation. Sums
 run in the activations' float32 only within one sample (at most H*W elements
-per channel, relative error ~1e-7) and in float64 across the samples, which
-costs less than half of a float64 pass over the whole activation. Batches are then merged with the parallel update of Chan, Golub
-and LeVeque ("Updating formulae and a pairwise algorithm for computing sample
-variances", 1979)::
+per channel, relative error ~1e-7) and in float64 across the samples.
+
+The per-sample sums are matrix products with a vector of ones (``(1, H*W) @
+(H*W, C)`` per sample): TensorFlow's CPU ``reduce_sum`` over the outer axes of
+an NHWC tensor reads memory at a fraction of the speed of a GEMV, so this is
+about four times faster than ``reduce_sum`` for the same float32 sums. The
+centred squares are one fused ``squared_difference`` pass, and the centring
+value (the float64 batch mean rounded to float32) is corrected for exactly::
+
+    sum (x - mean)^2 = sum (x - c)^2 - n (mean - c)^2
+
+Batches are then merged with the parallel update of Chan, Golub and LeVeque
+("Updating formulae and a pairwise algorithm for computing sample variances",
+1979)::
 
     delta = mean_b - mean_a
-    n     = n_a + n_b
-    mean  = mean_a + delta * n_b / n
-    M2    = M2_a + M2_b + delta^2 * n_a * n_b / n
+    mean  = mean_a + delta * n_b / (n_a + n_b)
+    M2    = M2_a + M2_b + delta^2 * n_a * n_b / (n_a + n_b)
 
-which is exact in exact arithmetic and stable in floating point. The same
-merge joins the replicas of a ``tf.distribute`` strategy inside the step
-(:func:`batch_moments` all-reduces counts, count-weighted means and the
-centred sums), so a run on several devices gives the statistics of one device.
+The same update, written as three sums, merges replicas inside a step
+(:func:`merge_replicas`) and workers after a pass.
 """
 
 from __future__ import annotations
@@ -68,25 +75,22 @@ def batch_moments(x, axes):
     """``(count, mean, M2)`` of ``x`` over ``axes`` in float64, merged across replicas.
 
     Runs inside a replica context (eagerly under the default strategy); with
-    more than one replica the per-replica moments are combined with two
-    all-reduces (counts and count-weighted means, then centred sums), the
-    parallel form of the update in :class:`Moments`.
+    more than one replica the per-replica moments are combined with
+    :func:`merge_replicas`.
     """
     import tensorflow as tf
 
-    x = tf.convert_to_tensor(x)
-    rank = x.shape.rank
-    # per-sample sums in float32 only when there is something to sum within a sample (conv maps);
-    # (batch, channels) inputs are small: all float64
-    x = tf.cast(x, tf.float32 if any(a != 0 for a in axes) and x.dtype != tf.float64 else tf.float64)
-    shape = tf.shape(x, out_type=tf.int64)
-    count = tf.cast(tf.reduce_prod(tf.gather(shape, axes)), tf.float64)
-    mean = tf.math.divide_no_nan(_sum(x, axes), count)
-    centred = x - tf.cast(_expand(mean, axes, rank), x.dtype)
-    m2 = _sum(tf.square(centred), axes)
+    count, mean, m2 = local_moments(x, axes)
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return count, mean, m2
+    return merge_replicas(context, count, mean, m2)
+
+
+def merge_replicas(context, count, mean, m2):
+    """Chan's merge of per-replica ``(count, mean, M2)`` with three all-reduces (float64)."""
+    import tensorflow as tf
+
     total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
     global_mean = tf.math.divide_no_nan(context.all_reduce(tf.distribute.ReduceOp.SUM, count * mean), total)
     delta = mean - global_mean
@@ -94,15 +98,82 @@ def batch_moments(x, axes):
     return total, global_mean, m2
 
 
-def _sum(x, axes):
-    """Sum over ``axes`` in float64: within each sample in ``x``'s dtype, across samples in float64."""
+def local_moments(x, axes):
+    """``(count, mean, M2)`` of ``x`` over ``axes`` on this replica only."""
     import tensorflow as tf
 
-    inner = [a for a in axes if a != 0]
-    if 0 not in axes or not inner:
-        return tf.reduce_sum(tf.cast(x, tf.float64), axis=axes)
-    per_sample = tf.reduce_sum(x, axis=inner)  # (batch, channels)
-    return tf.reduce_sum(tf.cast(per_sample, tf.float64), axis=0)
+    x = tf.convert_to_tensor(x)
+    rank = x.shape.rank
+    axes = sorted(a % rank for a in axes)
+    kept = [i for i in range(rank) if i not in axes]
+    # (batch, channels) inputs are small: all float64; so is float64 data
+    if axes == [0] or x.dtype == tf.float64 or len(kept) != 1 or 0 not in axes:
+        return _moments_float64(x, axes, rank)
+    x = tf.cast(x, tf.float32)
+    channels_last = kept[0] != 1
+    rows, positions = _rows(x, kept[0], rank)  # (batch, positions, channels) or (batch, channels, positions)
+    count = tf.cast(tf.shape(rows, out_type=tf.int64)[0], tf.float64) * tf.cast(positions, tf.float64)
+    ones = _ones(positions, channels_last)
+    mean = tf.math.divide_no_nan(_sample_sums(rows, ones, channels_last), count)
+    centre = tf.cast(mean, tf.float32)
+    m2 = _sample_sums(tf.math.squared_difference(rows, centre if channels_last else centre[:, None]), ones,
+                      channels_last)
+    offset = tf.cast(centre, tf.float64) - mean
+    m2 = tf.maximum(m2 - count * offset * offset, 0.0)
+    return count, mean, m2
+
+
+def _rows(x, channel_axis: int, rank: int):
+    """``x`` as (batch, positions, channels) when channels come last, else (batch, channels, positions).
+
+    Static sizes where the shape is known (fewer ops to trace), dynamic otherwise.
+    """
+    import tensorflow as tf
+
+    if channel_axis not in (1, rank - 1):
+        order = [0] + [i for i in range(1, rank) if i != channel_axis] + [channel_axis]
+        return _rows(tf.transpose(x, order), rank - 1, rank)
+    inner = [x.shape[i] for i in range(1, rank) if i != channel_axis]
+    channels = x.shape[channel_axis]
+    if all(d is not None for d in inner) and channels is not None:
+        positions = int(np.prod(inner, dtype=np.int64))
+        shape = [-1, positions, channels] if channel_axis == rank - 1 else [-1, channels, positions]
+        return tf.reshape(x, shape), positions
+    dynamic = tf.shape(x)
+    positions = tf.reduce_prod(tf.gather(dynamic, [i for i in range(1, rank) if i != channel_axis]))
+    if channel_axis == rank - 1:
+        return tf.reshape(x, tf.stack([dynamic[0], positions, dynamic[-1]])), positions
+    return tf.reshape(x, tf.stack([dynamic[0], dynamic[1], positions])), positions
+
+
+def _ones(positions, channels_last: bool):
+    """A row (or column) of ones, broadcast over the batch by the matrix product."""
+    import tensorflow as tf
+
+    return tf.ones(tf.stack([1, positions]) if channels_last else tf.stack([positions, 1]), tf.float32) \
+        if not isinstance(positions, int) else tf.ones([1, positions] if channels_last else [positions, 1], tf.float32)
+
+
+def _sample_sums(rows, ones, channels_last: bool):
+    """Per-channel sum over positions (float32, a batched GEMV) and then over the batch (float64)."""
+    import tensorflow as tf
+
+    if channels_last:
+        per_sample = tf.matmul(ones, rows)  # (1, P) @ (batch, P, C) -> (batch, 1, C)
+        return tf.reduce_sum(tf.cast(per_sample, tf.float64), axis=[0, 1])
+    per_sample = tf.matmul(rows, ones)  # (batch, C, P) @ (P, 1) -> (batch, C, 1)
+    return tf.reduce_sum(tf.cast(per_sample, tf.float64), axis=[0, 2])
+
+
+def _moments_float64(x, axes, rank):
+    import tensorflow as tf
+
+    x = tf.cast(x, tf.float64)
+    shape = tf.shape(x, out_type=tf.int64)
+    count = tf.cast(tf.reduce_prod(tf.gather(shape, axes)), tf.float64)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(x, axis=axes), count)
+    centred = x - _expand(mean, axes, rank)
+    return count, mean, tf.reduce_sum(tf.square(centred), axis=axes)
 
 
 def _expand(channel_values, axes, rank):

@@ -210,16 +210,16 @@ def run_steps(steps: list[Step], values: dict, bn_call=None) -> None:
 
     Every layer that takes ``training`` gets ``training=False``: Dropout and
     other training-only behaviour stay off. ``bn_call(step, x)``, if given,
-    replaces the call of every BN step.
+    replaces the call of every BN step; where it returns None, the layer runs
+    as usual.
     """
     from keras import tree
 
     for step in steps:
         local = {tensor_id: values[key] for tensor_id, key in step.inputs.items()}
         args, kwargs = step.node.arguments.fill_in(local)
-        if step.is_bn and bn_call is not None:
-            outputs = bn_call(step, args[0])
-        else:
+        outputs = bn_call(step, args[0]) if step.is_bn and bn_call is not None else None
+        if outputs is None:
             if getattr(step.op, "_call_has_training_arg", False):
                 kwargs["training"] = False
             outputs = step.op(*args, **kwargs)

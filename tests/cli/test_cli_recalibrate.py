@@ -97,6 +97,10 @@ def bad_data(tmp_path):
         "truncated.npy": (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00"), "not a readable NumPy file"),
         "names.npz": (lambda p: np.savez(p, a=good, b=good), "needs arrays named"),
         "labels.npz": (lambda p: np.savez(p, x=good, y=np.zeros(3)), "labels"),
+        "complex.npy": (lambda p: np.save(p, good.astype(np.complex64)), "complex numbers"),
+        "bool.npy": (lambda p: np.save(p, good > 0.5), "booleans"),
+        "images.npz": (lambda p: np.savez(p, images=good), "needs arrays named"),
+        "records.tfrecord": (lambda p: p.write_bytes(b"not a TFRecord file, only text" * 8), "not a readable TFRecord"),
     }
     for name, (write, message) in cases.items():
         path = tmp_path / name
@@ -127,3 +131,100 @@ def test_refusals(model_copy, calib, tmp_path, repo):
     assert proc.returncode == 2 and "labels" in proc.stderr and not (tmp_path / "n.keras").exists()
     proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib, "--memory-budget", "lots")
     assert proc.returncode == 2 and "memory budget" in proc.stderr
+
+
+def test_a_missing_data_file_is_reported_before_an_existing_output(model_copy, tmp_path):
+    out = tmp_path / "out.keras"
+    out.write_text("precious")
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", tmp_path / "absent.npy", "-o", out)
+    assert proc.returncode == 2 and "absent.npy: no such file" in proc.stderr, proc.stderr
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib_path(), "--eval-data", tmp_path / "no.npz",
+                    "-o", out)
+    assert proc.returncode == 2 and "no.npz: no such file" in proc.stderr
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", str(tmp_path / "shards-*.tfrecord"), "-o", out)
+    assert proc.returncode == 2 and "matches no files" in proc.stderr
+    assert out.read_text() == "precious"
+
+
+def calib_path():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "models" / "digits_calib.npy"
+
+
+def test_one_sample_warns_and_strict_fails_with_nothing_written(model_copy, calib, tmp_path):
+    one = tmp_path / "one.npy"
+    np.save(one, np.load(calib)[:1])
+    out, report = tmp_path / "o.keras", tmp_path / "o.json"
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", one, "-o", out, "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert "(exact, 1 sample, 3 passes)" in " ".join(proc.stdout.split())
+    text = " ".join(proc.stdout.split())
+    assert "warning: only 1 calibration sample" in text and "warning: bn3: variance ratio" in text
+    summary = json.loads(report.read_text())
+    assert summary["samples"] == 1 and isinstance(summary["samples"], int)
+    assert {w["kind"] for w in summary["warnings"]} == {"few_samples", "extreme_change"}
+    assert all(bn["samples"] == 1 for bn in summary["batch_norms"]) and summary["batch_norms"][0]["values"] == 64
+    out.unlink(), report.unlink()
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", one, "-o", out, "--report", report, "--strict", "--fold")
+    assert proc.returncode == 1, proc.stderr
+    assert "--strict" in proc.stderr and "only 1 calibration sample" in proc.stderr
+    assert not out.exists() and not report.exists()
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", one, "--mode", "fixed-batch", "-o", out)
+    assert "fixed-batch used 1 sample, fewer than --batch-size 32" in " ".join(proc.stdout.split())
+    assert "(fixed-batch, 1 sample, 1 pass)" in " ".join(proc.stdout.split())
+
+
+def test_progress_counts_passes_and_names_levels_like_the_table(model_copy, calib, tmp_path):
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib, "--max-samples", "100", "-o", tmp_path / "p.keras")
+    assert proc.returncode == 0, proc.stderr
+    assert "exact: pass 3/3 (BN level 2)" in proc.stderr  # a log shows the last bar only
+    assert "BN level 3" not in proc.stderr
+    rows = [line.split("│") for line in proc.stdout.splitlines() if line.count("│") > 3]
+    assert sorted(r[2].strip() for r in rows) == ["0", "1", "2"]
+
+
+def test_rescale_takes_a_fraction(model_copy, repo, tmp_path):
+    import tensorflow as tf
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(np.load(repo / "models" / "digits_calib.npy")[:4]):
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(np.round(image * 255).astype(np.uint8)).numpy())
+    reports = {}
+    for scale in ("1/255", str(1 / 255)):
+        report = tmp_path / f"{len(reports)}.json"
+        proc = bnfreeze("recalibrate", model_copy, "--calib-data", folder, "--rescale", scale, "-o",
+                        tmp_path / f"{len(reports)}.keras", "--report", report)
+        assert proc.returncode == 0, proc.stderr
+        reports[scale] = json.loads(report.read_text())["batch_norms"]
+    assert reports["1/255"] == reports[str(1 / 255)]
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", folder, "--rescale", "1/0")
+    assert proc.returncode == 2 and "fraction like 1/255" in proc.stderr
+
+
+def test_tfrecords_of_images_from_a_glob(model_copy, repo, tmp_path):
+    import tensorflow as tf
+
+    images = np.load(repo / "models" / "digits_calib.npy")[:40]
+    (tmp_path / "shards").mkdir()
+    for part in range(2):
+        with tf.io.TFRecordWriter(str(tmp_path / "shards" / f"train-{part}.tfrecord")) as writer:
+            for image in images[part * 20:(part + 1) * 20]:
+                png = tf.io.encode_png(np.round(image * 255).astype(np.uint8)).numpy()
+                feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png]))}
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    report = tmp_path / "r.json"
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", str(tmp_path / "shards" / "*.tfrecord"),
+                    "--feature", "image/encoded", "--feature-type", "image", "--rescale", "1/255",
+                    "-o", tmp_path / "r.keras", "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["samples"] == 40
+    with tf.io.TFRecordWriter(str(tmp_path / "shards" / "train-2.tfrecord")) as writer:
+        feature = {"image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\x89PNG broken"]))}
+        writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    proc = bnfreeze("recalibrate", model_copy, "--calib-data", str(tmp_path / "shards" / "*.tfrecord"),
+                    "-o", tmp_path / "x.keras")
+    assert proc.returncode == 2, proc.stderr
+    assert "train-2.tfrecord: record 1: feature 'image/encoded' (an encoded image) is not a decodable image" in proc.stderr
+    assert not (tmp_path / "x.keras").exists()

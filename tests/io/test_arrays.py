@@ -46,7 +46,7 @@ def test_folder_needs_an_image_model(tmp_path):
     with pytest.raises(InputError, match="holds no images"):
         (tmp_path / "a.png").unlink()
         open_data(tmp_path, SPEC[:1] and [TensorSpec("i", (None, 8, 8, 3), "float32")])
-    with pytest.raises(InputError, match="folder of images only"):
+    with pytest.raises(InputError, match="applies to images only"):
         np.save(tmp_path / "x.npy", np.zeros((2, 4, 4, 2), np.float32))
         open_data(tmp_path / "x.npy", SPEC, rescale=0.5)
 
@@ -57,3 +57,47 @@ def test_zip_without_arrays(tmp_path):
         archive.writestr("readme.txt", "hi")
     with pytest.raises(InputError, match="e.npz"):
         load_arrays(path, SPEC)
+
+
+def test_shards_are_contiguous_ranges_of_whole_batches(tmp_path):
+    x = np.arange(45 * 32, dtype=np.float32).reshape(45, 4, 4, 2)
+    np.save(tmp_path / "x.npy", x)
+    data = load_arrays(tmp_path / "x.npy", SPEC)
+    for workers, expected in [(2, [(0, 16), (16, 45)]), (3, [(0, 16), (16, 32), (32, 45)]),
+                              (4, [(0, 0), (0, 16), (16, 32), (32, 45)])]:
+        shards = [data.shard(i, workers, 16) for i in range(workers)]
+        assert [(s.start, s.start + s.size) for s in shards] == expected
+        got = [np.concatenate([b["image"] for b in s.batches(16)]) for s in shards if s.size]
+        np.testing.assert_array_equal(np.concatenate(got), x)
+    head = data.head(20)
+    assert head.size == 20 and [s.size for s in (head.shard(0, 2, 16), head.shard(1, 2, 16))] == [16, 4]
+    np.testing.assert_array_equal(head.shard(1, 2, 16).take([3, 1])["image"], x[[17, 19]])
+
+
+def test_npy_rows_are_read_not_mapped(tmp_path):
+    from bnfreeze.io.arrays import NpyRows
+
+    x = np.random.default_rng(0).random((30, 4, 4, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    data = load_arrays(tmp_path / "x.npy", SPEC)
+    assert isinstance(data.arrays["image"], NpyRows) and not isinstance(data.arrays["image"], np.memmap)
+    np.testing.assert_array_equal(np.concatenate([b["image"] for b in data.batches(7)]), x)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((3, 4, 4, 2), np.complex64), "complex numbers"),
+    (np.zeros((3, 4, 4, 2), bool), "booleans"),
+])
+def test_complex_and_boolean_data_are_refused(tmp_path, array, message):
+    np.save(tmp_path / "x.npy", array)
+    with pytest.raises(InputError, match=f"x.npy: image has dtype .*{message}"):
+        load_arrays(tmp_path / "x.npy", SPEC)
+
+
+def test_an_npz_array_must_be_named_after_the_input_or_x(tmp_path):
+    x = np.zeros((3, 4, 4, 2), np.float32)
+    np.savez(tmp_path / "a.npz", images=x)
+    with pytest.raises(InputError, match=r"a.npz: needs arrays named image \(or x for one input\); it has images"):
+        load_arrays(tmp_path / "a.npz", SPEC)
+    np.savez(tmp_path / "b.npz", image=x, y=np.arange(3))
+    assert load_arrays(tmp_path / "b.npz", SPEC).size == 3

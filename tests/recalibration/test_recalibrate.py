@@ -230,3 +230,82 @@ def test_model_without_bn_is_refused():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     with pytest.raises(InputError, match="no BatchNormalization"):
         recalibrate(model, data_of(model, np.zeros((4, 3), np.float32)))
+
+
+def test_samples_count_samples_not_values(model, x, exact):
+    assert exact.samples == 70 and exact.report["samples"] == 70
+    change = {c.name: c for c in exact.changes}
+    assert change["bn1"].samples == 70 and change["bn1"].values == 70 * 10 * 10
+    assert change["bn_dense"].values == 70
+
+
+def test_a_dataset_gives_the_statistics_of_the_same_arrays(model, x, exact):
+    import tensorflow as tf
+
+    for dataset in (tf.data.Dataset.from_tensor_slices(x), tf.data.Dataset.from_tensor_slices((x, x[:, 0, 0, 0])).batch(9)):
+        result = recalibrate(model, dataset, batch_size=16)
+        assert result.samples == 70
+        a, b = bn_statistics(exact.model), bn_statistics(result.model)
+        for name in a:
+            assert_close(a[name][0], b[name][0], rtol=1e-6)
+            assert_close(a[name][1], b[name][1], rtol=1e-6)
+    fixed = recalibrate(model, tf.data.Dataset.from_tensor_slices(x), mode="fixed-batch", batch_size=20, seed=5)
+    reference = recalibrate(model, data_of(model, x), mode="fixed-batch", batch_size=20, seed=5)
+    assert_close(bn_statistics(fixed.model)["bn1"][1], bn_statistics(reference.model)["bn1"][1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("budget_samples", [0, 25, 70, 10_000])
+def test_the_frontier_cache_stays_within_the_memory_budget(model, x, exact, budget_samples):
+    """Known size (arrays) and unknown size (a dataset, decided while reading): same statistics, within budget."""
+    import tensorflow as tf
+
+    first_frontier = 10 * 10 * 6 * 4  # bytes per sample: bn1's output, all that pass 2 needs
+    budget = budget_samples * first_frontier
+    cached = []
+    for data in (data_of(model, x), tf.data.Dataset.from_tensor_slices(x).filter(lambda s: True)):
+        result = recalibrate(model, data, batch_size=16, memory_budget=budget)
+        assert result.details["peak_cache_bytes"] <= budget
+        cached.append(result.details["cached_passes"])
+        levels = result.details["levels"]
+        expected = {0: 0, 25: None, 70: None, 10_000: levels - 1}[budget_samples]
+        assert expected is None or result.details["cached_passes"] == expected
+        if budget_samples < 70:  # the first frontier does not fit: pass 2 reads the data again
+            assert result.details["cached_passes"] < levels - 1
+        a, b = bn_statistics(exact.model), bn_statistics(result.model)
+        for name in a:
+            assert_close(a[name][0], b[name][0], rtol=1e-6)
+            assert_close(a[name][1], b[name][1], rtol=1e-6)
+    assert cached[0] == cached[1]  # the size known in advance or found while reading: the same decisions
+
+
+def test_doubtful_statistics_warn_and_strict_refuses(model, x):
+    from bnfreeze.errors import ParityError
+
+    one = recalibrate(model, data_of(model, x[:1]), batch_size=16)
+    kinds = {w["kind"] for w in one.warnings}
+    assert "few_samples" in kinds and "extreme_change" in kinds  # bn_dense: variance of one sample is 0
+    assert "only 1 calibration sample" in one.report["warnings"][0]["message"]
+    extreme = [w for w in one.warnings if w["bn"] == "bn_dense"]
+    assert extreme and "variance ratio new/old down to" in extreme[0]["message"]
+    small = recalibrate(model, data_of(model, x[:10]), mode="fixed-batch", batch_size=16)
+    assert small.warnings[0]["kind"] == "small_fixed_batch" and "10 samples" in small.warnings[0]["message"]
+    with pytest.raises(ParityError, match="--strict.*only 1 calibration sample"):
+        recalibrate(model, data_of(model, x[:1]), batch_size=16, strict=True)
+
+
+def test_no_warning_on_plenty_of_ordinary_data():
+    model = residual_model(seed=1)
+    # data like what the BNs already expect: the model's own moving statistics are then close
+    x = calibration(model, samples=200, shift=0.0, scale=1.0)
+    once = recalibrate(model, data_of(model, x), batch_size=50)
+    again = recalibrate(once.model, data_of(model, calibration(model, samples=200, seed=9, shift=0.0, scale=1.0)))
+    assert again.warnings == []
+
+
+def test_data_that_turns_out_empty_is_an_input_error(model, x):
+    import tensorflow as tf
+
+    empty = tf.data.Dataset.from_tensor_slices(x).filter(lambda s: False)  # size unknown until read
+    for mode in ("exact", "precise"):
+        with pytest.raises(InputError, match="holds no samples"):
+            recalibrate(model, empty, mode=mode)
