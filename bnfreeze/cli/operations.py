@@ -7,7 +7,6 @@ nothing and writes nothing.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,11 +195,11 @@ def recalibrate_file(
             fold_result.report.update(model=str(output), output=str(folded))
             summary.update(folded_output=str(folded), fold=fold_result.report)
             final = fold_result.model
-        if exports.targets:
-            artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
-                               seed=seed)
-            summary["artifacts"] = [a.as_dict() for a in artifacts]
-        with contextlib.ExitStack() as stack:
+        with committed_together() as stack:  # every output in place together, or none
+            if exports.targets:
+                artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
+                                   seed=seed, outputs=stack)
+                summary["artifacts"] = [a.as_dict() for a in artifacts]
             result.model.save(stack.enter_context(atomic_path(output, force=force)))
             if fold_result is not None:
                 fold_result.model.save(stack.enter_context(atomic_path(folded, force=force)))
