@@ -10,6 +10,7 @@ from bnfreeze.errors import KeptError, ParityError
 from bnfreeze.parity import ParityResult, check_models
 from bnfreeze.fold.planner import Plan, plan
 from bnfreeze.fold.rewrite import apply_plan, copy_model
+from bnfreeze.fold.classes import is_batch_norm
 from bnfreeze.fold.rules import RULES, FoldRule, Match
 
 
@@ -38,8 +39,9 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES):
 
     A fold whose target is a BN that folds away in the same round (a BN merged
     into the BN before it, :mod:`bnfreeze.fold.rules.backward_batch_norm`, while
-    that BN folds into its convolution) waits: the next round plans again on
-    the rewritten model, where the BN meets its new neighbours. Graphs are
+    that BN folds into its convolution) waits, and a merge gives the merged BN
+    new neighbours: in both cases the next round plans again on the rewritten
+    model. Graphs are
     acyclic, so every round with a waiting fold also applies one, and the
     number of rounds is at most the number of BNs. Most models take one round.
     """
@@ -52,8 +54,10 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES):
         if ready:
             current = apply_plan(current, ready)
             folds.extend(ready)
-        if len(ready) == len(round_plan.folds) or not ready:
-            break
+        merged = any(m.target_layer is not None and is_batch_norm(m.target_layer) for m in ready)
+        waiting = len(ready) < len(round_plan.folds)
+        if not ready or not (waiting or merged):
+            break  # a merge makes new neighbours (BN1 -> BN2 -> L becomes BN1 -> L): plan again
     combined = Plan(outcomes=[*folds, *round_plan.kept], per_sample=round_plan.per_sample)
     return (current if folds else copy_model(model)), combined
 

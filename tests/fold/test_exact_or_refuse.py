@@ -426,3 +426,12 @@ def test_a_time_distributed_bn_is_reported_by_both_names():
     x = layers.TimeDistributed(layers.BatchNormalization(name="inner"), name="td_bn")(x)
     result = fold(keras.Model(inputs, layers.Activation("tanh")(x)))
     assert folded_entry(result, "td_bn/inner")["into"] == "td_dense"
+
+
+def test_a_merged_bn_meets_its_new_neighbours_on_the_next_round():
+    inputs = keras.Input((6,))
+    x = layers.BatchNormalization(name="bn_a")(inputs)
+    x = layers.BatchNormalization(name="bn_b")(x)
+    result = fold(keras.Model(inputs, layers.Dense(3, name="dense")(x)))
+    assert folded_entry(result, "bn_b")["into"] == "bn_a"
+    assert folded_entry(result, "bn_a")["into"] == "dense" and not result.report["kept"]
