@@ -28,7 +28,7 @@ identical) and ``cosine`` (of the flattened outputs). What makes an output
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import replace, asdict, dataclass
 
 import numpy as np
 
@@ -59,6 +59,31 @@ def compute_dtype(model) -> str:
     layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
     floats = {str(getattr(layer, "compute_dtype", "float32")) for layer in layers} & set(DTYPE_TOLERANCES)
     return lowest_precision(floats)
+
+
+def output_precisions(model) -> list[str]:
+    """For each output (in ``keras.tree.flatten`` order), the lowest compute precision of the layers
+    it depends on (the whole of a nested model or custom layer on the way counts)."""
+    import keras
+
+    result = []
+    for tensor in keras.tree.flatten(model.outputs):
+        dtypes, seen, stack = set(), set(), [tensor]
+        while stack:
+            history = getattr(stack.pop(), "_keras_history", None)
+            if history is None:
+                continue
+            operation, node_index = history[0], history[1]
+            if (id(operation), node_index) in seen:
+                continue
+            seen.add((id(operation), node_index))
+            parts = operation._flatten_layers(include_self=True) if hasattr(operation, "_flatten_layers") else []
+            dtypes |= {str(getattr(part, "compute_dtype", "")) for part in parts}
+            nodes = getattr(operation, "_inbound_nodes", [])
+            if node_index < len(nodes):
+                stack.extend(nodes[node_index].input_tensors)
+        result.append(lowest_precision(dtypes))
+    return result
 
 
 def lowest_precision(dtypes) -> str:
@@ -94,6 +119,11 @@ class Tolerance:
     dtype: str | None = None
     min_top1: float | None = None
     min_snr: float | None = None
+    #: (output name, lowest compute precision on the way to it): a float32 output is not judged by the
+    #: float16 tolerance of a side branch. Filled by :meth:`resolved`.
+    output_dtypes: tuple[tuple[str, str], ...] = ()
+    #: whether ``atol``/``rtol`` were given (not filled from a dtype's defaults)
+    given: tuple[bool, bool] = (False, False)
 
     def __post_init__(self):
         object.__setattr__(self, "check", "+".join(_split_checks(self.check)))
@@ -118,14 +148,35 @@ class Tolerance:
         return tuple(self.check.split("+"))
 
     def resolved(self, model) -> "Tolerance":
-        """Fill the missing values from :data:`DTYPE_TOLERANCES` for ``model``'s compute dtype."""
-        return self.resolved_for(compute_dtype(model))
+        """Fill the missing values from :data:`DTYPE_TOLERANCES` for ``model``'s compute dtype,
+        output by output (:func:`output_precisions`)."""
+        from bnfreeze.io.signature import output_names
+
+        resolved = self.resolved_for(compute_dtype(model))
+        try:
+            pairs = tuple(zip(output_names(model), output_precisions(model)))
+        except Exception:  # a model whose graph cannot be walked: one tolerance for every output
+            pairs = ()
+        return replace(resolved, output_dtypes=pairs)
 
     def resolved_for(self, dtype: str) -> "Tolerance":
         """Fill the missing ``atol``/``rtol`` with the defaults of compute dtype ``dtype``."""
+        if self.dtype is not None and self.atol is not None and self.rtol is not None:
+            given = self.given
+        else:
+            given = (self.atol is not None, self.rtol is not None)
         atol, rtol = DTYPE_TOLERANCES.get(dtype, DTYPE_TOLERANCES["float32"])
-        return Tolerance(atol if self.atol is None else self.atol, rtol if self.rtol is None else self.rtol,
-                         self.check, dtype, self.min_top1, self.min_snr)
+        return Tolerance(self.atol if given[0] else atol, self.rtol if given[1] else rtol,
+                         self.check, dtype, self.min_top1, self.min_snr, self.output_dtypes, given)
+
+    def for_output(self, name: str) -> "Tolerance":
+        """The tolerance output ``name`` is held to: the defaults of its own precision where not given."""
+        dtype = dict(self.output_dtypes).get(name)
+        if dtype is None or dtype == self.dtype or all(self.given):
+            return self
+        atol, rtol = DTYPE_TOLERANCES.get(dtype, DTYPE_TOLERANCES["float32"])
+        return replace(self, atol=self.atol if self.given[0] else atol, rtol=self.rtol if self.given[1] else rtol,
+                       dtype=dtype)
 
     @property
     def abs_limit(self) -> float:
@@ -275,10 +326,16 @@ class Accumulator:
         self.worst_noise = (-1.0, None)
         self.worst_disagreement: tuple[float, int] | None = None
         self.first_nonfinite: int | None = None
+        self.exact = False  # text or boolean outputs: compared for equality
+        self.first_unequal: int | None = None
 
     def add(self, reference, candidate, start: int = 0) -> None:
-        reference = np.asarray(reference, dtype=np.float64)
-        candidate = np.asarray(candidate, dtype=np.float64)
+        reference, candidate = np.asarray(reference), np.asarray(candidate)
+        if reference.dtype.kind in "OSUb" or candidate.dtype.kind in "OSUb":
+            self._add_exact(reference, candidate, start)
+            return
+        reference = reference.astype(np.float64)
+        candidate = candidate.astype(np.float64)
         batch = int(reference.shape[0]) if reference.ndim else 1
         self.samples += batch
         if self.shape_problem is not None:
@@ -351,10 +408,30 @@ class Accumulator:
         else:
             self.classifier = False
 
+    def _add_exact(self, reference: np.ndarray, candidate: np.ndarray, start: int) -> None:
+        """Text and boolean outputs (class names, flags) have no error size: they must be equal."""
+        self.exact = True
+        self.samples += int(reference.shape[0]) if reference.ndim else 1
+        if self.shape_problem is not None:
+            return
+        if reference.shape != candidate.shape:
+            self.shape_problem = f"shape {candidate.shape} differs from the reference's {reference.shape}"
+            return
+        same = reference == candidate
+        if not np.all(same) and self.first_unequal is None:
+            self.first_unequal = start + (int(np.argwhere(~np.asarray(same))[0][0]) if reference.ndim else 0)
+
     def result(self) -> OutputComparison:
         tolerance = self.tolerance
         if self.shape_problem is not None:
             return _nan_comparison(self.name, self.shape_problem, self.samples)
+        if getattr(self, "exact", False):
+            equal = self.first_unequal is None
+            return OutputComparison(self.name, 0.0 if equal else math.nan, 0.0 if equal else math.nan,
+                                    0.0 if equal else math.nan, 0.0 if equal else math.nan, None, True, equal,
+                                    reason=None if equal else "text or boolean values differ (they must be equal)",
+                                    samples=self.samples, worst_sample=self.first_unequal,
+                                    snr_db=math.inf if equal else math.nan, cosine=1.0 if equal else math.nan)
         if not self.finite:
             return OutputComparison(self.name, math.nan, math.nan, math.nan, math.nan, None, False, False,
                                     reason="NaN or Inf in the outputs where the reference has none (or another)",

@@ -19,11 +19,30 @@ import numpy as np
 from bnfreeze.compare import OutputComparison, Tolerance, compare_output, summarize
 from bnfreeze.errors import InputError, ParityError
 from bnfreeze.io.arrays import ArrayData
-from bnfreeze.io.signature import TensorSpec, input_specs, output_names
+from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
 
 #: Size used for unknown (None) non-batch dimensions, such as the spatial
 #: dimensions of MobileNetV3 built with default arguments.
 DEFAULT_FREE_DIM = 64
+
+
+_INTEGER_HIGH = {"uint8": 256, "int8": 128}
+
+
+def integer_ranges(model) -> dict[str, int]:
+    """Exclusive upper bounds for integer inputs of a Keras model: the smallest vocabulary of the
+    Embedding/CategoryEncoding layers in it (ids beyond it would be out of range)."""
+    import keras
+
+    sizes = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Embedding):
+            sizes.append(int(layer.input_dim))
+        elif isinstance(layer, keras.layers.CategoryEncoding):
+            sizes.append(int(layer.num_tokens))
+    if not sizes:
+        return {}
+    return {spec.name: min(sizes) for spec in input_specs(model) if "int" in spec.dtype}
 
 
 def fixed_batch(specs: list[TensorSpec]) -> int | None:
@@ -31,12 +50,15 @@ def fixed_batch(specs: list[TensorSpec]) -> int | None:
     return next((int(s.shape[0]) for s in specs if s.shape and s.shape[0] is not None), None)
 
 
-def random_inputs(specs: list[TensorSpec], batch_size: int, seed: int, free_dim: int = DEFAULT_FREE_DIM):
-    """Seeded inputs: standard normal floats, small non-negative integers, a few words for text.
+def random_inputs(specs: list[TensorSpec], batch_size: int, seed: int, free_dim: int = DEFAULT_FREE_DIM,
+                  int_high: dict[str, int] | None = None):
+    """Seeded inputs: standard normal floats, integers over their range, a few words for text.
 
-    A model whose inputs fix the batch size gets that size, whatever ``batch_size`` asks.
+    Integer inputs span ``int_high`` (an input name -> exclusive upper bound,
+    e.g. an Embedding's vocabulary) or their dtype's non-negative range
+    (uint8 and int8 images: all 256 or 128 values); other integer inputs
+    without a known range get 0 and 1 (indices and masks any model accepts).
     """
-    batch_size = fixed_batch(specs) or batch_size
     rng = np.random.default_rng(seed)
     arrays = []
     for spec in specs:
@@ -46,7 +68,8 @@ def random_inputs(specs: list[TensorSpec], batch_size: int, seed: int, free_dim:
             continue
         dtype = np.dtype(spec.dtype if spec.dtype != "bfloat16" else "float32")
         if np.issubdtype(dtype, np.integer):
-            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
+            high = (int_high or {}).get(spec.name) or _INTEGER_HIGH.get(dtype.name, 2)
+            arrays.append(rng.integers(0, high, size=shape).astype(dtype))
         elif dtype == np.bool_:
             arrays.append(rng.integers(0, 2, size=shape).astype(bool))
         else:
@@ -63,7 +86,7 @@ def run_keras(model, arrays: list[np.ndarray], training: bool | None = False) ->
     """
     import keras
 
-    feed = arrays[0] if len(arrays) == 1 else list(arrays)
+    feed = pack_inputs(model, list(arrays))
     outputs = model(feed) if training is None else model(feed, training=training)
     return [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
 
@@ -149,7 +172,8 @@ def _compare_run(reference, candidate, arrays, training, names, label, tolerance
     got = run_keras(candidate, arrays, training)
     if len(expected) != len(got):
         raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")
-    return [compare_output(f"{name}[{label}]", ref, cand, tolerance) for name, ref, cand in zip(names, expected, got)]
+    return [compare_output(f"{name}[{label}]", ref, cand, tolerance.for_output(name))
+            for name, ref, cand in zip(names, expected, got)]
 
 
 def _deterministic(model, arrays, tolerance) -> bool:
@@ -184,8 +208,10 @@ def check_models(
     comparisons: list[OutputComparison] = []
     records: list[ParityRun] = []
     cases = []
+    ranges = integer_ranges(reference)
     for offset, (training, batch, magnitude) in enumerate(runs):
-        arrays = _scaled(specs, random_inputs(specs, batch, seed + offset), magnitude)
+        batch = fixed_batch(specs) or batch  # inputs that fix the batch size run at that size
+        arrays = _scaled(specs, random_inputs(specs, batch, seed + offset, int_high=ranges), magnitude)
         cases.append((training, arrays, f"random x{magnitude:g}"))
     if data is not None:
         size = fixed_batch(specs) or DATA_BATCH
@@ -223,10 +249,10 @@ def check_models(
     )
 
 
-def random_data(specs: list[TensorSpec], samples: int, seed: int) -> ArrayData:
+def random_data(specs: list[TensorSpec], samples: int, seed: int, int_high=None) -> ArrayData:
     """Seeded standard-normal samples (small integers for integer inputs)."""
     if samples < 1:
         raise InputError(f"--samples must be >= 1, got {samples}")
-    arrays = random_inputs(specs, samples, seed)
+    arrays = random_inputs(specs, samples, seed, int_high=int_high)
     noun = "sample" if samples == 1 else "samples"
     return ArrayData(Path(f"{samples} random {noun} (seed {seed})"), dict(zip([s.name for s in specs], arrays)), specs)

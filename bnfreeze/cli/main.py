@@ -55,7 +55,19 @@ class BnfreezeGroup(click.Group):
 
         install()  # SIGINT/SIGTERM -> Interrupted, held inside bnfreeze.io.interrupts.deferred()
         try:
-            return super().main(*args, **kwargs)
+            try:
+                code = super().main(*args, standalone_mode=False, **kwargs)
+            except click.UsageError as exc:  # one line, like every other bad input
+                where = exc.ctx.command_path if exc.ctx is not None else "bnfreeze"
+                click.echo(f"bnfreeze: error: {exc.format_message()} (see {where} --help)", err=True)
+                sys.exit(2)
+            except click.ClickException as exc:
+                exc.show()
+                sys.exit(exc.exit_code)
+            except click.Abort:
+                click.echo("bnfreeze: aborted", err=True)
+                sys.exit(1)
+            sys.exit(code if isinstance(code, int) else 0)
         finally:
             # The command has finished and said what it wrote: a signal during the interpreter's
             # (slow, TensorFlow) shutdown must not turn that into a death by SIGINT.

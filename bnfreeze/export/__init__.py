@@ -18,6 +18,7 @@ from bnfreeze.export.formats import DEFAULT_OPSET, ExportError, write_onnx, writ
 from bnfreeze.io.files import atomic_path, check_writable, committed_together
 from bnfreeze.verify.runners import OnnxRunner, SavedModelRunner, TFLiteRunner
 from bnfreeze.io.signature import input_specs
+from bnfreeze.parity import fixed_batch, integer_ranges
 from bnfreeze.verify.harness import check_inputs, compare_runner, random_feeds, run_reference
 
 #: kind -> (writer, runner, what the destination must look like)
@@ -86,9 +87,15 @@ def export(
     if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     check_destinations(targets, force)
+    if "onnx" in targets:
+        from bnfreeze.export.formats import check_opset
+
+        check_opset(opset)
     tolerance = tolerance.resolved(model)
     specs = input_specs(model)
-    feeds = random_feeds(specs, (batch_size,) if batch_size else (1, 4), seed)
+    fixed = fixed_batch(specs)
+    feeds = random_feeds(specs, (batch_size,) if batch_size else ((fixed,) if fixed else (1, 4)), seed,
+                         int_high=integer_ranges(model))
     expected = run_reference(model, feeds)
     artifacts = []
     with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
@@ -97,7 +104,10 @@ def export(
             tmp = stack.enter_context(atomic_path(destination, force=force))
             started = time.perf_counter()
             kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
-            written = writer(model, tmp, **kwargs)
+            try:
+                written = writer(model, tmp, **kwargs)
+            except ExportError as exc:
+                raise ExportError(f"{destination}: {exc}; nothing was written") from exc
             seconds = time.perf_counter() - started
             try:
                 with runner_cls(tmp, "cpu") as runner:

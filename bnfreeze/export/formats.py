@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnfreeze.errors import BnfreezeError
+from bnfreeze.errors import BnfreezeError, InputError
 from bnfreeze.io.interrupts import import_native
 from bnfreeze.export.onnx_graph import bn_derived_nodes, layer_of, op_counts, unsupported_nodes
 from bnfreeze.export.tracing import plain_convolutions, serving_function
+from bnfreeze.verify.runners.base import native_stderr_silenced
 
 DEFAULT_OPSET = 17
 
@@ -35,23 +36,42 @@ def _all_layer_names(model) -> list[str]:
     return [l.name for l in model._flatten_layers(include_self=False, recursive=True)]
 
 
+def check_opset(opset: int) -> None:
+    """The opsets tf2onnx can write (7..18 for tf2onnx 1.17); anything else is bad input."""
+    constants = import_native("tf2onnx.constants")
+    low, high = min(constants.OPSET_TO_IR_VERSION), max(constants.OPSET_TO_IR_VERSION)
+    if not low <= int(opset) <= high:
+        raise InputError(f"--opset {opset}: tf2onnx {import_native('tf2onnx').__version__} writes opsets {low} to {high}")
+
+
 def write_onnx(model, path: Path, *, opset: int = DEFAULT_OPSET, batch_size: int | None = None) -> Written:
     """ONNX through tf2onnx ``from_function`` (``from_keras`` is broken for Keras 3)."""
+    import logging
+
     onnx = import_native("onnx")
     tf2onnx = import_native("tf2onnx")
+    check_opset(opset)
 
     serving = serving_function(model, batch_size)
-    with plain_convolutions():
-        proto, _ = tf2onnx.convert.from_function(
-            serving.function, input_signature=serving.signature, opset=opset, output_path=None
-        )
+    quiet = logging.getLogger("tf2onnx")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its tracebacks of ops it cannot convert: the refusal below says it in a line
+    try:
+        with plain_convolutions():
+            proto, _ = tf2onnx.convert.from_function(
+                serving.function, input_signature=serving.signature, opset=opset, output_path=None
+            )
+    except Exception as exc:
+        raise ExportError(f"tf2onnx cannot convert this model ({str(exc).strip().splitlines()[0][:200]})") from exc
+    finally:
+        quiet.setLevel(level)
     _inline_captured_constants(proto, serving.concrete, [spec.name for spec in serving.signature])
     bad = unsupported_nodes(proto)
     if bad:
         op_type, node = bad[0]
         layer = layer_of(node, _all_layer_names(model))
         where = f"layer {layer}" if layer else f"node {node}"
-        raise ExportError(f"tf2onnx cannot convert {where} ({op_type}); no ONNX file was written")
+        raise ExportError(f"tf2onnx cannot convert {where} ({op_type})")
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
@@ -108,10 +128,11 @@ def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Wri
     """
     import tensorflow as tf
 
-    from bnfreeze.io.signature import input_specs
+    from bnfreeze.io.signature import input_specs, pack_inputs
 
-    signature = [tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
-    model.export(str(path), format="tf_saved_model", verbose=False, input_signature=signature)
+    specs = [tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
+    # one entry per positional argument of call(): the model's inputs in their own structure (list, dict)
+    model.export(str(path), format="tf_saved_model", verbose=False, input_signature=[pack_inputs(model, specs)])
     return Written("savedmodel", {"signature": "serving_default"})
 
 
@@ -141,7 +162,8 @@ def write_tflite(model, path: Path, *, batch_size: int | None = None) -> Written
         converter = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "savedmodel"))
         converter.optimizations = []
         try:
-            flatbuffer = converter.convert()
+            with native_stderr_silenced():  # the MLIR converter prints its errors before raising them
+                flatbuffer = converter.convert()
         except Exception as exc:
             raise ExportError(f"the TFLite converter failed: {str(exc).strip().splitlines()[0][:200]}") from exc
     finally:

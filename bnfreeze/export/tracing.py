@@ -16,7 +16,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from bnfreeze.io.signature import TensorSpec, input_specs, output_names
+from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
 
 
 @contextlib.contextmanager
@@ -73,8 +73,14 @@ def serving_function(model, batch_size: int | None = None) -> ServingFunction:
 
     @tf.function(input_signature=signature, autograph=False)
     def serve(*args):
-        outputs = model(args[0] if len(args) == 1 else list(args), training=False)
-        return dict(zip(names, keras.tree.flatten(outputs)))
+        outputs = model(pack_inputs(model, list(args)), training=False)
+
+        def node(value):
+            # an output that is an input as it is (Model(x, [x, f(x)])) needs an op of its own, or tf2onnx
+            # loses it ("graph input not exist"); a reshape to its own shape is one every converter keeps
+            return tf.reshape(value, tf.shape(value)) if any(value is arg for arg in args) else value
+
+        return {name: node(value) for name, value in zip(names, keras.tree.flatten(outputs))}
 
     with plain_convolutions():
         concrete = serve.get_concrete_function()

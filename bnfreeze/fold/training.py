@@ -82,8 +82,8 @@ def _records_training(config) -> bool:
 
 def probe_training_modes(model, seed: int = 0) -> TrainingModes:
     """Run ``model`` once under its default call and record who got ``training=True``."""
-    from bnfreeze.io.signature import input_specs
-    from bnfreeze.parity import preserved_state, random_inputs
+    from bnfreeze.io.signature import input_specs, pack_inputs
+    from bnfreeze.parity import fixed_batch, integer_ranges, preserved_state, random_inputs
 
     modes = TrainingModes(any_recorded=_records_training(model.get_config()), custom_layers=_has_custom_layers(model))
     if not modes.any_recorded and not modes.custom_layers:
@@ -106,9 +106,10 @@ def probe_training_modes(model, seed: int = 0) -> TrainingModes:
     try:
         for layer in layers:
             layer.call = wrap(layer)
-        arrays = random_inputs(input_specs(model), 2, seed)
+        specs = input_specs(model)
+        arrays = random_inputs(specs, fixed_batch(specs) or 2, seed, int_high=integer_ranges(model))
         with preserved_state(model):
-            model(arrays[0] if len(arrays) == 1 else arrays)
+            model(pack_inputs(model, arrays))
     except Exception as exc:  # a model that cannot run on random inputs: fall back to the config
         modes.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     finally:

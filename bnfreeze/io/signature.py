@@ -43,14 +43,35 @@ def output_names(model) -> list[str]:
     import keras
 
     count = len(model.outputs)
+    struct = getattr(model, "_outputs_struct", None)
     if isinstance(model, keras.Sequential):
         names = [model.layers[-1].name]
+    elif isinstance(struct, dict) and all(not isinstance(v, (dict, list, tuple)) for v in struct.values()):
+        # outputs given as a dict: its keys name them (as in model.export's signature), in flatten order
+        names = [str(key) for key in keras.tree.flatten({key: key for key in struct})]
     else:
         names = list(getattr(model, "output_names", None) or [])
     if len(names) != count:
         names = [f"output_{i}" for i in range(count)]
+    # an output named like an input (Model(x, [x, f(x)]) names both after x) would clash in every
+    # artifact's signature: the output gets a suffix, everywhere alike
+    taken = {spec.name for spec in input_specs(model)}
+    names = [f"{name}_output" if name in taken else name for name in names]
     return _unique(names)
 
 
 def output_specs(model) -> list[TensorSpec]:
     return [TensorSpec(n, tuple(t.shape), str(t.dtype)) for n, t in zip(output_names(model), model.outputs)]
+
+
+def pack_inputs(model, values: list):
+    """``values`` (one per input, in :func:`input_specs` order) in the structure ``model`` is called
+    with: one tensor, a list, or a dict keyed like the model's ``Input`` dict."""
+    import keras
+
+    struct = getattr(model, "_inputs_struct", None)
+    if struct is not None and not isinstance(struct, (list, tuple)) and not hasattr(struct, "shape"):
+        return keras.tree.pack_sequence_as(struct, list(values))
+    if struct is not None and isinstance(struct, (list, tuple)) and len(struct) == 1 and len(values) == 1:
+        return values[0]
+    return values[0] if len(values) == 1 else list(values)

@@ -40,6 +40,7 @@ import numpy as np
 from bnfreeze.fold.classes import is_exactly
 from bnfreeze.fold.graph import ModelGraph, TensorRef
 from bnfreeze.fold.rewrite import copy_model
+from bnfreeze.io.signature import pack_inputs
 
 SWEEPS = 20
 
@@ -261,7 +262,7 @@ def correct_bias(model, data, *, per_tensor: bool = False, limit: int | None = N
     count = 0
     for feed in data.batches(batch_size, limit):
         arrays = [feed[n] for n in names]
-        values = probe(arrays[0] if len(arrays) == 1 else arrays, training=False)
+        values = probe(pack_inputs(probe, list(arrays)), training=False)
         values = values if isinstance(values, (list, tuple)) else [values]
         for i, value in enumerate(values):
             value = np.asarray(keras.ops.convert_to_numpy(value), np.float64)

@@ -25,7 +25,7 @@ import numpy as np
 from bnfreeze.compare import OutputComparison, Tolerance
 from bnfreeze.errors import InputError
 from bnfreeze.io.signature import TensorSpec
-from bnfreeze.parity import random_data
+from bnfreeze.parity import integer_ranges, random_data
 from bnfreeze.verify.harness import Comparison, infer, match_outputs, pair_inputs
 from bnfreeze.verify.matching import canonical, find, parse_map
 from bnfreeze.verify.runners import KerasRunner, Runner, Unavailable, open_runner, runner_class
@@ -129,13 +129,13 @@ def data_specs(reference: Runner) -> list[TensorSpec]:
     return [TensorSpec(key, tuple(s.shape), s.real_dtype) for key, s in zip(keys, specs)]
 
 
-def _open_data(data, specs: list[TensorSpec], samples: int, seed: int, rescale: float | None):
+def _open_data(data, specs: list[TensorSpec], samples: int, seed: int, rescale: float | None, int_high=None):
     from bnfreeze.io.sources import open_data
 
     if data is None:
         if rescale is not None:
             raise InputError("--rescale applies to a folder of images given with --data")
-        return random_data(specs, samples, seed)
+        return random_data(specs, samples, seed, int_high=int_high)
     return open_data(data, specs, rescale)
 
 
@@ -183,11 +183,15 @@ def verify(
         except Unavailable as exc:
             raise InputError(f"{reference}: the reference cannot run on the CPU here ({exc})") from exc
         opened.append(ref_runner)
-        tolerance = tolerance.resolved_for(ref_runner.compute_dtype())
+        keras_model = getattr(ref_runner, "model", None)
+        # a Keras reference: the defaults of each output's own precision; otherwise what the artifact shows
+        tolerance = tolerance.resolved(keras_model) if keras_model is not None else tolerance.resolved_for(
+            ref_runner.compute_dtype())
         specs = data_specs(ref_runner)
         ref_inputs = dict(zip([s.name for s in specs], [s.name for s in ref_runner.input_specs()]))
         ref_outputs = ref_runner.output_specs()
-        dataset = _open_data(data, specs, samples, seed, rescale)
+        ranges = dict(zip([s.name for s in specs], integer_ranges(keras_model).values())) if keras_model is not None else {}
+        dataset = _open_data(data, specs, samples, seed, rescale, ranges)
         rows: list[VerifyRow] = []
         plans: list[tuple[VerifyRow, Comparison]] = []
         used_inputs: set[str] = set()

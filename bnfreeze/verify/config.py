@@ -115,6 +115,9 @@ def load_config(path) -> list[Job]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not valid TOML ({exc})") from exc
     base = path.parent
+    stray = sorted(set(config) - {"defaults", "check"})
+    if stray:
+        raise InputError(f"{path}: unknown top-level key or table {', '.join(stray)} (expected [defaults] and [[check]])")
     if not isinstance(config.get("defaults", {}), dict):
         raise InputError(f"{path}: [defaults] must be a table")
     unknown = set(config.get("defaults", {})) - set(OPTIONS)
@@ -137,6 +140,11 @@ def load_config(path) -> list[Job]:
         candidates = check["candidates"]
         if isinstance(candidates, str):
             candidates = [candidates]
+        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+            raise InputError(f"{path}: {where}.candidates must be a path or a list of paths (strings)")
+        for key in ("reference", "data"):
+            if key in check and not isinstance(check[key], str):
+                raise InputError(f"{path}: {where}.{key} must be a path (a string)")
         job = Job(
             reference=base / check["reference"],
             candidates=[base / c for c in candidates],

@@ -13,16 +13,16 @@ import numpy as np
 
 from bnfreeze.compare import Accumulator, OutputComparison, Tolerance
 from bnfreeze.errors import BnfreezeError, InputError
-from bnfreeze.io.signature import TensorSpec, input_specs, output_names
+from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
 from bnfreeze.parity import random_inputs
 from bnfreeze.verify.matching import Pair, match, shape_text
 from bnfreeze.verify.runners.base import Runner, first_line
 
 
-def random_feeds(specs: list[TensorSpec], batch_sizes, seed: int) -> list[dict[str, np.ndarray]]:
+def random_feeds(specs: list[TensorSpec], batch_sizes, seed: int, int_high=None) -> list[dict[str, np.ndarray]]:
     feeds = []
     for offset, batch in enumerate(batch_sizes):
-        arrays = random_inputs(specs, batch, seed + offset)
+        arrays = random_inputs(specs, batch, seed + offset, int_high=int_high)
         feeds.append({spec.name: array for spec, array in zip(specs, arrays)})
     return feeds
 
@@ -38,7 +38,7 @@ def run_reference(model, feeds) -> list[dict[str, np.ndarray]]:
     for feed in feeds:
         arrays = [feed[s.name] for s in specs]
         with tf.device("/CPU:0"):
-            outputs = model(arrays[0] if len(arrays) == 1 else arrays, training=False)
+            outputs = model(pack_inputs(model, arrays), training=False)
         flat = [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
         results.append(dict(zip(names, flat)))
     return results
@@ -90,7 +90,8 @@ class Comparison:
         self.runner = runner
         self.inputs = inputs
         self.outputs = outputs
-        self.accumulators = [Accumulator(pair.reference.name, tolerance) for pair in outputs]
+        self.accumulators = [Accumulator(pair.reference.name, tolerance.for_output(pair.reference.name))
+                             for pair in outputs]
 
     def add(self, feed: dict[str, np.ndarray], expected: dict[str, np.ndarray], start: int) -> None:
         """Run on ``feed`` (reference input names) and compare with ``expected`` (reference output names)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnfreeze.compare import compute_dtype
-from bnfreeze.io.signature import input_specs, output_specs
+from bnfreeze.io.signature import input_specs, output_specs, pack_inputs
 from bnfreeze.verify.runners.base import Runner, plain, tf_device
 
 
@@ -44,7 +44,7 @@ class KerasRunner(Runner):
 
         arrays = [feed[spec.name] for spec in self.input_specs()]
         with tf.device(self._device):
-            outputs = self.model(arrays[0] if len(arrays) == 1 else arrays, training=False)
+            outputs = self.model(pack_inputs(self.model, arrays), training=False)
         flat = [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
         return dict(zip([s.name for s in self.output_specs()], flat))
 

@@ -45,6 +45,10 @@ class TFLiteRunner(Runner):
     def _load(self) -> None:
         import tensorflow as tf
 
+        from bnfreeze.verify.runners.tflite_check import check_flatbuffer
+
+        check_flatbuffer(self.path)  # a damaged file would crash the interpreter (SIGSEGV), not raise
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tf.lite.Interpreter's move to ai_edge_litert
