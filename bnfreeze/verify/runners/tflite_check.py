@@ -70,7 +70,8 @@ def _walk(data: bytes) -> None:
         buffer = model.Buffers(index)
         if buffer is None:
             raise _Damaged(f"buffer {index} is missing")
-        _count(buffer.DataLength(), size, f"buffer {index}'s length")
+        if _count(buffer.DataLength(), size, f"buffer {index}'s length"):
+            buffer.DataAsNumpy()  # raises where the bytes run past the end of the file
         offset, length = buffer.Offset(), buffer.Size()
         if offset > 1 and (offset + length > size):
             raise _Damaged(f"buffer {index} lies beyond the end of the file")
@@ -79,17 +80,20 @@ def _walk(data: bytes) -> None:
         if code is None:
             raise _Damaged(f"operator code {index} is missing")
         code.BuiltinCode(), code.DeprecatedBuiltinCode(), code.Version()
+        _string(code, 6, size, f"operator code {index}'s custom name")
     for index in range(subgraphs):
         graph = model.Subgraphs(index)
         if graph is None:
             raise _Damaged(f"subgraph {index} is missing")
+        _string(graph, 12, size, f"subgraph {index}'s name")
         tensors = _count(graph.TensorsLength(), size, "tensor count")
         operators = _count(graph.OperatorsLength(), size, "operator count")
         for t in range(tensors):
             tensor = graph.Tensors(t)
             if tensor is None:
                 raise _Damaged(f"tensor {t} is missing")
-            tensor.Type(), tensor.Name()
+            tensor.Type()
+            _string(tensor, 10, size, f"tensor {t}'s name")
             if not 0 <= tensor.Buffer() < max(buffers, 1):
                 raise _Damaged(f"tensor {t} names buffer {tensor.Buffer()} of {buffers}")
             rank = tensor.ShapeLength()
@@ -128,7 +132,7 @@ def _walk(data: bytes) -> None:
         signature = model.SignatureDefs(index)
         if signature is None:
             raise _Damaged(f"signature {index} is missing")
-        signature.SignatureKey()
+        _string(signature, 8, size, f"signature {index}'s key")
         sub = signature.SubgraphIndex()
         if not 0 <= sub < subgraphs:
             raise _Damaged(f"signature {index} names subgraph {sub} of {subgraphs}")
@@ -138,12 +142,35 @@ def _walk(data: bytes) -> None:
                 item = entry(i)
                 if item is None or not 0 <= item.TensorIndex() < limit:
                     raise _Damaged(f"signature {index} names a tensor outside its subgraph")
-                item.Name()
+                _string(item, 4, size, f"signature {index}'s tensor name")
     for index in range(_count(model.MetadataLength(), size, "metadata count")):
         entry = model.Metadata(index)
         if entry is None or not 0 <= entry.Buffer() < max(buffers, 1):
             raise _Damaged(f"metadata {index} names a buffer outside the table")
-        entry.Name()
+        _string(entry, 4, size, f"metadata {index}'s name")
+
+
+def _string(table, slot: int, size: int, what: str) -> None:
+    """A string field (vtable ``slot`` of the generated schema) lies inside the file, NUL included.
+
+    Python's flatbuffers reader slices the bytes and so quietly shortens a
+    string whose length runs past the end; the interpreter's C++ reads on.
+    """
+    import flatbuffers.number_types as N
+
+    tab = table._tab
+    field = tab.Offset(slot)
+    if not field:
+        return
+    where = tab.Pos + field
+    if where + 4 > size:
+        raise _Damaged(f"{what} lies outside the file")
+    start = where + tab.Get(N.UOffsetTFlags, where)
+    if not 0 <= start <= size - 4:
+        raise _Damaged(f"{what} lies outside the file")
+    length = tab.Get(N.UOffsetTFlags, start)
+    if start + 4 + length >= size:
+        raise _Damaged(f"{what} runs past the end of the file")
 
 
 def _table_fields(table, size: int, what: str) -> None:
