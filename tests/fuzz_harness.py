@@ -1,7 +1,7 @@
 """Mangled inputs for every command, run in one process through click's test runner.
 
-Each case takes a real file (a .keras model, a .npz data set, an .onnx
-artifact), damages it — truncation, bit flips, or a rewritten zip archive
+Each case takes a real file (a .keras model, a .npz data set, an .onnx or
+.tflite artifact), damages it — truncation, bit flips, or a rewritten zip archive
 with a member removed, replaced or corrupted — and runs a command on it. A
 case passes when the command exits 1 or 2 (never 0, never 3 = internal error,
 never a crash), prints no traceback, says what is wrong on one line naming the
@@ -71,10 +71,10 @@ def build_sources(work: Path) -> dict[str, Path]:
     from bnfreeze.cli import main
 
     model = REPO / "models" / "digits_cnn.keras"
-    onnx = work / "good.onnx"
-    result = CliRunner().invoke(main, ["export", str(model), "--onnx", str(onnx)])
+    onnx, tflite = work / "good.onnx", work / "good.tflite"
+    result = CliRunner().invoke(main, ["export", str(model), "--onnx", str(onnx), "--tflite", str(tflite)])
     assert result.exit_code == 0, result.output
-    return {"keras": model, "npz": REPO / "models" / "digits_test.npz", "onnx": onnx}
+    return {"keras": model, "npz": REPO / "models" / "digits_test.npz", "onnx": onnx, "tflite": tflite}
 
 
 def commands(kind: str, bad: Path, out: Path, good_model: Path) -> list[list[str]]:
@@ -121,7 +121,7 @@ def run(cases: int, seed: int) -> dict:
             written = sorted(p.name for p in out.iterdir())
             leftovers = sorted(p.name for p in case_dir.iterdir() if p.name not in ("out", bad.name))
             problem = None
-            if code == 0 and kind == "onnx" and args[0] == "verify":
+            if code == 0 and kind in ("onnx", "tflite") and args[0] == "verify":
                 # a flipped bit in a name or the low bits of a weight leaves an equivalent graph: verify
                 # judging it within tolerance is the right answer, and verify writes nothing here
                 code = "0 (equivalent)"

@@ -23,4 +23,4 @@ def test_mangled_inputs_never_crash_or_write():
     assert summary["failures"] == [], json.dumps(summary["failures"][:5], indent=1)
     kinds = {key.split("/")[0] for key in summary["outcomes"]}
     mutations = {key.split("/")[1] for key in summary["outcomes"]}
-    assert kinds == {"keras", "npz", "onnx"} and mutations == {"truncate", "flip", "zip"}
+    assert kinds == {"keras", "npz", "onnx", "tflite"} and mutations == {"truncate", "flip", "zip"}
