@@ -16,6 +16,7 @@ array named ``x`` for a single-input model; an optional ``y`` holds labels.
 from __future__ import annotations
 
 import zipfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -127,7 +128,7 @@ def _open(path: Path) -> dict[str, np.ndarray]:
     raise InputError(f"{path}: unknown data format {path.suffix or '(no suffix)'!r}; expected .npy or .npz")
 
 
-class _Rows:
+class _Rows(ABC):
     """An array in a file, read row range by row range, never whole.
 
     Reads the ``.npy`` header and then only the rows asked for, so memory
@@ -154,8 +155,9 @@ class _Rows:
         self._stream = None
         self._row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
 
+    @abstractmethod
     def _open_stream(self):
-        raise NotImplementedError
+        """A binary stream of the ``.npy`` bytes (any position: readers seek)."""
 
     def __len__(self) -> int:
         return self.shape[0]
