@@ -435,3 +435,27 @@ def test_a_merged_bn_meets_its_new_neighbours_on_the_next_round():
     result = fold(keras.Model(inputs, layers.Dense(3, name="dense")(x)))
     assert folded_entry(result, "bn_b")["into"] == "bn_a"
     assert folded_entry(result, "bn_a")["into"] == "dense" and not result.report["kept"]
+
+
+# -- attack round 3 ----------------------------------------------------------------------------
+def test_a_nested_model_trusts_no_size_its_parent_does_not_give_it():
+    # A Sequential built for 8x8 and used where the input has None spatial dims runs on any size
+    # (Keras checks no input spec there): a 'same' convolution with kernel 2, stride 2 pads nothing at
+    # 8x8 (and at bnfreeze's parity size 64), but pads a row and a column at odd sizes, where the BN's
+    # shift folded into the convolution would be wrong.
+    inner = keras.Sequential([keras.Input((8, 8, 3)), layers.BatchNormalization(name="bn"),
+                              layers.Conv2D(4, 2, strides=2, padding="same", name="conv")], name="inner")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, inner(inputs))
+    result = fold(model)
+    assert "zero padding of conv makes the shift position dependent" in kept_reason(result, "bn")
+    odd = np.random.default_rng(0).standard_normal((2, 5, 5, 3)).astype("float32")
+    np.testing.assert_allclose(_outputs(result.model, [odd], False)[0], _outputs(model, [odd], False)[0], atol=1e-5)
+
+
+def test_a_nested_model_called_on_its_recorded_sizes_still_folds_by_them():
+    inner = keras.Sequential([keras.Input((8, 8, 3)), layers.BatchNormalization(name="bn"),
+                              layers.Conv2D(4, 2, strides=2, padding="same", name="conv")], name="inner")
+    inputs = keras.Input((8, 8, 3))
+    result = fold(keras.Model(inputs, inner(inputs)))
+    assert folded_entry(result, "bn")["into"] == "inner/conv"
