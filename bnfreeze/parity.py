@@ -167,8 +167,25 @@ def _scaled(specs, arrays, magnitude: float):
             for spec, a in zip(specs, arrays)]
 
 
+def keras_error_line(exc: BaseException) -> str:
+    """The line of a Keras error that says what is wrong (Keras wraps it in "Exception encountered when calling...")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Exception encountered when calling")]
+    return (useful or lines or [type(exc).__name__])[0][:200]
+
+
+def _run_reference(reference, arrays, training) -> list[np.ndarray]:
+    """Run the original model; a model that cannot run on inputs of its own declared shapes is bad input."""
+    try:
+        return run_keras(reference, arrays, training)
+    except Exception as exc:
+        shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
+        raise InputError(f"{reference.name} does not run on inputs of its declared shape ({shapes}; unknown "
+                         f"dims set to {DEFAULT_FREE_DIM}): {keras_error_line(exc)}") from exc
+
+
 def _compare_run(reference, candidate, arrays, training, names, label, tolerance):
-    expected = run_keras(reference, arrays, training)
+    expected = _run_reference(reference, arrays, training)
     got = run_keras(candidate, arrays, training)
     if len(expected) != len(got):
         raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")

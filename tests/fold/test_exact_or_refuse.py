@@ -459,3 +459,15 @@ def test_a_nested_model_called_on_its_recorded_sizes_still_folds_by_them():
     inputs = keras.Input((8, 8, 3))
     result = fold(keras.Model(inputs, inner(inputs)))
     assert folded_entry(result, "bn")["into"] == "inner/conv"
+
+
+def test_a_model_that_cannot_run_at_its_declared_shape_is_bad_input():
+    # the outer input has None spatial dims, the nested Functional accepts only 8x8: the parity inputs
+    # (unknown dims at 64) cannot run the original model, which is the model's problem, not an internal error
+    a = keras.Input((8, 8, 3))
+    inner = keras.Model(a, layers.Conv2D(4, 3)(layers.BatchNormalization()(a)), name="inner")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, inner(inputs), name="outer")
+    with pytest.raises(bnfreeze.InputError, match=r"outer does not run on inputs of its declared shape .*"
+                                                  r"expected shape=\(None, 8, 8, 3\)"):
+        bnfreeze.fold(model)
