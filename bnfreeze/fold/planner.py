@@ -184,6 +184,10 @@ def _plan_batch_norm(graph: ModelGraph, name: str, bn, rules: Sequence[FoldRule]
     site = _make_site(graph, name, bn, wrapped)
     if site.axis == 0:
         return Kept(label, f"{name} normalizes the batch axis: its statistics are not per channel")
+    if wrapped and site.axis == 1:
+        # TimeDistributed calls the BN on one step (batch, ...) at a time: the BN's own axis 0 is the batch axis
+        return Kept(label, f"{bn.name} inside {name} normalizes the batch axis of each step: its statistics "
+                           "are not per channel")
     return plan_site(site, rules)
 
 

@@ -471,3 +471,13 @@ def test_a_model_that_cannot_run_at_its_declared_shape_is_bad_input():
     with pytest.raises(bnfreeze.InputError, match=r"outer does not run on inputs of its declared shape .*"
                                                   r"expected shape=\(None, 8, 8, 3\)"):
         bnfreeze.fold(model)
+
+
+def test_a_time_distributed_bn_on_axis_0_normalizes_the_batch_of_each_step():
+    # TimeDistributed calls the BN on (batch, features) per step: axis 0 is the batch, not the time axis
+    inputs = keras.Input((4, 3), batch_size=2)
+    x = layers.TimeDistributed(layers.BatchNormalization(axis=0, name="inner"), name="td_bn")(inputs)
+    model = keras.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
+    randomize_bn(model)
+    result = bnfreeze.fold(model)  # before: an internal error (a 2-channel map on the 4 time steps)
+    assert "normalizes the batch axis of each step" in kept_reason(result, "td_bn/inner")
