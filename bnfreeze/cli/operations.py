@@ -25,7 +25,9 @@ def _check_outputs(model_path: Path, outputs: list[Path | None], force: bool) ->
             continue
         if out.exists() and same_file(out, model_path):
             raise InputError(f"{out}: is the input model; bnfreeze never overwrites its input")
-        check_writable(out, force=force)
+        if out.is_dir() and out.resolve() in Path(model_path).resolve().parents:
+            raise InputError(f"{out}: holds the input model; bnfreeze never replaces it")
+        check_writable(out, force=force, folder=out.is_dir())
 
 
 @dataclass

@@ -163,3 +163,17 @@ def test_inspect(example_model_path, tmp_path):
     assert "fold backward into conv1" in proc.stdout
     rows = json.loads((tmp_path / "plan.json").read_text())
     assert [r["layer"] for r in rows] == ["bn1", "bn2", "bn3"]
+
+
+def test_an_output_naming_a_folder_never_deletes_it(model_copy, tmp_path):
+    # before: the folder was removed with everything in it (the input model too), and the output put in its place
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    before = digest(model_copy)
+    for args in (("fold", model_copy, "-o", tmp_path / "o.keras", "--report", tmp_path, "--force"),
+                 ("export", model_copy, "--savedmodel", tmp_path, "--force"),
+                 ("verify", model_copy, model_copy, "--json", tmp_path)):
+        proc = bnfreeze(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert ("holds the input model" in proc.stderr or "is a folder" in proc.stderr), proc.stderr
+        assert digest(model_copy) == before and notes.read_text() == "precious"
