@@ -19,7 +19,20 @@ from bnfreeze.io.files import atomic_path, check_writable, committed_together, d
 from bnfreeze.io.models import load_model
 
 
+def distinct_outputs(outputs) -> None:
+    """Refuse two outputs of one command at the same path: one would overwrite the other."""
+    seen: dict[Path, Path] = {}
+    for out in outputs:
+        if out is None:
+            continue
+        key = Path(out).resolve()
+        if key in seen:
+            raise InputError(f"{out}: given for two outputs; each output needs its own path")
+        seen[key] = Path(out)
+
+
 def _check_outputs(model_path: Path, outputs: list[Path | None], force: bool) -> None:
+    distinct_outputs(outputs)
     for out in outputs:
         if out is None:
             continue
@@ -366,6 +379,7 @@ def verify_files(reference, candidates, *, config=None, json_path=None, junit_pa
     from bnfreeze.verify import verify
     from bnfreeze.verify.config import load_config
 
+    distinct_outputs([json_path, junit_path])
     for path in (json_path, junit_path):
         if path:
             check_writable(path, force=True)  # a missing folder is bad input before anything runs

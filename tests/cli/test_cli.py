@@ -177,3 +177,16 @@ def test_an_output_naming_a_folder_never_deletes_it(model_copy, tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert ("holds the input model" in proc.stderr or "is a folder" in proc.stderr), proc.stderr
         assert digest(model_copy) == before and notes.read_text() == "precious"
+
+
+def test_two_outputs_at_one_path_are_refused(model_copy, tmp_path):
+    # before: the report was renamed into place, then the model's rename found it and failed (exit 2, a file
+    # written), or with --force the model silently replaced the report (exit 0, no report)
+    out = tmp_path / "a.keras"
+    for extra in ((), ("--force",)):
+        proc = bnfreeze("fold", model_copy, "-o", out, "--report", out, *extra)
+        assert proc.returncode == 2 and "given for two outputs" in proc.stderr, proc.stderr
+        assert not out.exists()
+    proc = bnfreeze("verify", model_copy, model_copy, "--json", tmp_path / "r.x", "--junit", tmp_path / "r.x")
+    assert proc.returncode == 2 and "given for two outputs" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model_copy.name]
