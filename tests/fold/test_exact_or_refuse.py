@@ -481,3 +481,16 @@ def test_a_time_distributed_bn_on_axis_0_normalizes_the_batch_of_each_step():
     randomize_bn(model)
     result = bnfreeze.fold(model)  # before: an internal error (a 2-channel map on the 4 time steps)
     assert "normalizes the batch axis of each step" in kept_reason(result, "td_bn/inner")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32"])
+def test_a_bn_that_casts_an_integer_input_to_float_stays(dtype):
+    # before: folded forward, the convolution received the uint8 image itself (an internal error in the parity
+    # run); through pooling or reshaping, integer tensors would be rounded or refused
+    inputs = keras.Input((8, 8, 3), dtype=dtype)
+    x = layers.BatchNormalization(name="bn")(inputs)
+    model = keras.Model(inputs, layers.Conv2D(4, 3, name="conv")(x))
+    randomize_bn(model)
+    result = bnfreeze.fold(model)
+    assert f"bn's input is {dtype}: the BN also makes it float, and folded away conv would receive {dtype}" in \
+        kept_reason(result, "bn")
