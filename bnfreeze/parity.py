@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bnfreeze.compare import OutputComparison, Tolerance, compare_output, summarize
-from bnfreeze.errors import InputError, ParityError
+from bnfreeze.errors import InputError, ParityError, message_line
 from bnfreeze.io.arrays import ArrayData
 from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
 
@@ -167,13 +167,6 @@ def _scaled(specs, arrays, magnitude: float):
             for spec, a in zip(specs, arrays)]
 
 
-def keras_error_line(exc: BaseException) -> str:
-    """The line of a Keras error that says what is wrong (Keras wraps it in "Exception encountered when calling...")."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith("Exception encountered when calling")]
-    return (useful or lines or [type(exc).__name__])[0][:200]
-
-
 def _run_reference(reference, arrays, training) -> list[np.ndarray]:
     """Run the original model; a model that cannot run on inputs of its own declared shapes is bad input."""
     try:
@@ -181,7 +174,7 @@ def _run_reference(reference, arrays, training) -> list[np.ndarray]:
     except Exception as exc:
         shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
         raise InputError(f"{reference.name} does not run on inputs of its declared shape ({shapes}; unknown "
-                         f"dims set to {DEFAULT_FREE_DIM}): {keras_error_line(exc)}") from exc
+                         f"dims set to {DEFAULT_FREE_DIM}): {message_line(exc)}") from exc
 
 
 def _compare_run(reference, candidate, arrays, training, names, label, tolerance):

@@ -190,3 +190,21 @@ def test_two_outputs_at_one_path_are_refused(model_copy, tmp_path):
     proc = bnfreeze("verify", model_copy, model_copy, "--json", tmp_path / "r.x", "--junit", tmp_path / "r.x")
     assert proc.returncode == 2 and "given for two outputs" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [model_copy.name]
+
+
+def test_an_internal_error_is_one_line(monkeypatch, model_copy):
+    # Keras wraps a layer's error in a header and the layer's arguments (whole arrays): the message printed
+    # for exit 3 was dozens of lines of numbers; now the line with the reason
+    from click.testing import CliRunner
+
+    import bnfreeze.cli.operations as operations
+    from bnfreeze.cli.main import main
+
+    def fails(*args, **kwargs):
+        raise ValueError("Exception encountered when calling Conv2D.call().\n\nthe real reason\n\n"
+                         "Arguments received by Conv2D.call():\n  • inputs=tf.Tensor(\n[[1 2]\n [3 4]])")
+
+    monkeypatch.setattr(operations, "fold_file", fails)
+    result = CliRunner().invoke(main, ["fold", str(model_copy)])
+    assert result.exit_code == 3
+    assert result.output.strip() == ("bnfreeze: internal error: ValueError: the real reason (rerun with --debug)")
