@@ -167,7 +167,7 @@ def _scaled(specs, arrays, magnitude: float):
             for spec, a in zip(specs, arrays)]
 
 
-def _run_reference(reference, arrays, training) -> list[np.ndarray]:
+def run_original(reference, arrays, training=False) -> list[np.ndarray]:
     """Run the original model; a model that cannot run on inputs of its own declared shapes is bad input."""
     try:
         return run_keras(reference, arrays, training)
@@ -178,7 +178,7 @@ def _run_reference(reference, arrays, training) -> list[np.ndarray]:
 
 
 def _compare_run(reference, candidate, arrays, training, names, label, tolerance):
-    expected = _run_reference(reference, arrays, training)
+    expected = run_original(reference, arrays, training)
     got = run_keras(candidate, arrays, training)
     if len(expected) != len(got):
         raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")
