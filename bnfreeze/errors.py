@@ -34,3 +34,14 @@ class KeptError(CheckError):
     def __init__(self, message: str, report=None):
         super().__init__(message)
         self.report = report
+
+
+def message_line(exc: BaseException) -> str:
+    """The line of an exception that says what is wrong, for one-line messages.
+
+    Keras wraps a layer's error in "Exception encountered when calling X.call()." followed by the
+    reason and then every argument (whole arrays): the reason is the line wanted.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Exception encountered when calling")]
+    return (useful or lines or [type(exc).__name__])[0][:300]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bnfreeze.compare import OutputComparison, Tolerance, compare_output, summarize
-from bnfreeze.errors import InputError, ParityError
+from bnfreeze.errors import InputError, ParityError, message_line
 from bnfreeze.io.arrays import ArrayData
 from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
 
@@ -167,8 +167,18 @@ def _scaled(specs, arrays, magnitude: float):
             for spec, a in zip(specs, arrays)]
 
 
+def run_original(reference, arrays, training=False) -> list[np.ndarray]:
+    """Run the original model; a model that cannot run on inputs of its own declared shapes is bad input."""
+    try:
+        return run_keras(reference, arrays, training)
+    except Exception as exc:
+        shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
+        raise InputError(f"{reference.name} does not run on inputs of its declared shape ({shapes}; unknown "
+                         f"dims set to {DEFAULT_FREE_DIM}): {message_line(exc)}") from exc
+
+
 def _compare_run(reference, candidate, arrays, training, names, label, tolerance):
-    expected = run_keras(reference, arrays, training)
+    expected = run_original(reference, arrays, training)
     got = run_keras(candidate, arrays, training)
     if len(expected) != len(got):
         raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")

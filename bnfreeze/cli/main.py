@@ -96,7 +96,10 @@ class BnfreezeGroup(click.Group):
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"bnfreeze: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
+            from bnfreeze.errors import message_line
+
+            click.echo(f"bnfreeze: internal error: {type(exc).__name__}: {message_line(exc)} (rerun with --debug)",
+                       err=True)
             ctx.exit(3)
 
 

@@ -19,13 +19,28 @@ from bnfreeze.io.files import atomic_path, check_writable, committed_together, d
 from bnfreeze.io.models import load_model
 
 
+def distinct_outputs(outputs) -> None:
+    """Refuse two outputs of one command at the same path: one would overwrite the other."""
+    seen: dict[Path, Path] = {}
+    for out in outputs:
+        if out is None:
+            continue
+        key = Path(out).resolve()
+        if key in seen:
+            raise InputError(f"{out}: given for two outputs; each output needs its own path")
+        seen[key] = Path(out)
+
+
 def _check_outputs(model_path: Path, outputs: list[Path | None], force: bool) -> None:
+    distinct_outputs(outputs)
     for out in outputs:
         if out is None:
             continue
         if out.exists() and same_file(out, model_path):
             raise InputError(f"{out}: is the input model; bnfreeze never overwrites its input")
-        check_writable(out, force=force)
+        if out.is_dir() and out.resolve() in Path(model_path).resolve().parents:
+            raise InputError(f"{out}: holds the input model; bnfreeze never replaces it")
+        check_writable(out, force=force, folder=out.is_dir())
 
 
 @dataclass
@@ -326,7 +341,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     from bnfreeze.html.page import bn_facts, compare_warning, describe_data, match_bns, parity_facts, render
     from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
-    from bnfreeze.parity import random_data
+    from bnfreeze.parity import fixed_batch, random_data
 
     model_path = Path(model_path)
     output = Path(output) if output is not None else model_path.with_name(model_path.stem + ".report.html")
@@ -336,8 +351,15 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     model = load_model(model_path, unsafe=unsafe)
     other = load_model(compare, unsafe=unsafe) if compare is not None else None
     specs = input_specs(model)
+    fixed = fixed_batch(specs)  # Input(batch_shape=...), stateful RNNs: every batch must have that size
+    if fixed and data is None:
+        samples = -(-samples // fixed) * fixed
     source = open_data(data, specs) if data is not None else random_data(specs, samples, seed)
-    feeds = [[feed[s.name] for s in specs] for feed in source.batches(8, samples if data is None else None)]
+    feeds = [[feed[s.name] for s in specs] for feed in source.batches(fixed or 8, samples if data is None else None)]
+    if fixed:
+        feeds = [arrays for arrays in feeds if len(arrays[0]) == fixed]
+        if not feeds:
+            raise InputError(f"{data}: fewer samples than the batch size {fixed} that {model.name} fixes")
     count = sum(len(arrays[0]) for arrays in feeds)
     described = describe_data(count, data) if data is not None else describe_data(count, seed=seed)
     folded = fold(model, check=False)
@@ -364,6 +386,7 @@ def verify_files(reference, candidates, *, config=None, json_path=None, junit_pa
     from bnfreeze.verify import verify
     from bnfreeze.verify.config import load_config
 
+    distinct_outputs([json_path, junit_path])
     for path in (json_path, junit_path):
         if path:
             check_writable(path, force=True)  # a missing folder is bad input before anything runs

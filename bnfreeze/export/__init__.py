@@ -56,8 +56,8 @@ def check_destinations(targets: dict[str, Path], force: bool) -> None:
         raise InputError(f"{targets['tflite']}: a TFLite file must end in .tflite")
     if "savedmodel" in targets and targets["savedmodel"].exists() and not targets["savedmodel"].is_dir():
         raise InputError(f"{targets['savedmodel']}: exists and is not a SavedModel folder")
-    for path in targets.values():
-        check_writable(path, force=force)
+    for kind, path in targets.items():
+        check_writable(path, force=force, folder=kind == "savedmodel")
 
 
 def export(
@@ -101,7 +101,7 @@ def export(
     with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
         for kind, destination in targets.items():
             writer, runner_cls = FORMATS[kind]
-            tmp = stack.enter_context(atomic_path(destination, force=force))
+            tmp = stack.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel"))
             started = time.perf_counter()
             kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
             try:

@@ -125,12 +125,54 @@ class ModelGraph:
             self._read_sequential()
         else:
             self._read_functional()
+        self._link()
+
+    def _link(self) -> None:
+        """Index every tensor's consumers (layer calls and model outputs)."""
+        self.consumers = {}
         for calls in self.calls.values():
             for call in calls:
                 for ref in call.inputs:
                     self.consumers.setdefault(ref, []).append(Consumer(call))
         for ref in self.outputs:
             self.consumers.setdefault(ref, []).append(Consumer(None))
+
+    # -- shapes of a nested model ------------------------------------------------
+    def _input_shapes(self) -> list[tuple[int | None, ...] | None]:
+        """The shape this graph recorded for each of its inputs (None where nothing recorded one)."""
+        return [self.shape_of(TensorRef(name, 0, 0)) for name in self.inputs]
+
+    def holds_for(self, calls: list[Call]) -> bool:
+        """Do the shapes recorded inside this (nested) graph hold for every one of ``calls`` in its parent?
+
+        A nested model records the shapes it was built on. Its parent may call it on other
+        ones: a Sequential built for 8x8 images and used in a model whose input has None
+        spatial dims runs on any size (Keras checks no input spec there), so a size-dependent
+        decision made on the recorded 8x8 (does a 'same' convolution pad anything?) would not
+        hold at run time.
+        """
+        own = self._input_shapes()
+        for call in calls:
+            if len(call.input_shapes) != len(own):
+                return False
+            for given, recorded in zip(call.input_shapes, own):
+                if recorded is None:
+                    continue
+                if given is None or len(given) != len(recorded):
+                    return False
+                if any(r is not None and g != r for g, r in zip(given[1:], recorded[1:])):
+                    return False
+        return True
+
+    def forget_shapes(self) -> None:
+        """Keep only the rank of every recorded shape: the dims are not known to hold at run time."""
+        for name, calls in self.calls.items():
+            self.calls[name] = [
+                Call(c.layer, c.node, c.inputs,
+                     tuple(None if s is None else (None,) * len(s) for s in c.input_shapes), c.kwargs)
+                for c in calls
+            ]
+        self._link()
 
     # -- reading -----------------------------------------------------------------
     def _read_functional(self) -> None:
@@ -237,6 +279,8 @@ class ModelGraph:
             if model_kind_of_layer(layer) in ("sequential", "functional"):
                 child = ModelGraph(layer, entry["config"], self.path + (name,), self.modes)
                 child.parent = self
+                if not child.holds_for(self.calls.get(name, [])):
+                    child.forget_shapes()
                 yield child
 
     def walk(self) -> Iterator["ModelGraph"]:

@@ -135,6 +135,15 @@ def _dtype_problem(match: Match) -> str | None:
     (range 65504) and overflow where the original did not."""
     graph, bn = match.site.graph, match.site.layer
     wanted = str(bn.compute_dtype)
+    if match.direction == "forward":
+        # A BN on an integer tensor (a uint8 image input, say) also casts it to float: folded away, the
+        # layer after it would receive the integers (a Conv2D cannot run on uint8; pooling would round)
+        source = graph.layer(match.site.name)
+        dtype = str(getattr(getattr(source, "input", None), "dtype", "") or "")
+        if dtype and not any(dtype.startswith(kind) for kind in ("float", "bfloat")):
+            first = (*match.through, match.target)[0]
+            return (f"{match.site.name}'s input is {dtype}: the BN also makes it float, and folded away "
+                    f"{first} would receive {dtype}")
     for name in (*match.through, match.target):
         layer = graph.layer(name)
         for part in (layer, getattr(layer, "layer", None)):
@@ -184,6 +193,10 @@ def _plan_batch_norm(graph: ModelGraph, name: str, bn, rules: Sequence[FoldRule]
     site = _make_site(graph, name, bn, wrapped)
     if site.axis == 0:
         return Kept(label, f"{name} normalizes the batch axis: its statistics are not per channel")
+    if wrapped and site.axis == 1:
+        # TimeDistributed calls the BN on one step (batch, ...) at a time: the BN's own axis 0 is the batch axis
+        return Kept(label, f"{bn.name} inside {name} normalizes the batch axis of each step: its statistics "
+                           "are not per channel")
     return plan_site(site, rules)
 
 

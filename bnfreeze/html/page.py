@@ -97,12 +97,12 @@ def describe_data(samples: int, path=None, seed: int | None = None) -> str:
 def parity_facts(model, folded, feeds: list[list[np.ndarray]], data: str) -> ParityFacts:
     """Run ``model`` and ``folded`` on ``feeds`` (batches of input arrays); judge each output as fold does."""
     from bnfreeze.compare import Tolerance, compare_output
-    from bnfreeze.parity import run_keras
+    from bnfreeze.parity import run_keras, run_original
 
     tolerance = Tolerance().resolved(model)
     reference, candidate, samples = [], [], 0
     for arrays in feeds:
-        reference.append([np.asarray(a, np.float64) for a in run_keras(model, arrays)])
+        reference.append([np.asarray(a, np.float64) for a in run_original(model, arrays)])
         candidate.append([np.asarray(b, np.float64) for b in run_keras(folded, arrays)])
         samples += len(arrays[0])
     outputs = len(reference[0]) if reference else 0

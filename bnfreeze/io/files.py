@@ -18,9 +18,25 @@ from bnfreeze.errors import InputError
 from bnfreeze.io.interrupts import deferred, record_written
 
 
-def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
-    """Refuse to replace an existing output unless ``force``; the folder must exist."""
+#: Files that make a folder a SavedModel: the only kind of folder bnfreeze replaces (with --force).
+SAVEDMODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def check_writable(path: str | os.PathLike, *, force: bool, folder: bool = False) -> Path:
+    """Refuse to replace an existing output unless ``force``; the folder must exist.
+
+    An output replaces what is at ``path`` whole. A file output never replaces a
+    folder, and a folder output (a SavedModel) replaces only a SavedModel folder:
+    a project folder given by mistake (``--json .``, ``--savedmodel`` where the
+    input model lies) would otherwise be deleted with everything in it.
+    """
     path = Path(path)
+    if path.is_dir():
+        if not folder:
+            raise InputError(f"{path}: is a folder; give the name of the file to write")
+        if not any((path / name).is_file() for name in SAVEDMODEL_FILES):
+            raise InputError(f"{path}: is a folder but not a SavedModel; bnfreeze replaces only a SavedModel "
+                             "folder (with --force), never another folder")
     if path.exists() and not force:
         raise InputError(f"{path}: already exists; pass --force to replace it")
     if not path.parent.exists():
@@ -29,14 +45,15 @@ def check_writable(path: str | os.PathLike, *, force: bool) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, force: bool) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, force: bool, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place on success.
 
     The temporary name keeps the suffix (Keras insists on ``.keras``). On any
     exception the temporary file or folder is removed and ``path`` is left as
-    it was.
+    it was. ``folder``: the output is a folder (a SavedModel), which may replace
+    an existing SavedModel folder (:func:`check_writable`).
     """
-    path = check_writable(path, force=force)
+    path = check_writable(path, force=force, folder=folder)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -46,8 +63,8 @@ def atomic_path(path: str | os.PathLike, *, force: bool) -> Iterator[Path]:
         if not tmp.exists():
             raise RuntimeError(f"nothing was written for {path}")
         with deferred():  # replace the old output and put the new one in place, untorn
-            check_writable(path, force=force)
-            if path.is_dir() and not path.is_symlink():
+            check_writable(path, force=force, folder=folder)
+            if folder and path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             os.replace(tmp, path)
             record_written(path)

@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
+from bnfreeze.errors import InputError
 from bnfreeze.recalibration.kernels import inference as bn_inference, normalise as bn_normalise
 from bnfreeze.recalibration.execution import Executor
 from bnfreeze.recalibration.moments import Moments, batch_moments, reduction_axes
@@ -51,6 +52,18 @@ def bn_input_key(step: Step) -> Key:
     return step.inputs[id(step.node.arguments.args[0])]
 
 
+def bn_mask_key(step: Step) -> Key | None:
+    """The key of the Keras mask the BN's call receives (``Masking``, ``Embedding(mask_zero=True)``), or None."""
+    mask = step.node.arguments.kwargs.get("mask")
+    return step.inputs.get(id(mask)) if mask is not None else None
+
+
+def bn_keys(step: Step) -> set[Key]:
+    """The tensors a BN's moments are taken from: its input and, where it has one, its mask."""
+    mask = bn_mask_key(step)
+    return {bn_input_key(step)} | ({mask} if mask is not None else set())
+
+
 @dataclass
 class Statistics:
     """What an estimator found for one BN layer.
@@ -70,8 +83,17 @@ class Statistics:
     extra: dict | None = None
 
 
-def _fused_inference(step: Step, x):
+def _fused_inference(step: Step, x, mask=None):
     return bn_inference(step.op, x)
+
+
+def _bn_moments(step: Step, x, mask):
+    """The moments of one BN call's input, masked positions left out (as Keras's training does)."""
+    rank = x.shape.rank
+    if mask is not None and step.op.axis % rank != rank - 1:
+        raise InputError(f"{step.name} receives a mask but normalizes axis {step.op.axis} of a rank-{rank} tensor, "
+                         "not the last: its masked statistics have no single count per channel")
+    return batch_moments(x, reduction_axes(step.op, rank), mask=mask)
 
 
 class ExactEstimator:
@@ -119,7 +141,7 @@ class ExactEstimator:
             room = self.memory_budget - held
             store = level < program.max_level and per_sample * (samples if samples is not None else 1) <= room
             keep = frontier if store else []
-            targets = {bn_input_key(s) for s in stat_steps} | set(keep)
+            targets = {k for s in stat_steps for k in bn_keys(s)} | set(keep)
             steps = program.needed_steps(targets, set(cache_keys))
             fn = self.executor.compile(_measuring_function(steps, cache_keys, stat_steps, keep))
             moments = {i: Moments() for i in layer_ids}
@@ -189,8 +211,8 @@ def _measuring_function(steps: list[Step], input_keys: list[Key], stat_steps: li
         run_steps(steps, values, bn_call=_fused_inference)
         reduced = []
         for step in stat_steps:
-            x = values[bn_input_key(step)]
-            reduced.append(batch_moments(x, reduction_axes(step.op, x.shape.rank)))
+            mask = bn_mask_key(step)
+            reduced.append(_bn_moments(step, values[bn_input_key(step)], values[mask] if mask is not None else None))
         return reduced, tuple(values[k] for k in keep)
 
     return fn
@@ -221,8 +243,8 @@ class BatchStatisticsPass:
             values = dict(zip(self.program.input_keys, tensors))
             reduced = []
 
-            def normalise(step: Step, x):
-                n, mean, m2 = batch_moments(x, reduction_axes(step.op, x.shape.rank))
+            def normalise(step: Step, x, mask=None):
+                n, mean, m2 = _bn_moments(step, x, mask)
                 reduced.append((n, mean, m2))
                 return bn_normalise(step.op, x, mean, m2 / n)
 

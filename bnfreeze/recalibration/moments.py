@@ -71,16 +71,18 @@ def reduction_axes(layer, rank: int) -> list[int]:
     return [i for i in range(rank) if i != axis]
 
 
-def batch_moments(x, axes):
+def batch_moments(x, axes, mask=None):
     """``(count, mean, M2)`` of ``x`` over ``axes`` in float64, merged across replicas.
 
     Runs inside a replica context (eagerly under the default strategy); with
     more than one replica the per-replica moments are combined with
-    :func:`merge_replicas`.
+    :func:`merge_replicas`. With a Keras ``mask`` (one dim less than ``x``,
+    the channels last), only the unmasked positions count, as in Keras's own
+    training-mode moments (``BatchNormalization._moments``).
     """
     import tensorflow as tf
 
-    count, mean, m2 = local_moments(x, axes)
+    count, mean, m2 = local_moments(x, axes) if mask is None else masked_moments(x, mask, axes)
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return count, mean, m2
@@ -121,6 +123,21 @@ def local_moments(x, axes):
     offset = tf.cast(centre, tf.float64) - mean
     m2 = tf.maximum(m2 - count * offset * offset, 0.0)
     return count, mean, m2
+
+
+def masked_moments(x, mask, axes):
+    """``(count, mean, M2)`` over the positions ``mask`` keeps (float64); the channels are on the last axis."""
+    import tensorflow as tf
+
+    x = tf.cast(tf.convert_to_tensor(x), tf.float64)
+    rank = x.shape.rank
+    axes = sorted(a % rank for a in axes)
+    weights = tf.cast(tf.cast(mask, tf.bool), tf.float64)
+    count = tf.reduce_sum(weights)
+    weights = tf.expand_dims(weights, -1)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(x * weights, axis=axes), count)
+    centred = (x - _expand(mean, axes, rank)) * weights
+    return count, mean, tf.reduce_sum(tf.square(centred), axis=axes)
 
 
 def _rows(x, channel_axis: int, rank: int):

@@ -209,7 +209,7 @@ def run_steps(steps: list[Step], values: dict, bn_call=None) -> None:
     """Run ``steps`` in order on ``values`` (key -> tensor), adding their outputs.
 
     Every layer that takes ``training`` gets ``training=False``: Dropout and
-    other training-only behaviour stay off. ``bn_call(step, x)``, if given,
+    other training-only behaviour stay off. ``bn_call(step, x, mask)``, if given,
     replaces the call of every BN step; where it returns None, the layer runs
     as usual.
     """
@@ -218,7 +218,7 @@ def run_steps(steps: list[Step], values: dict, bn_call=None) -> None:
     for step in steps:
         local = {tensor_id: values[key] for tensor_id, key in step.inputs.items()}
         args, kwargs = step.node.arguments.fill_in(local)
-        outputs = bn_call(step, args[0]) if step.is_bn and bn_call is not None else None
+        outputs = bn_call(step, args[0], kwargs.get("mask")) if step.is_bn and bn_call is not None else None
         if outputs is None:
             if getattr(step.op, "_call_has_training_arg", False):
                 kwargs["training"] = False

@@ -38,7 +38,12 @@ def run_reference(model, feeds) -> list[dict[str, np.ndarray]]:
     for feed in feeds:
         arrays = [feed[s.name] for s in specs]
         with tf.device("/CPU:0"):
-            outputs = model(pack_inputs(model, arrays), training=False)
+            try:
+                outputs = model(pack_inputs(model, arrays), training=False)
+            except Exception as exc:  # the model's own fault: it cannot run on inputs of its declared shape
+                shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
+                raise InputError(f"{model.name} does not run on inputs of its declared shape ({shapes}): "
+                                 f"{first_line(exc)}") from exc
         flat = [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
         results.append(dict(zip(names, flat)))
     return results

@@ -163,3 +163,48 @@ def test_inspect(example_model_path, tmp_path):
     assert "fold backward into conv1" in proc.stdout
     rows = json.loads((tmp_path / "plan.json").read_text())
     assert [r["layer"] for r in rows] == ["bn1", "bn2", "bn3"]
+
+
+def test_an_output_naming_a_folder_never_deletes_it(model_copy, tmp_path):
+    # before: the folder was removed with everything in it (the input model too), and the output put in its place
+    notes = tmp_path / "notes.txt"
+    notes.write_text("precious")
+    before = digest(model_copy)
+    for args in (("fold", model_copy, "-o", tmp_path / "o.keras", "--report", tmp_path, "--force"),
+                 ("export", model_copy, "--savedmodel", tmp_path, "--force"),
+                 ("verify", model_copy, model_copy, "--json", tmp_path)):
+        proc = bnfreeze(*args)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert ("holds the input model" in proc.stderr or "is a folder" in proc.stderr), proc.stderr
+        assert digest(model_copy) == before and notes.read_text() == "precious"
+
+
+def test_two_outputs_at_one_path_are_refused(model_copy, tmp_path):
+    # before: the report was renamed into place, then the model's rename found it and failed (exit 2, a file
+    # written), or with --force the model silently replaced the report (exit 0, no report)
+    out = tmp_path / "a.keras"
+    for extra in ((), ("--force",)):
+        proc = bnfreeze("fold", model_copy, "-o", out, "--report", out, *extra)
+        assert proc.returncode == 2 and "given for two outputs" in proc.stderr, proc.stderr
+        assert not out.exists()
+    proc = bnfreeze("verify", model_copy, model_copy, "--json", tmp_path / "r.x", "--junit", tmp_path / "r.x")
+    assert proc.returncode == 2 and "given for two outputs" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model_copy.name]
+
+
+def test_an_internal_error_is_one_line(monkeypatch, model_copy):
+    # Keras wraps a layer's error in a header and the layer's arguments (whole arrays): the message printed
+    # for exit 3 was dozens of lines of numbers; now the line with the reason
+    from click.testing import CliRunner
+
+    import bnfreeze.cli.operations as operations
+    from bnfreeze.cli.main import main
+
+    def fails(*args, **kwargs):
+        raise ValueError("Exception encountered when calling Conv2D.call().\n\nthe real reason\n\n"
+                         "Arguments received by Conv2D.call():\n  • inputs=tf.Tensor(\n[[1 2]\n [3 4]])")
+
+    monkeypatch.setattr(operations, "fold_file", fails)
+    result = CliRunner().invoke(main, ["fold", str(model_copy)])
+    assert result.exit_code == 3
+    assert result.output.strip() == ("bnfreeze: internal error: ValueError: the real reason (rerun with --debug)")

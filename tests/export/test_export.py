@@ -113,3 +113,14 @@ def test_peer_leaves_bn_nodes_that_bnfreeze_folds(tmp_path):
     assert len(bn_derived_nodes(proto, ["bn"])) >= 2
     folded = export(bnfreeze.fold(model).model, onnx=tmp_path / "folded.onnx")[0]
     assert folded.details["bn_derived_nodes"] == 0
+
+
+def test_a_model_that_cannot_run_at_its_declared_shape_is_bad_input(tmp_path):
+    # the outer input has None spatial dims, the nested model accepts only 8x8: an internal error before
+    a = keras.Input((8, 8, 3))
+    inner = keras.Model(a, layers.Conv2D(4, 3)(a), name="inner")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, inner(inputs), name="outer")
+    with pytest.raises(bnfreeze.InputError, match=r"outer does not run on inputs of its declared shape"):
+        export(model, onnx=tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []

@@ -435,3 +435,62 @@ def test_a_merged_bn_meets_its_new_neighbours_on_the_next_round():
     result = fold(keras.Model(inputs, layers.Dense(3, name="dense")(x)))
     assert folded_entry(result, "bn_b")["into"] == "bn_a"
     assert folded_entry(result, "bn_a")["into"] == "dense" and not result.report["kept"]
+
+
+# -- attack round 3 ----------------------------------------------------------------------------
+def test_a_nested_model_trusts_no_size_its_parent_does_not_give_it():
+    # A Sequential built for 8x8 and used where the input has None spatial dims runs on any size
+    # (Keras checks no input spec there): a 'same' convolution with kernel 2, stride 2 pads nothing at
+    # 8x8 (and at bnfreeze's parity size 64), but pads a row and a column at odd sizes, where the BN's
+    # shift folded into the convolution would be wrong.
+    inner = keras.Sequential([keras.Input((8, 8, 3)), layers.BatchNormalization(name="bn"),
+                              layers.Conv2D(4, 2, strides=2, padding="same", name="conv")], name="inner")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, inner(inputs))
+    result = fold(model)
+    assert "zero padding of conv makes the shift position dependent" in kept_reason(result, "bn")
+    odd = np.random.default_rng(0).standard_normal((2, 5, 5, 3)).astype("float32")
+    np.testing.assert_allclose(_outputs(result.model, [odd], False)[0], _outputs(model, [odd], False)[0], atol=1e-5)
+
+
+def test_a_nested_model_called_on_its_recorded_sizes_still_folds_by_them():
+    inner = keras.Sequential([keras.Input((8, 8, 3)), layers.BatchNormalization(name="bn"),
+                              layers.Conv2D(4, 2, strides=2, padding="same", name="conv")], name="inner")
+    inputs = keras.Input((8, 8, 3))
+    result = fold(keras.Model(inputs, inner(inputs)))
+    assert folded_entry(result, "bn")["into"] == "inner/conv"
+
+
+def test_a_model_that_cannot_run_at_its_declared_shape_is_bad_input():
+    # the outer input has None spatial dims, the nested Functional accepts only 8x8: the parity inputs
+    # (unknown dims at 64) cannot run the original model, which is the model's problem, not an internal error
+    a = keras.Input((8, 8, 3))
+    inner = keras.Model(a, layers.Conv2D(4, 3)(layers.BatchNormalization()(a)), name="inner")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, inner(inputs), name="outer")
+    with pytest.raises(bnfreeze.InputError, match=r"outer does not run on inputs of its declared shape .*"
+                                                  r"expected shape=\(None, 8, 8, 3\)"):
+        bnfreeze.fold(model)
+
+
+def test_a_time_distributed_bn_on_axis_0_normalizes_the_batch_of_each_step():
+    # TimeDistributed calls the BN on (batch, features) per step: axis 0 is the batch, not the time axis
+    inputs = keras.Input((4, 3), batch_size=2)
+    x = layers.TimeDistributed(layers.BatchNormalization(axis=0, name="inner"), name="td_bn")(inputs)
+    model = keras.Model(inputs, layers.Dense(2)(layers.Flatten()(x)))
+    randomize_bn(model)
+    result = bnfreeze.fold(model)  # before: an internal error (a 2-channel map on the 4 time steps)
+    assert "normalizes the batch axis of each step" in kept_reason(result, "td_bn/inner")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32"])
+def test_a_bn_that_casts_an_integer_input_to_float_stays(dtype):
+    # before: folded forward, the convolution received the uint8 image itself (an internal error in the parity
+    # run); through pooling or reshaping, integer tensors would be rounded or refused
+    inputs = keras.Input((8, 8, 3), dtype=dtype)
+    x = layers.BatchNormalization(name="bn")(inputs)
+    model = keras.Model(inputs, layers.Conv2D(4, 3, name="conv")(x))
+    randomize_bn(model)
+    result = bnfreeze.fold(model)
+    assert f"bn's input is {dtype}: the BN also makes it float, and folded away conv would receive {dtype}" in \
+        kept_reason(result, "bn")

@@ -98,3 +98,21 @@ def test_page_renders_in_headless_chromium(page, tmp_path):
     for chart in measure(page, tmp_path):
         assert chart["right"] - chart["left"] >= 1000, chart["chart"]
         assert overlaps(chart["texts"]) == [] and outside(chart) == [], chart["chart"]
+
+
+def test_a_model_with_a_fixed_batch_size_is_run_at_that_size(tmp_path):
+    # before: the page ran 8 random samples (or --samples N) as one batch: an internal error for a model
+    # whose input fixes the batch size
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((6,), batch_size=4)
+    model = keras.Model(inputs, layers.BatchNormalization()(layers.Dense(3)(inputs)))
+    model.save(tmp_path / "fixed.keras")
+    for samples in ("8", "3"):
+        proc = bnfreeze("report", tmp_path / "fixed.keras", "-o", tmp_path / "r.html", "--samples", samples, "--force")
+        assert proc.returncode == 0, proc.stderr
+    np.save(tmp_path / "three.npy", np.zeros((3, 6), "float32"))
+    proc = bnfreeze("report", tmp_path / "fixed.keras", "-o", tmp_path / "r.html", "--data", tmp_path / "three.npy",
+                    "--force")
+    assert proc.returncode == 2 and "fewer samples than the batch size 4" in proc.stderr

@@ -36,3 +36,31 @@ def test_refuses_existing_without_force(tmp_path):
 def test_missing_output_folder(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_json({}, tmp_path / "nowhere" / "x.json")
+
+
+def test_a_file_output_never_replaces_a_folder(tmp_path):
+    # `verify --json .` or `fold --report <project folder> --force` deleted the folder and all it held
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "model.keras").write_text("precious")
+    for force in (False, True):
+        with pytest.raises(InputError, match="is a folder"):
+            write_json({}, folder, force=force)
+    assert (folder / "model.keras").read_text() == "precious"
+
+
+def test_a_folder_output_replaces_only_a_savedmodel_folder(tmp_path):
+    folder = tmp_path / "not_a_savedmodel"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    with pytest.raises(InputError, match="not a SavedModel"):
+        with atomic_path(folder, force=True, folder=True) as tmp:
+            tmp.mkdir()
+    assert (folder / "notes.txt").read_text() == "precious"
+    saved = tmp_path / "sm"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_text("old")
+    with atomic_path(saved, force=True, folder=True) as tmp:
+        tmp.mkdir()
+        (tmp / "saved_model.pb").write_text("new")
+    assert (saved / "saved_model.pb").read_text() == "new"

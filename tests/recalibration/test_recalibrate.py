@@ -309,3 +309,37 @@ def test_data_that_turns_out_empty_is_an_input_error(model, x):
     for mode in ("exact", "precise"):
         with pytest.raises(InputError, match="holds no samples"):
             recalibrate(model, empty, mode=mode)
+
+
+def _masked_sequences():
+    import keras
+    from keras import layers
+
+    x_in = keras.Input((6, 4), name="steps")
+    x = layers.Masking(0.0)(x_in)
+    x = layers.Dense(3, name="dense")(x)
+    x = layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(x_in, layers.GlobalAveragePooling1D()(x))
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((40, 6, 4)) * 2 + 1).astype("float32")
+    x[:, 4:] = 0.0  # padding: masked steps
+    x[::3, 1] = 0.0
+    return model, x
+
+
+@pytest.mark.parametrize("mode", ["exact", "precise", "fixed-batch"])
+def test_a_masked_bn_measures_the_unmasked_steps_as_keras_training_does(mode):
+    """Keras's training-mode BN takes its moments over the steps its mask keeps (``BatchNormalization._moments``);
+    the padded steps (here the Dense bias) must not pull the statistics."""
+    import keras
+
+    model, x = _masked_sequences()
+    result = recalibrate(model, data_of(model, x), mode=mode, batch_size=40 if mode == "fixed-batch" else 7)
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    bn = twin.get_layer("bn")
+    bn.momentum = 0.0
+    twin(x, training=True)  # moving statistics := Keras's masked batch statistics of all 40 samples
+    mean, var = bn_statistics(result.model)["bn"]
+    assert_close(mean, bn.moving_mean.numpy(), rtol=1e-4)
+    assert_close(var, bn.moving_variance.numpy(), rtol=1e-4)

@@ -194,8 +194,9 @@ def tf_device(device: str) -> str:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    from bnfreeze.errors import message_line
+
+    return message_line(exc)[:200]
 
 
 @contextlib.contextmanager
