@@ -78,29 +78,38 @@ class BnfreezeGroup(click.Group):
 
     def invoke(self, ctx):
         from bnfreeze.errors import BnfreezeError, CheckError
-        from bnfreeze.io.interrupts import Interrupted
+        from bnfreeze.io.interrupts import Interrupted, checkpoint, reported
 
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            checkpoint()  # a signal whose exception was swallowed (in a finalizer) is still an interrupt
+            return result
         except (Interrupted, KeyboardInterrupt) as exc:
             exc = exc if isinstance(exc, Interrupted) else Interrupted(2)
+            reported()
             click.echo(_interrupted_message(exc), err=True)
             ctx.exit(exc.exit_code)
         except BnfreezeError as exc:
-            if ctx.params.get("debug"):
-                raise
+            _traceback_if_debug(ctx)
             click.echo(f"bnfreeze: error: {exc}", err=True)
             ctx.exit(1 if isinstance(exc, CheckError) else 2)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:
-            if ctx.params.get("debug"):
-                raise
+            _traceback_if_debug(ctx)
             from bnfreeze.errors import message_line
 
             click.echo(f"bnfreeze: internal error: {type(exc).__name__}: {message_line(exc)} (rerun with --debug)",
                        err=True)
             ctx.exit(3)
+
+
+def _traceback_if_debug(ctx) -> None:
+    """With --debug, the traceback of the error being handled; the exit code stays the same."""
+    if ctx.params.get("debug"):
+        import traceback
+
+        traceback.print_exc()
 
 
 # -- options shared by several commands ------------------------------------------------
@@ -292,6 +301,11 @@ def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, forc
     _wrote(console, [a.path for a in artifacts])
 
 
+#: verify options that a config file sets (per check or in [defaults]), not the command line
+_CONFIG_OPTIONS = ("checks", "min_top1", "min_snr", "atol", "rtol", "data", "signature", "input_map", "output_map",
+                   "rescale", "samples", "seed", "batch_size", "device", "require_gpu", "locate")
+
+
 @main.command()
 @click.argument("reference", required=False, type=click.Path(path_type=str))
 @click.argument("candidates", nargs=-1, type=click.Path(path_type=str))
@@ -317,24 +331,25 @@ def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, forc
 @click.option("--locate", is_flag=True, help="For a failing Keras candidate of a Keras reference, name the first diverging layer.")
 @click.option("--json", "json_path", type=click.Path(path_type=str), help="Write the results as JSON.")
 @click.option("--junit", type=click.Path(path_type=str), help="Write JUnit XML (one testcase per candidate and device).")
+@write_options
 @load_options
 @tolerance_options
 def verify(reference, candidates, config_path, data, rescale, samples, seed, batch_size, device, require_gpu, checks,
-           min_top1, min_snr, signature, input_map, output_map, locate, json_path, junit, unsafe, atol, rtol):
+           min_top1, min_snr, signature, input_map, output_map, locate, json_path, junit, force, unsafe, atol, rtol):
     """Check that CANDIDATE artifacts compute what the REFERENCE artifact computes (any of .keras, SavedModel, .onnx, .tflite)."""
     from bnfreeze.cli.operations import verify_files
     from bnfreeze.cli.tables import print_verify
     from bnfreeze.compare import criteria
 
     if config_path is not None:
-        given = [name for name, value in (("--check", checks), ("--min-top1", min_top1), ("--min-snr", min_snr),
-                                          ("--atol", atol), ("--rtol", rtol), ("--data", data),
-                                          ("--signature", signature), ("--input-map", input_map),
-                                          ("--output-map", output_map), ("--rescale", rescale)) if value]
+        ctx = click.get_current_context()
+        given = [param.opts[0] for param in ctx.command.params if param.name in _CONFIG_OPTIONS
+                 and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             from bnfreeze.errors import InputError
 
-            raise InputError(f"{config_path}: {', '.join(given)} go into the config file with --config")
+            raise InputError(f"{config_path}: with --config, set {', '.join(given)} in the config file "
+                             f"(in [defaults] or a [[check]])")
         tolerance = None
     else:
         tolerance = criteria(atol, rtol, checks or ("max",), min_top1, min_snr)
@@ -342,7 +357,7 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
         reference, list(candidates), config=config_path, data=data, samples=samples, seed=seed,
         batch_size=batch_size, tolerance=tolerance, device=device, require_gpu=require_gpu,
         locate=locate, unsafe=unsafe, signature=signature, input_map=input_map, output_map=output_map,
-        rescale=rescale, json_path=json_path, junit_path=junit,
+        rescale=rescale, json_path=json_path, junit_path=junit, force=force,
     )
     console = _console()
     for report in reports:
@@ -516,10 +531,9 @@ def inspect(model, unsafe, json_path, force):
     from bnfreeze.io.files import write_json
     from bnfreeze.cli.tables import print_inspection
 
-    from bnfreeze.io.files import check_writable
+    from bnfreeze.cli.operations import check_outputs
 
-    if json_path:
-        check_writable(json_path, force=force)
+    check_outputs([model], [json_path], force)
     rows = inspect_file(model, unsafe=unsafe)
     console = _console()
     print_inspection(console, model, rows)

@@ -7,8 +7,10 @@ nothing and writes nothing.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from bnfreeze.compare import Tolerance
 from bnfreeze.errors import InputError
@@ -31,15 +33,33 @@ def distinct_outputs(outputs) -> None:
         seen[key] = Path(out)
 
 
-def _check_outputs(model_path: Path, outputs: list[Path | None], force: bool) -> None:
+def _input_paths(inputs) -> Iterator[Path]:
+    """Every input path: lists flattened (several --calib-data), globs expanded (TFRecord shards)."""
+    for item in inputs:
+        if item is None:
+            continue
+        if isinstance(item, (list, tuple)):
+            yield from _input_paths(item)
+            continue
+        yield Path(item)
+        if any(char in str(item) for char in "*?["):
+            yield from (Path(match) for match in glob.glob(str(item)))
+
+
+def check_outputs(inputs, outputs, force: bool) -> None:
+    """Before any work: outputs are distinct, none is (or is a folder holding) one of the ``inputs``
+    (even with ``force``), and each may be written (:func:`check_writable`)."""
     distinct_outputs(outputs)
+    sources = list(_input_paths(inputs))
     for out in outputs:
         if out is None:
             continue
-        if out.exists() and same_file(out, model_path):
-            raise InputError(f"{out}: is the input model; bnfreeze never overwrites its input")
-        if out.is_dir() and out.resolve() in Path(model_path).resolve().parents:
-            raise InputError(f"{out}: holds the input model; bnfreeze never replaces it")
+        out = Path(out)
+        for source in sources:
+            if same_file(out, source):
+                raise InputError(f"{out}: is an input of this command; bnfreeze never overwrites its inputs")
+            if out.is_dir() and out.resolve() in source.resolve().parents:
+                raise InputError(f"{out}: holds the input {source}; bnfreeze never replaces it")
         check_writable(out, force=force, folder=out.is_dir())
 
 
@@ -85,7 +105,7 @@ def fold_file(
         raise InputError(f"{output}: the folded model is saved as .keras; give an output ending in .keras")
     if data is not None and not Path(data).exists():
         raise InputError(f"{data}: no such file or folder")
-    _check_outputs(model_path, [output, report, *exports.targets.values()], force)
+    check_outputs([model_path, data], [output, report, *exports.targets.values()], force)
     check_destinations(exports.targets, force)
     model = load_model(model_path, unsafe=unsafe)
     source = open_data(data, input_specs(model), rescale) if data is not None else None
@@ -111,7 +131,7 @@ def _export_kwargs(exports: ExportOptions) -> dict:
 def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False, atol: float, rtol: float, seed=0):
     """Export the model in ``model_path``; every artifact is checked before it is written."""
     model_path = Path(model_path)
-    _check_outputs(model_path, list(exports.targets.values()), force)
+    check_outputs([model_path], list(exports.targets.values()), force)
     check_destinations(exports.targets, force)
     model = load_model(model_path, unsafe=unsafe)
     return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
@@ -180,7 +200,8 @@ def recalibrate_file(
     strategy = _strategy(distribute, worker_timeout)
     cluster = cluster_of(strategy)
     if cluster.is_chief:
-        _check_outputs(model_path, [output, folded, report, *exports.targets.values()], force)
+        check_outputs([model_path, calib_data, eval_data], [output, folded, report, *exports.targets.values()],
+                      force)
         check_destinations(exports.targets, force)
     model = load_model(model_path, unsafe=unsafe)
     specs = input_specs(model)
@@ -268,7 +289,7 @@ def quantize_file(
     for data in (calib_data, eval_data):
         if data is not None and not Path(data).exists():
             raise InputError(f"{data}: no such file or folder")
-    _check_outputs(model_path, [*targets.values(), report], force)
+    check_outputs([model_path, calib_data, eval_data], [*targets.values(), report], force)
     check_destinations(targets, force)
     scale = rescale
     model = load_model(model_path, unsafe=unsafe)
@@ -347,7 +368,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     output = Path(output) if output is not None else model_path.with_name(model_path.stem + ".report.html")
     if output.suffix not in (".html", ".htm"):
         raise InputError(f"{output}: the report is HTML; give an output ending in .html")
-    _check_outputs(model_path, [output], force)
+    check_outputs([model_path, compare, data], [output], force)
     model = load_model(model_path, unsafe=unsafe)
     other = load_model(compare, unsafe=unsafe) if compare is not None else None
     specs = input_specs(model)
@@ -380,27 +401,30 @@ def inspect_file(model_path, *, unsafe: bool = False) -> list[NormalizationRow]:
     return inspect(load_model(model_path, unsafe=unsafe))
 
 
-def verify_files(reference, candidates, *, config=None, json_path=None, junit_path=None, **options):
+def verify_files(reference, candidates, *, config=None, json_path=None, junit_path=None, force: bool = False,
+                 **options):
     """Run verify for the command line or a config file; write the JSON/JUnit reports."""
     from bnfreeze.verify.reports import write_junit, write_verify_json
     from bnfreeze.verify import verify
     from bnfreeze.verify.config import load_config
 
-    distinct_outputs([json_path, junit_path])
-    for path in (json_path, junit_path):
-        if path:
-            check_writable(path, force=True)  # a missing folder is bad input before anything runs
     if config is not None:
         if reference or candidates:
             raise InputError("give either --config or REFERENCE CANDIDATE..., not both")
-        reports = [verify(job.reference, job.candidates, unsafe=options.get("unsafe", False), **job.verify_kwargs())
-                   for job in load_config(config)]
+        jobs = load_config(config)
+        inputs = [config] + [path for job in jobs for path in (job.reference, *job.candidates, job.data)]
     else:
         if not reference or not candidates:
             raise InputError("give a REFERENCE model and at least one CANDIDATE (or --config FILE)")
+        inputs = [reference, *candidates, options.get("data")]
+    check_outputs(inputs, [json_path, junit_path], force)  # before anything runs
+    if config is not None:
+        reports = [verify(job.reference, job.candidates, unsafe=options.get("unsafe", False), **job.verify_kwargs())
+                   for job in jobs]
+    else:
         reports = [verify(reference, candidates, **options)]
     if json_path:
-        write_verify_json(reports, json_path)
+        write_verify_json(reports, json_path, force=force)
     if junit_path:
-        write_junit(reports, junit_path)
+        write_junit(reports, junit_path, force=force)
     return reports

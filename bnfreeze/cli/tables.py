@@ -260,14 +260,16 @@ class RichProgress:
         self._task = None
 
     def __enter__(self):
-        self._progress.start()
         return self
 
     def __exit__(self, *exc):
-        self._progress.stop()
+        if self._task is not None:  # started by the first pass: an error before it prints no empty bar line
+            self._progress.stop()
 
     def start(self, description: str, total: int | None) -> None:
-        if self._task is not None:
+        if self._task is None:
+            self._progress.start()
+        else:
             self._progress.update(self._task, visible=False)
         self._task = self._progress.add_task(description, total=total, rate="")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from bnfreeze.errors import InputError
-from bnfreeze.io.interrupts import deferred, record_written
+from bnfreeze.io.interrupts import checkpoint, deferred, record_written
 
 
 #: Files that make a folder a SavedModel: the only kind of folder bnfreeze replaces (with --force).
@@ -62,6 +62,7 @@ def atomic_path(path: str | os.PathLike, *, force: bool, folder: bool = False) -
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written for {path}")
+        checkpoint()  # an interrupt that was swallowed on the way stops the command here, nothing written
         with deferred():  # replace the old output and put the new one in place, untorn
             check_writable(path, force=force, folder=folder)
             if folder and path.is_dir() and not path.is_symlink():
@@ -93,6 +94,7 @@ def committed_together() -> Iterator[contextlib.ExitStack]:
     """
     with contextlib.ExitStack() as stack:
         yield stack
+        checkpoint()  # raised here, it unwinds every output without putting any in place
         pending = stack.pop_all()
     with deferred():
         pending.close()

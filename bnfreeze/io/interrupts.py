@@ -13,7 +13,9 @@ program is. Three places make that wrong:
 
 The command line installs :func:`install`; code that must not be torn runs
 inside :func:`deferred`, where a signal is only noted and raised as
-:class:`Interrupted` when the section ends. Every completed write is
+:class:`Interrupted` when the section ends. A signal stays noted until the
+command line has reported it, and :func:`checkpoint` (before outputs are put
+in place, and when a command ends) raises it again if it was lost on the way. Every completed write is
 recorded (:func:`record_written`), so the message says exactly what is on
 disk. Without :func:`install` (the Python API) nothing changes.
 """
@@ -50,17 +52,33 @@ _STATE = _State()
 
 
 def _handler(signum, _frame) -> None:
-    if _STATE.depth > 0:
-        _STATE.pending = signum
-        return
-    raise Interrupted(signum)
+    # Noted before it is raised: Python runs the handler between any two bytecodes, also inside a
+    # finalizer or a weakref callback, where the exception is printed and dropped ("Exception
+    # ignored in ..."). The note stays until the command line has reported the interrupt, so the
+    # next checkpoint raises it again.
+    _STATE.pending = signum
+    if _STATE.depth == 0:
+        raise Interrupted(signum)
 
 
 def install() -> None:
     """Route SIGINT and SIGTERM through :class:`Interrupted` (the command line does this)."""
+    _STATE.pending = None
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
     _STATE.installed = True
+
+
+def checkpoint() -> None:
+    """Raise :class:`Interrupted` for a signal that arrived and was not reported yet (outside
+    :func:`deferred`). Called before outputs are put in place and when a command ends."""
+    if _STATE.depth == 0 and _STATE.pending is not None:
+        raise Interrupted(_STATE.pending)
+
+
+def reported() -> None:
+    """The command line has told the user about the interrupt: forget it."""
+    _STATE.pending = None
 
 
 @contextlib.contextmanager
@@ -71,9 +89,7 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _STATE.depth -= 1
-        if _STATE.depth == 0 and _STATE.pending is not None:
-            signum, _STATE.pending = _STATE.pending, None
-            raise Interrupted(signum)
+        checkpoint()
 
 
 def import_native(name: str):

@@ -34,6 +34,7 @@ command line. Relative paths are relative to the config file's folder.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,11 @@ def _options(table: dict, where: str, path: Path) -> dict:
     return options
 
 
+def _beside(base: Path, path: str) -> Path:
+    """A path of the config file, relative to its folder, written plainly (``docs/ci/../m.onnx`` -> ``docs/m.onnx``)."""
+    return Path(os.path.normpath(base / path))
+
+
 def _merge(defaults: dict, own: dict) -> dict:
     """The check's options over the defaults; a check that sets ``check`` drops inherited bounds of other checks."""
     merged = dict(defaults)
@@ -146,9 +152,9 @@ def load_config(path) -> list[Job]:
             if key in check and not isinstance(check[key], str):
                 raise InputError(f"{path}: {where}.{key} must be a path (a string)")
         job = Job(
-            reference=base / check["reference"],
-            candidates=[base / c for c in candidates],
-            data=base / check["data"] if check.get("data") else None,
+            reference=_beside(base, check["reference"]),
+            candidates=[_beside(base, c) for c in candidates],
+            data=_beside(base, check["data"]) if check.get("data") else None,
             options=_merge(defaults, _options(check, where, path)),
         )
         try:

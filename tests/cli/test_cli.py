@@ -105,7 +105,8 @@ def test_truncated_model(tmp_path, example_model_path):
 
 def test_debug_shows_the_traceback(tmp_path):
     proc = bnfreeze("--debug", "fold", tmp_path / "missing.keras")
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr  # the same exit code as without --debug
+    assert proc.stderr.strip().splitlines()[-1].startswith("bnfreeze: error: ")
 
 
 def _save_with_lambda(path):
@@ -175,7 +176,7 @@ def test_an_output_naming_a_folder_never_deletes_it(model_copy, tmp_path):
                  ("verify", model_copy, model_copy, "--json", tmp_path)):
         proc = bnfreeze(*args)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (args, proc.stderr)
-        assert ("holds the input model" in proc.stderr or "is a folder" in proc.stderr), proc.stderr
+        assert ("holds the input" in proc.stderr or "is a folder" in proc.stderr), proc.stderr
         assert digest(model_copy) == before and notes.read_text() == "precious"
 
 
@@ -190,6 +191,37 @@ def test_two_outputs_at_one_path_are_refused(model_copy, tmp_path):
     proc = bnfreeze("verify", model_copy, model_copy, "--json", tmp_path / "r.x", "--junit", tmp_path / "r.x")
     assert proc.returncode == 2 and "given for two outputs" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [model_copy.name]
+
+
+def test_no_output_ever_replaces_an_input(model_copy, tmp_path, repo):
+    # before: verify --json REF replaced the reference model by JSON (exit 0); recalibrate --report DATA --force
+    # replaced the calibration data
+    data = tmp_path / "calib.npy"
+    shutil.copy(repo / "models" / "digits_calib.npy", data)
+    onnx = tmp_path / "m.onnx"
+    assert bnfreeze("export", model_copy, "--onnx", onnx).returncode == 0
+    inputs = {path: digest(path) for path in (model_copy, data, onnx)}
+    for args in (("verify", model_copy, onnx, "--json", model_copy),
+                 ("verify", model_copy, onnx, "--junit", onnx, "--force"),
+                 ("recalibrate", model_copy, "--calib-data", data, "--report", data, "--force"),
+                 ("recalibrate", model_copy, "--calib-data", tmp_path / "*.npy", "-o", tmp_path / "r.keras",
+                  "--report", data, "--force"),
+                 ("inspect", model_copy, "--json", model_copy, "--force"),
+                 ("fold", model_copy, "--data", data, "--report", data, "--force")):
+        proc = bnfreeze(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr.startswith("bnfreeze: error: ") and "is an input of this command" in proc.stderr
+        assert {path: digest(path) for path in inputs} == inputs
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in inputs)
+
+
+def test_verify_replaces_an_existing_report_only_with_force(model_copy, tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text("old")
+    proc = bnfreeze("verify", model_copy, model_copy, "--json", report)
+    assert proc.returncode == 2 and "already exists; pass --force" in proc.stderr and report.read_text() == "old"
+    proc = bnfreeze("verify", model_copy, model_copy, "--json", report, "--force")
+    assert proc.returncode == 0 and json.loads(report.read_text())
 
 
 def test_an_internal_error_is_one_line(monkeypatch, model_copy):

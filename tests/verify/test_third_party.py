@@ -362,7 +362,9 @@ def test_option_combinations_and_config_keys(built, repo, tmp_path):
     result = run("verify", "--config", config)
     assert result.exit_code == 2 and "check[0]" in result.output and "--atol applies" in result.output
     result = run("verify", "--config", config, "--check", "top1")
-    assert result.exit_code == 2 and "go into the config file" in result.output
+    assert result.exit_code == 2 and "with --config, set --check in the config file" in result.output
+    result = run("verify", "--config", config, "--samples", "8", "--device", "cpu")  # the defaults, given
+    assert result.exit_code == 2 and "set --samples, --device in the config file" in result.output
 
 
 def test_terminal_output_is_not_cut_when_piped(built, tmp_path):
