@@ -10,6 +10,8 @@ a hanging indent. The same facts, nothing cut, readable in a log.
 
 from __future__ import annotations
 
+import os
+import re
 import textwrap
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -44,9 +46,32 @@ def plain_line(columns: Sequence[Column], row: Sequence[str]) -> str:
 
 
 def wrap(text: str, width: int, indent: str = "    ") -> str:
-    """Wrap at spaces only (a long name or number stays whole), continuation lines indented."""
-    return "\n".join(textwrap.wrap(text, width=max(width, 40), subsequent_indent=indent, break_long_words=False,
-                                   break_on_hyphens=False)) or text
+    """Wrap between fields (after ``", "`` or ``": "``), so that ``max_abs 1.07e-06`` stays on one line for a
+    reader and for ``grep``; a field longer than a line wraps at its own spaces. Never inside a
+    word or number; continuation lines indented."""
+    width = max(width, 40)
+    lines: list[str] = []
+    line = ""
+    for field in re.split(r"(?<=[,:]) ", text):
+        joined = f"{line} {field}" if line else field
+        if len(joined) <= width or not line:
+            line = joined
+            continue
+        lines.append(line)
+        line = indent + field
+    if line:
+        lines.append(line)
+    out = []
+    for number, line in enumerate(lines):
+        if len(line) <= width:
+            out.append(line)
+            continue
+        pieces = textwrap.wrap(line, width=width, subsequent_indent=indent, break_long_words=False,
+                               break_on_hyphens=False, drop_whitespace=True)
+        if number:  # textwrap strips the indent of a continuation line's first piece
+            pieces[0] = indent + pieces[0].lstrip()
+        out.extend(pieces)
+    return "\n".join(out) or text
 
 
 def print_table(
@@ -74,14 +99,23 @@ def print_table(
     if fits(console, table):
         console.print(table)
         return
-    width = console.width if console.is_terminal else PLAIN_WIDTH
+    width = _width(console)
     console.print(wrap(title, width, "  "), markup=False, highlight=False, soft_wrap=True)
     for row in rows:
         line = plain(row) if plain else plain_line(columns, [str(c) for c in row])
         console.print(wrap("  " + line, width, "      "), markup=False, highlight=False, soft_wrap=True)
 
 
+def _width(console) -> int:
+    """The terminal's width; off a terminal 80 columns, or ``COLUMNS`` where the log is wider."""
+    if console.is_terminal:
+        return console.width
+    try:
+        return max(int(os.environ.get("COLUMNS", PLAIN_WIDTH)), 40)
+    except ValueError:
+        return PLAIN_WIDTH
+
+
 def say(console, text: str) -> None:
     """A sentence of output, wrapped between words on narrow consoles, never cut, no markup."""
-    width = console.width if console.is_terminal else PLAIN_WIDTH
-    console.print(wrap(text, width, "  "), markup=False, highlight=False, soft_wrap=True)
+    console.print(wrap(text, _width(console), "  "), markup=False, highlight=False, soft_wrap=True)
