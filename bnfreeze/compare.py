@@ -318,7 +318,8 @@ class Accumulator:
         self.top1_total = 0
         self.classifier = True
         self.max_failed = False  # a batch failed the max rule
-        self.worst_max_fail: tuple[float, float] | None = None  # (abs, rel) of the worst failing batch
+        #: (abs, rel, sample) of the failing batch with the largest error, and its worst sample
+        self.worst_max_fail: tuple[float, float, int] | None = None
         self.elementwise_failed = 0
         self.diffs: list[np.ndarray] = []
         # worst samples: (value, index)
@@ -369,8 +370,9 @@ class Accumulator:
         self.max_rel = max(self.max_rel, batch_rel)
         if not (batch_abs <= self.tolerance.abs_limit or batch_rel <= self.tolerance.rel_limit):
             self.max_failed = True
-            if self.worst_max_fail is None or batch_rel > self.worst_max_fail[1]:
-                self.worst_max_fail = (batch_abs, batch_rel)
+            if self.worst_max_fail is None or batch_abs > self.worst_max_fail[0]:
+                sample = start + (int(np.argmax(absdiff.reshape(batch, -1).max(axis=1))) if reference.ndim else 0)
+                self.worst_max_fail = (batch_abs, batch_rel, sample)
         within = (absdiff <= self.tolerance.abs_limit) | (absdiff <= self.tolerance.rel_limit * np.abs(reference))
         self.elementwise_failed += int(within.size - np.count_nonzero(within))
         self.sum_abs += float(absdiff.sum())
@@ -451,8 +453,8 @@ class Accumulator:
         reasons = []
         for check in tolerance.checks:
             if check == "max" and self.max_failed:
-                worst_abs, worst_rel = self.worst_max_fail
-                reasons.append(f"max_abs {worst_abs:.3g} > atol {tolerance.abs_limit:g} and "
+                worst_abs, worst_rel, sample = self.worst_max_fail
+                reasons.append(f"sample {sample}: max_abs {worst_abs:.3g} > atol {tolerance.abs_limit:g} and "
                                f"max_rel {worst_rel:.3g} > rtol {tolerance.rel_limit:g}")
             elif check == "elementwise" and self.elementwise_failed:
                 reasons.append(f"{self.elementwise_failed} elements beyond atol {tolerance.abs_limit:g} "
@@ -469,6 +471,8 @@ class Accumulator:
             worst = self.worst_disagreement[1]
         elif primary == "snr":
             worst = self.worst_noise[1]
+        elif primary == "max" and self.max_failed:
+            worst = self.worst_max_fail[2]  # the sample the failure line names
         else:
             worst = self.worst_abs[1]
         if self.noise == 0:

@@ -124,3 +124,19 @@ def test_option_combinations_are_checked():
         criteria(check=("top1",), min_top1=99)
     combined = criteria(atol=1e-3, check=("max", "top1"), min_top1=0.9)
     assert combined.checks == ("max", "top1") and combined.abs_limit == 1e-3
+
+
+def test_the_failure_line_and_the_worst_sample_name_the_same_sample():
+    """Sample 1 fails with the largest error; sample 0 fails by more relative to its small magnitude.
+    The row's worst sample and the failure line must both be sample 1, with sample 1's numbers."""
+    from bnfreeze.compare import Accumulator
+
+    accumulator = Accumulator("y", Tolerance(atol=1e-5, rtol=1e-4))
+    reference = [np.array([[0.01, 0.0]]), np.array([[100.0, 0.0]]), np.array([[1.0, 0.0]])]
+    candidate = [np.array([[0.02, 0.0]]), np.array([[100.5, 0.0]]), np.array([[1.0, 0.0]])]
+    for index, (ref, cand) in enumerate(zip(reference, candidate)):
+        accumulator.add(ref, cand, start=index)
+    result = accumulator.result()
+    assert not result.passed and result.worst_sample == 1
+    assert result.reason.startswith("sample 1: max_abs 0.5 > atol 1e-05 and max_rel 0.005 > rtol 0.0001")
+    assert result.max_abs == pytest.approx(0.5)
