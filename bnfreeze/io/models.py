@@ -20,6 +20,10 @@ def _is_hdf5(path: Path) -> bool:
         return handle.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
+#: deployment artifacts a Keras-model command may be given by mistake
+_ARTIFACTS = {".onnx": "an ONNX file", ".tflite": "a TFLite file"}
+
+
 def load_model(path: str | os.PathLike, *, unsafe: bool = False):
     """Load a ``.keras`` (or legacy ``.h5``) model with Keras safe mode on.
 
@@ -32,6 +36,11 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    artifact = _ARTIFACTS.get(path.suffix.lower()) or (
+        "a SavedModel" if path.is_dir() and (path / "saved_model.pb").is_file() else None)
+    if artifact:
+        raise InputError(f"{path}: is {artifact}; this command needs the Keras model it came from (.keras or .h5) "
+                         f"- bnfreeze verify compares artifacts with their model")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a .keras or .h5 model file")
     if path.suffix.lower() in LEGACY_SUFFIXES:

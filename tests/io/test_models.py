@@ -64,3 +64,18 @@ def test_a_folder_output_replaces_only_a_savedmodel_folder(tmp_path):
         tmp.mkdir()
         (tmp / "saved_model.pb").write_text("new")
     assert (saved / "saved_model.pb").read_text() == "new"
+
+
+@pytest.mark.parametrize("name,kind", [("m.onnx", "an ONNX file"), ("m.tflite", "a TFLite file"),
+                                       ("sm", "a SavedModel")])
+def test_an_artifact_given_as_the_model_says_what_to_give(tmp_path, name, kind):
+    from bnfreeze.io.models import load_model
+
+    path = tmp_path / name
+    if name == "sm":
+        path.mkdir()
+        (path / "saved_model.pb").write_bytes(b"")
+    else:
+        path.write_bytes(b"not read")
+    with pytest.raises(InputError, match=f"{name}: is {kind}; this command needs the Keras model .* bnfreeze verify"):
+        load_model(path)
