@@ -231,7 +231,9 @@ class Tolerance:
         return " and ".join(parts)
 
     def as_dict(self) -> dict:
-        data = {"atol": self.abs_limit, "rtol": self.rel_limit, "check": self.check, "dtype": self.dtype}
+        data = {"check": self.check, "dtype": self.dtype}
+        if set(self.checks) & set(TOLERANCE_CHECKS):  # the bounds of the checks used, no others
+            data.update(atol=self.abs_limit, rtol=self.rel_limit)
         if "top1" in self.checks:
             data["min_top1"] = self.top1_limit
         if "snr" in self.checks:

@@ -46,7 +46,8 @@ def verify_rows(report) -> list[dict]:
                     provider=row.provider, quantization=row.quantization, batch_size=row.batch_size,
                     skipped=row.skipped, criteria=base_criteria)
         if row.skipped:
-            base.update(passed=False, reason=row.reason, samples=0)
+            # not run: failed only where it was required (--require-gpu), otherwise neither passed nor failed
+            base.update(passed=False if row.required else None, reason=row.reason, samples=0)
             rows.append(base)
             continue
         for output in row.outputs:
@@ -85,7 +86,8 @@ def junit_xml(reports) -> str:
                       "max_rel": row.max_rel, "top1_agreement": row.top1_agreement, "snr_db": row.snr_db,
                       "cosine": row.cosine}
             for key, value in values.items():
-                ET.SubElement(props, "property", name=key, value=str(value))
+                if value is not None:  # a float row has no quantization, a skipped one no figures
+                    ET.SubElement(props, "property", name=key, value=str(value))
             if row.skipped and not row.required:
                 counts["skipped"] += 1
                 ET.SubElement(case, "skipped", message=row.reason or "skipped")

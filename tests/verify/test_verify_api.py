@@ -100,8 +100,13 @@ def test_gpu_rows_are_skipped_visibly_and_require_gpu_fails(built, tmp_path):
     rows = json.loads((tmp_path / "v.json").read_text())["results"]
     gpu = [r for r in rows if r["device"] == "gpu"]
     assert len(gpu) == 1 and gpu[0]["skipped"] and gpu[0]["reason"]  # tflite has no GPU row
-    result = run("verify", b / "digits.keras", b / "folded.onnx", "--device", "gpu", "--require-gpu")
+    assert gpu[0]["passed"] is None  # not run: neither passed nor failed
+    result = run("verify", b / "digits.keras", b / "folded.onnx", "--device", "gpu", "--require-gpu",
+                 "--json", tmp_path / "required.json", "--junit", tmp_path / "required.xml")
     assert result.exit_code == 1
+    rows = json.loads((tmp_path / "required.json").read_text())["results"]
+    assert [r["passed"] for r in rows if r["device"] == "gpu"] == [False]
+    assert 'value="None"' not in (tmp_path / "required.xml").read_text()
 
 
 @pytest.mark.gpu
