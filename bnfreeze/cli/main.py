@@ -242,7 +242,7 @@ def main(debug: bool) -> None:
     """Fold, recalibrate, export and verify Keras models with BatchNormalization."""
 
 
-@main.command()
+@main.command(short_help="Fold BNs into neighbouring Conv/Dense layers, exactly.")
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Folded model (default <stem>.folded.keras).")
 @click.option("--report", type=click.Path(path_type=str), help="Write the fold report as JSON.")
@@ -282,7 +282,7 @@ def fold(model, output, report, data, rescale, strict, max_kept, seed, onnx, sav
     _wrote(console, [result.report["output"], report, *[a["path"] for a in result.report.get("artifacts", [])]])
 
 
-@main.command()
+@main.command(short_help="Export to ONNX, SavedModel and TFLite, each checked.")
 @model_argument
 @export_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the artifact-check inputs.")
@@ -306,7 +306,7 @@ _CONFIG_OPTIONS = ("checks", "min_top1", "min_snr", "atol", "rtol", "data", "sig
                    "rescale", "samples", "seed", "batch_size", "device", "require_gpu", "locate")
 
 
-@main.command()
+@main.command(short_help="Check that artifacts compute what a reference does.")
 @click.argument("reference", required=False, type=click.Path(path_type=str))
 @click.argument("candidates", nargs=-1, type=click.Path(path_type=str))
 @click.option("--config", "config_path", type=click.Path(path_type=str), help="Run the checks listed in a TOML file.")
@@ -367,7 +367,7 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
         raise SystemExit(1)
 
 
-@main.command()
+@main.command(short_help="Re-estimate BN statistics on calibration data.")
 @model_argument
 @click.option("--calib-data", required=True, multiple=True, type=click.Path(path_type=str),
               help="Calibration inputs: .npy, .npz (arrays named after the inputs, or x; optional y), an image "
@@ -435,7 +435,7 @@ def recalibrate(model, calib_data, feature, feature_type, output, mode, batch_si
     _wrote(console, written())  # what this process wrote: nothing on a worker that is not the chief
 
 
-@main.command()
+@main.command(short_help="int8 TFLite/ONNX with the BNs handled first, verified.")
 @model_argument
 @click.option("--calib-data", required=True, type=click.Path(path_type=str),
               help="Calibration inputs (the representative set): .npy, .npz (arrays named after the inputs, or x) "
@@ -498,7 +498,7 @@ def quantize(model, calib_data, tflite, onnx, recalibrate, no_fold, io, per_tens
     _wrote(console, [*(a["path"] for a in summary["artifacts"]), report])
 
 
-@main.command()
+@main.command(short_help="One HTML page: fold plan, BN statistics, parity.")
 @model_argument
 @click.option("-o", "--output", type=click.Path(path_type=str), help="HTML file (default <stem>.report.html).")
 @click.option("--compare", type=click.Path(path_type=str),
@@ -520,7 +520,7 @@ def report(model, output, compare, data, samples, seed, force, unsafe):
     _console().print(f"wrote {result.path}")
 
 
-@main.command()
+@main.command(short_help="List every BN with its fold plan or why it stays.")
 @model_argument
 @load_options
 @click.option("--json", "json_path", type=click.Path(path_type=str), help="Also write the rows as JSON.")

@@ -8,10 +8,13 @@ dataset (the calibration images, one at a time); inputs and outputs int8.
 ``[[check]]`` in parity.toml judges it by top-1 agreement and SNR.
 """
 
+import os
 import sys
 
-import numpy as np
-import tensorflow as tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's and the converter's chatter out of CI logs
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 
 def main(savedmodel: str, calibration: str, output: str) -> None:

@@ -240,3 +240,14 @@ def test_an_internal_error_is_one_line(monkeypatch, model_copy):
     result = CliRunner().invoke(main, ["fold", str(model_copy)])
     assert result.exit_code == 3
     assert result.output.strip() == ("bnfreeze: internal error: ValueError: the real reason (rerun with --debug)")
+
+
+def test_the_command_list_is_not_cut_at_80_columns():
+    from click.testing import CliRunner
+
+    from bnfreeze.cli.main import main
+
+    result = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    commands = result.output.split("Commands:")[1].strip().splitlines()
+    assert len(commands) == 7 and not any(line.rstrip().endswith("...") for line in commands), result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
