@@ -1,238 +1,19 @@
-"""The ``bnfreeze`` command line: option parsing only, over :mod:`bnfreeze.cli.operations`.
+"""The ``bnfreeze`` commands: option parsing only, over :mod:`bnfreeze.cli.operations`.
 
-Exit codes: 0 success, 1 parity failure (nothing written), 2 bad input,
-3 internal error (a bug: rerun with --debug), 130 interrupted (SIGINT),
-143 terminated (SIGTERM); nothing is written unless the exit code is 0.
+How a command runs (exit codes, signals, TensorFlow's import) is in
+:mod:`bnfreeze.cli.runtime`; options shared by several commands in
+:mod:`bnfreeze.cli.options`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its start-up chatter (CUDA probing) kept off stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                from bnfreeze.io.interrupts import deferred
-
-                with deferred():  # a signal inside a native import would abort the process
-                    import tensorflow
-
-                    tensorflow.config.list_physical_devices()  # probes CUDA now, quietly
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-
-
-def _interrupted_message(exc) -> str:
-    from bnfreeze.io.interrupts import written
-
-    what = "interrupted" if exc.signum == 2 else "terminated"
-    done = written()
-    if not done:
-        return f"bnfreeze: {what}; nothing was written"
-    return f"bnfreeze: {what} after writing {', '.join(done)}"
-
-
-class BnfreezeGroup(click.Group):
-    """Turns bnfreeze's errors into one line on stderr and an exit code."""
-
-    def main(self, *args, **kwargs):
-        from bnfreeze.io.interrupts import install
-
-        install()  # SIGINT/SIGTERM -> Interrupted, held inside bnfreeze.io.interrupts.deferred()
-        try:
-            try:
-                code = super().main(*args, standalone_mode=False, **kwargs)
-            except click.UsageError as exc:  # one line, like every other bad input
-                where = exc.ctx.command_path if exc.ctx is not None else "bnfreeze"
-                click.echo(f"bnfreeze: error: {exc.format_message()} (see {where} --help)", err=True)
-                sys.exit(2)
-            except click.ClickException as exc:
-                exc.show()
-                sys.exit(exc.exit_code)
-            except click.Abort:
-                click.echo("bnfreeze: aborted", err=True)
-                sys.exit(1)
-            sys.exit(code if isinstance(code, int) else 0)
-        finally:
-            # The command has finished and said what it wrote: a signal during the interpreter's
-            # (slow, TensorFlow) shutdown must not turn that into a death by SIGINT.
-            import signal
-
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    def invoke(self, ctx):
-        from bnfreeze.errors import BnfreezeError, CheckError
-        from bnfreeze.io.interrupts import Interrupted, checkpoint, reported
-
-        try:
-            result = super().invoke(ctx)
-            checkpoint()  # a signal whose exception was swallowed (in a finalizer) is still an interrupt
-            return result
-        except (Interrupted, KeyboardInterrupt) as exc:
-            exc = exc if isinstance(exc, Interrupted) else Interrupted(2)
-            reported()
-            click.echo(_interrupted_message(exc), err=True)
-            ctx.exit(exc.exit_code)
-        except BnfreezeError as exc:
-            _traceback_if_debug(ctx)
-            click.echo(f"bnfreeze: error: {exc}", err=True)
-            ctx.exit(1 if isinstance(exc, CheckError) else 2)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
-        except Exception as exc:
-            _traceback_if_debug(ctx)
-            from bnfreeze.errors import message_line
-
-            click.echo(f"bnfreeze: internal error: {type(exc).__name__}: {message_line(exc)} (rerun with --debug)",
-                       err=True)
-            ctx.exit(3)
-
-
-def _traceback_if_debug(ctx) -> None:
-    """With --debug, the traceback of the error being handled; the exit code stays the same."""
-    if ctx.params.get("debug"):
-        import traceback
-
-        traceback.print_exc()
-
-
-# -- options shared by several commands ------------------------------------------------
-def model_argument(func):
-    return click.argument("model", type=click.Path(dir_okay=True, path_type=str))(func)
-
-
-def _custom_objects(ctx, _param, value):
-    if value:
-        from bnfreeze.io.custom_objects import import_custom_objects
-
-        import_custom_objects(value, unsafe=ctx.params.get("unsafe", False))
-    return value
-
-
-def load_options(func):
-    func = click.option(
-        "--custom-objects", type=click.Path(path_type=str), expose_value=False, callback=_custom_objects,
-        help="Import this .py file first (it registers custom layers, or lists them in CUSTOM_OBJECTS); needs --unsafe.",
-    )(func)
-    return click.option(
-        "--unsafe", is_flag=True, is_eager=True,
-        help="Turn Keras safe mode off (needed for Lambda layers and --custom-objects; trusted files only).",
-    )(func)
-
-
-def tolerance_options(func):
-    func = click.option(
-        "--rtol", type=float, default=None,
-        help="Pass when max |error| <= RTOL * max |reference output| (default by compute dtype: "
-             "float32 1e-4, float16 1e-2, bfloat16 5e-2, float64 1e-7).",
-    )(func)
-    func = click.option(
-        "--atol", type=float, default=None,
-        help="Pass when max |error| <= ATOL (default by compute dtype: float32 1e-5, float16 1e-2, "
-             "bfloat16 5e-2, float64 1e-8)."
-    )(func)
-    return func
-
-
-class _Rescale(click.ParamType):
-    """A number or a fraction: ``0.00392156862745098`` or ``1/255``."""
-
-    name = "NUMBER|FRACTION"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, float):
-            return value
-        try:
-            if "/" in str(value):
-                numerator, denominator = str(value).split("/", 1)
-                return float(numerator) / float(denominator)
-            return float(value)
-        except (ValueError, ZeroDivisionError):
-            self.fail(f"{value!r} is not a number or a fraction such as 1/255", param, ctx)
-
-
-def rescale_option(func):
-    return click.option(
-        "--rescale", type=_Rescale(), default=None,
-        help="With an image folder: multiply pixels by this, a number or a fraction (1/255 = 0.00392156862745098).",
-    )(func)
-
-
-def write_options(func):
-    return click.option("--force", is_flag=True, help="Replace existing outputs.")(func)
-
-
-def export_options(func=None, *, batch_flag: str = "--batch-size"):
-    """--onnx/--savedmodel/--tflite/--opset and the exports' fixed batch size (``batch_flag``)."""
-    if func is None:
-        return lambda f: export_options(f, batch_flag=batch_flag)
-    func = click.option(batch_flag, "export_batch_size", type=click.IntRange(min=1), default=None,
-                        help="Fix the exports' batch dimension (default: dynamic).")(func)
-    func = click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")(func)
-    func = click.option("--tflite", type=click.Path(path_type=str), help="Write a float32 TFLite file.")(func)
-    func = click.option("--savedmodel", type=click.Path(path_type=str), help="Write a SavedModel folder.")(func)
-    func = click.option("--onnx", type=click.Path(path_type=str), help="Write an ONNX file.")(func)
-    return func
-
-
-def _exports(onnx, savedmodel, tflite, opset, batch_size):
-    from bnfreeze.cli.operations import ExportOptions
-
-    return ExportOptions(onnx=onnx, savedmodel=savedmodel, tflite=tflite, opset=opset, batch_size=batch_size)
-
-
-def _wrote(console, paths) -> None:
-    """Say once what each written file is called (paths in the order they were asked for)."""
-    from bnfreeze.cli.render import say
-
-    seen = []
-    for path in paths:
-        if path is not None and str(path) not in seen:
-            seen.append(str(path))
-            say(console, f"wrote {path}")
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr)
-
-
-class BnfreezeCommand(click.Command):
-    """A command that starts TensorFlow only once its options are parsed.
-
-    ``--help``, ``--version`` and option errors are answered by click before
-    :meth:`invoke`, so they never wait for TensorFlow's import (seconds).
-    """
-
-    def invoke(self, ctx):
-        import warnings
-
-        # legacy .h5 models declare their single input as a list; Keras warns on every call
-        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
-        root = ctx.find_root()
-        if not root.params.get("debug"):
-            _quiet_tensorflow()
-        return super().invoke(ctx)
-
-
-BnfreezeGroup.command_class = BnfreezeCommand
+from bnfreeze.cli.options import (
+    export_options, export_request, load_options, make_console, model_argument, rescale_option, say_written,
+    tolerance_options, write_options,
+)
+from bnfreeze.cli.runtime import BnfreezeGroup
 
 
 @click.group(cls=BnfreezeGroup)
@@ -266,20 +47,20 @@ def fold(model, output, report, data, rescale, strict, max_kept, seed, onnx, sav
 
     if strict and max_kept is not None and max_kept != 0:
         raise InputError("--strict means --max-kept 0; give one of them")
-    exports = _exports(onnx, savedmodel, tflite, opset, export_batch_size)
+    exports = export_request(onnx, savedmodel, tflite, opset, export_batch_size)
     try:
         result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol,
                            seed=seed, exports=exports, data=data, rescale=rescale,
                            max_kept=0 if strict else max_kept)
     except KeptError as exc:
         if exc.report is not None:
-            print_fold_report(_console(stderr=True), exc.report)
+            print_fold_report(make_console(stderr=True), exc.report)
         raise
-    console = _console()
+    console = make_console()
     print_fold_report(console, result.report)
     if result.report.get("artifacts"):
         print_artifacts(console, result.report["artifacts"])
-    _wrote(console, [result.report["output"], report, *[a["path"] for a in result.report.get("artifacts", [])]])
+    say_written(console, [result.report["output"], report, *[a["path"] for a in result.report.get("artifacts", [])]])
 
 
 @main.command(short_help="Export to ONNX, SavedModel and TFLite, each checked.")
@@ -294,11 +75,11 @@ def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, forc
     from bnfreeze.cli.operations import export_file
     from bnfreeze.cli.tables import print_artifacts
 
-    artifacts = export_file(model, _exports(onnx, savedmodel, tflite, opset, export_batch_size), force=force,
+    artifacts = export_file(model, export_request(onnx, savedmodel, tflite, opset, export_batch_size), force=force,
                             unsafe=unsafe, atol=atol, rtol=rtol, seed=seed)
-    console = _console()
+    console = make_console()
     print_artifacts(console, [a.as_dict() for a in artifacts])
-    _wrote(console, [a.path for a in artifacts])
+    say_written(console, [a.path for a in artifacts])
 
 
 #: verify options that a config file sets (per check or in [defaults]), not the command line
@@ -359,10 +140,10 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
         locate=locate, unsafe=unsafe, signature=signature, input_map=input_map, output_map=output_map,
         rescale=rescale, json_path=json_path, junit_path=junit, force=force,
     )
-    console = _console()
+    console = make_console()
     for report in reports:
         print_verify(console, report)
-    _wrote(console, [json_path, junit])
+    say_written(console, [json_path, junit])
     if not all(report.passed for report in reports):
         raise SystemExit(1)
 
@@ -415,14 +196,14 @@ def recalibrate(model, calib_data, feature, feature_type, output, mode, batch_si
     from bnfreeze.cli.operations import recalibrate_file
     from bnfreeze.cli.tables import RichProgress, print_artifacts, print_fold_report, print_recalibration
 
-    console = _console()
-    with RichProgress(_console(stderr=True)) as progress:
+    console = make_console()
+    with RichProgress(make_console(stderr=True)) as progress:
         result, fold_result, summary = recalibrate_file(
             model, list(calib_data), output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
             memory_budget=memory_budget, distribute=distribute, worker_timeout=worker_timeout, threads=threads,
             eval_data=eval_data, rescale=rescale, feature=feature, feature_type=feature_type, strict=strict,
             report=report, force=force, unsafe=unsafe, fold_after=fold_after, folded_output=folded_output,
-            exports=_exports(onnx, savedmodel, tflite, opset, export_batch_size), atol=atol, rtol=rtol,
+            exports=export_request(onnx, savedmodel, tflite, opset, export_batch_size), atol=atol, rtol=rtol,
             progress=progress,
         )
     print_recalibration(console, model, summary)
@@ -432,7 +213,7 @@ def recalibrate(model, calib_data, feature, feature_type, output, mode, batch_si
         print_artifacts(console, summary["artifacts"])
     from bnfreeze.io.interrupts import written
 
-    _wrote(console, written())  # what this process wrote: nothing on a worker that is not the chief
+    say_written(console, written())  # what this process wrote: nothing on a worker that is not the chief
 
 
 @main.command(short_help="int8 TFLite/ONNX with the BNs handled first, verified.")
@@ -491,11 +272,11 @@ def quantize(model, calib_data, tflite, onnx, recalibrate, no_fold, io, per_tens
         )
     except QuantizeCheckError as exc:
         if exc.report is not None:
-            print_quantize_report(_console(stderr=True), exc.report)
+            print_quantize_report(make_console(stderr=True), exc.report)
         raise
-    console = _console()
+    console = make_console()
     print_quantize_report(console, summary)
-    _wrote(console, [*(a["path"] for a in summary["artifacts"]), report])
+    say_written(console, [*(a["path"] for a in summary["artifacts"]), report])
 
 
 @main.command(short_help="One HTML page: fold plan, BN statistics, parity.")
@@ -517,7 +298,7 @@ def report(model, output, compare, data, samples, seed, force, unsafe):
                          unsafe=unsafe)
     for warning in result.warnings:
         click.echo(f"bnfreeze: warning: {warning}", err=True)
-    _console().print(f"wrote {result.path}")
+    make_console().print(f"wrote {result.path}")
 
 
 @main.command(short_help="List every BN with its fold plan or why it stays.")
@@ -535,9 +316,9 @@ def inspect(model, unsafe, json_path, force):
 
     check_outputs([model], [json_path], force)
     rows = inspect_file(model, unsafe=unsafe)
-    console = _console()
+    console = make_console()
     print_inspection(console, model, rows)
     if json_path:
         write_json([r.as_dict() for r in rows], json_path, force=force)
-        _wrote(console, [json_path])
+        say_written(console, [json_path])
 

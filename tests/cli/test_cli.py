@@ -82,7 +82,8 @@ def test_output_equal_to_input_is_refused(model_copy):
         ("missing.keras", None, "no such file"),
         ("text.keras", b"not a model", "not a Keras model archive"),
         ("weights.h5", b"not hdf5 at all", "not an HDF5 file"),
-        ("model.onnx", b"x", "unknown model format"),
+        ("model.onnx", b"x", "is an ONNX file; this command needs the Keras model"),
+        ("model.pt", b"x", "unknown model format"),
     ],
 )
 def test_bad_input_one_line_exit_2(tmp_path, name, content, message):

@@ -1,0 +1,106 @@
+"""Options shared by several commands, defined once, and the small helpers the commands share."""
+
+from __future__ import annotations
+
+import click
+
+
+def model_argument(func):
+    return click.argument("model", type=click.Path(dir_okay=True, path_type=str))(func)
+
+
+def _custom_objects(ctx, _param, value):
+    if value:
+        from bnfreeze.io.custom_objects import import_custom_objects
+
+        import_custom_objects(value, unsafe=ctx.params.get("unsafe", False))
+    return value
+
+
+def load_options(func):
+    func = click.option(
+        "--custom-objects", type=click.Path(path_type=str), expose_value=False, callback=_custom_objects,
+        help="Import this .py file first (it registers custom layers, or lists them in CUSTOM_OBJECTS); needs --unsafe.",
+    )(func)
+    return click.option(
+        "--unsafe", is_flag=True, is_eager=True,
+        help="Turn Keras safe mode off (needed for Lambda layers and --custom-objects; trusted files only).",
+    )(func)
+
+
+def tolerance_options(func):
+    func = click.option(
+        "--rtol", type=float, default=None,
+        help="Pass when max |error| <= RTOL * max |reference output| (default by compute dtype: "
+             "float32 1e-4, float16 1e-2, bfloat16 5e-2, float64 1e-7).",
+    )(func)
+    func = click.option(
+        "--atol", type=float, default=None,
+        help="Pass when max |error| <= ATOL (default by compute dtype: float32 1e-5, float16 1e-2, "
+             "bfloat16 5e-2, float64 1e-8)."
+    )(func)
+    return func
+
+
+class _Rescale(click.ParamType):
+    """A number or a fraction: ``0.00392156862745098`` or ``1/255``."""
+
+    name = "NUMBER|FRACTION"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        try:
+            if "/" in str(value):
+                numerator, denominator = str(value).split("/", 1)
+                return float(numerator) / float(denominator)
+            return float(value)
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a number or a fraction such as 1/255", param, ctx)
+
+
+def rescale_option(func):
+    return click.option(
+        "--rescale", type=_Rescale(), default=None,
+        help="With an image folder: multiply pixels by this, a number or a fraction (1/255 = 0.00392156862745098).",
+    )(func)
+
+
+def write_options(func):
+    return click.option("--force", is_flag=True, help="Replace existing outputs.")(func)
+
+
+def export_options(func=None, *, batch_flag: str = "--batch-size"):
+    """--onnx/--savedmodel/--tflite/--opset and the exports' fixed batch size (``batch_flag``)."""
+    if func is None:
+        return lambda f: export_options(f, batch_flag=batch_flag)
+    func = click.option(batch_flag, "export_batch_size", type=click.IntRange(min=1), default=None,
+                        help="Fix the exports' batch dimension (default: dynamic).")(func)
+    func = click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")(func)
+    func = click.option("--tflite", type=click.Path(path_type=str), help="Write a float32 TFLite file.")(func)
+    func = click.option("--savedmodel", type=click.Path(path_type=str), help="Write a SavedModel folder.")(func)
+    func = click.option("--onnx", type=click.Path(path_type=str), help="Write an ONNX file.")(func)
+    return func
+
+
+def export_request(onnx, savedmodel, tflite, opset, batch_size):
+    from bnfreeze.cli.operations import ExportOptions
+
+    return ExportOptions(onnx=onnx, savedmodel=savedmodel, tflite=tflite, opset=opset, batch_size=batch_size)
+
+
+def say_written(console, paths) -> None:
+    """Say once what each written file is called (paths in the order they were asked for)."""
+    from bnfreeze.cli.render import say
+
+    seen = []
+    for path in paths:
+        if path is not None and str(path) not in seen:
+            seen.append(str(path))
+            say(console, f"wrote {path}")
+
+
+def make_console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
