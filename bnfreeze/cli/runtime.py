@@ -51,12 +51,16 @@ class BnfreezeGroup(click.Group):
     """Turns bnfreeze's errors into one line on stderr and an exit code."""
 
     def main(self, *args, **kwargs):
-        from bnfreeze.io.interrupts import install
+        from bnfreeze.io.interrupts import Interrupted, install, reported
 
         install()  # SIGINT/SIGTERM -> Interrupted, held inside bnfreeze.io.interrupts.deferred()
         try:
             try:
                 code = super().main(*args, standalone_mode=False, **kwargs)
+            except Interrupted as exc:  # between the command's end and the exit: still said truly
+                reported()
+                click.echo(_interrupted_message(exc), err=True)
+                sys.exit(exc.exit_code)
             except click.UsageError as exc:  # one line, like every other bad input
                 where = exc.ctx.command_path if exc.ctx is not None else "bnfreeze"
                 click.echo(f"bnfreeze: error: {exc.format_message()} (see {where} --help)", err=True)
