@@ -127,7 +127,7 @@ def test_refusals(model_copy, calib, tmp_path, repo):
     proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib, "-o", out)
     assert proc.returncode == 2 and "--force" in proc.stderr and out.read_text() == "precious"
     proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib, "-o", model_copy, "--force")
-    assert proc.returncode == 2 and "input model" in proc.stderr
+    assert proc.returncode == 2 and "is an input of this command" in proc.stderr
     proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib, "--eval-data", calib, "-o", tmp_path / "n.keras")
     assert proc.returncode == 2 and "labels" in proc.stderr and not (tmp_path / "n.keras").exists()
     proc = bnfreeze("recalibrate", model_copy, "--calib-data", calib, "--memory-budget", "lots")

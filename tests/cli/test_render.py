@@ -24,7 +24,7 @@ def test_fields_stay_whole_and_lines_fit(fields, width):
     for label, value in fields:
         assert any(f"{label} {value}" in line for line in lines), (label, value, wrapped)
     for line in lines:
-        assert len(line) <= width or ", " not in line.rstrip(","), (width, line)  # over: one field alone
+        assert len(line) <= width or (", " not in line.rstrip(",") and len(line.split()) <= 4), (width, line)
 
 
 def test_piped_tables_honour_columns(monkeypatch):
