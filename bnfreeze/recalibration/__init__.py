@@ -31,6 +31,7 @@ from bnfreeze.recalibration.estimators import (
     PreciseEstimator,
     Progress,
     Statistics,
+    no_values_message,
 )
 from bnfreeze.recalibration.execution import Executor
 from bnfreeze.recalibration.program import Program, flatten, run_steps
@@ -187,6 +188,9 @@ def recalibrate(
     samples = estimator.samples
     if samples == 0:
         raise InputError(f"{data.source}: holds no samples")
+    for layer_id in program.bn_layers:
+        if layer_id not in statistics:
+            raise InputError(f"{data.source}: {no_values_message(program, layer_id)}")
     if mode != "exact":
         for layer_id, stats in statistics.items():
             assign(layer_id, stats)

@@ -343,3 +343,10 @@ def test_a_masked_bn_measures_the_unmasked_steps_as_keras_training_does(mode):
     mean, var = bn_statistics(result.model)["bn"]
     assert_close(mean, bn.moving_mean.numpy(), rtol=1e-4)
     assert_close(var, bn.moving_variance.numpy(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["exact", "precise", "ema", "fixed-batch"])
+def test_a_bn_whose_mask_removes_every_position_is_bad_input(mode):
+    model, x = _masked_sequences()
+    with pytest.raises(InputError, match="bn: no value of the calibration data reaches it"):
+        recalibrate(model, data_of(model, np.zeros_like(x)), mode=mode, batch_size=8)
