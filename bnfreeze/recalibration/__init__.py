@@ -250,7 +250,14 @@ def _assign(layer, stats: Statistics) -> None:
         values.update(stats.extra or {})
     for name, value in values.items():
         variable = getattr(layer, name)
-        variable.assign(np.asarray(value).astype(variable.dtype))
+        exact = np.asarray(value, np.float64)
+        cast = exact.astype(variable.dtype)
+        overflow = np.flatnonzero(np.isfinite(exact) & ~np.isfinite(cast.astype(np.float64)))
+        if overflow.size:  # a float16 BN whose input varies more than float16 holds: inf would zero its channel
+            channel = int(overflow[0])
+            raise InputError(f"{layer.name}: the {name.replace('_', ' ')} of channel {channel} on the calibration "
+                             f"data ({exact[channel]:.4g}) does not fit its {variable.dtype} variable")
+        variable.assign(cast)
 
 
 def _sample_bytes(program: Program, data, names: list[str]) -> dict:
