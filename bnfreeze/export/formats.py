@@ -10,7 +10,7 @@ from pathlib import Path
 from bnfreeze.errors import BnfreezeError, InputError
 from bnfreeze.io.interrupts import import_native
 from bnfreeze.export.onnx_graph import bn_derived_nodes, layer_of, op_counts, unsupported_nodes
-from bnfreeze.export.tracing import plain_convolutions, serving_function
+from bnfreeze.export.tracing import plain_convolutions, serving_function, tracing_errors
 from bnfreeze.verify.runners.base import native_stderr_silenced
 
 DEFAULT_OPSET = 17
@@ -132,7 +132,8 @@ def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Wri
 
     specs = [tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
     # one entry per positional argument of call(): the model's inputs in their own structure (list, dict)
-    model.export(str(path), format="tf_saved_model", verbose=False, input_signature=[pack_inputs(model, specs)])
+    with tracing_errors(specs):
+        model.export(str(path), format="tf_saved_model", verbose=False, input_signature=[pack_inputs(model, specs)])
     return Written("savedmodel", {"signature": "serving_default"})
 
 

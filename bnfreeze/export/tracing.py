@@ -52,6 +52,28 @@ def plain_convolutions() -> Iterator[None]:
         tf_nn.conv = original
 
 
+@contextlib.contextmanager
+def tracing_errors(signature) -> Iterator[None]:
+    """A model Keras cannot trace as a TensorFlow graph for ``signature`` cannot be exported: one line, naming
+    the layer (bilinear UpSampling2D with unknown spatial dims, say, tests a symbolic shape as a Python bool)."""
+    import re
+
+    from bnfreeze.errors import BnfreezeError, message_line
+
+    try:
+        yield
+    except BnfreezeError:
+        raise
+    except Exception as exc:
+        from bnfreeze.export.formats import ExportError
+
+        layer = re.search(r"when calling (\w+)\.call\(\)", str(exc))
+        where = f" (in {layer.group(1)}.call)" if layer else ""
+        shapes = ", ".join(str(tuple(spec.shape)) for spec in signature)
+        raise ExportError(f"Keras cannot trace the model as a TensorFlow graph for inputs of shape {shapes}{where}: "
+                          f"{message_line(exc)}") from exc
+
+
 @dataclass
 class ServingFunction:
     function: object  # the tf.function
@@ -82,6 +104,6 @@ def serving_function(model, batch_size: int | None = None) -> ServingFunction:
 
         return {name: node(value) for name, value in zip(names, keras.tree.flatten(outputs))}
 
-    with plain_convolutions():
+    with plain_convolutions(), tracing_errors(signature):
         concrete = serve.get_concrete_function()
     return ServingFunction(serve, concrete, signature, specs, names)

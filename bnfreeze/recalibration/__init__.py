@@ -31,6 +31,7 @@ from bnfreeze.recalibration.estimators import (
     PreciseEstimator,
     Progress,
     Statistics,
+    no_values_message,
 )
 from bnfreeze.recalibration.execution import Executor
 from bnfreeze.recalibration.program import Program, flatten, run_steps
@@ -187,6 +188,9 @@ def recalibrate(
     samples = estimator.samples
     if samples == 0:
         raise InputError(f"{data.source}: holds no samples")
+    for layer_id in program.bn_layers:
+        if layer_id not in statistics:
+            raise InputError(f"{data.source}: {no_values_message(program, layer_id)}")
     if mode != "exact":
         for layer_id, stats in statistics.items():
             assign(layer_id, stats)
@@ -246,7 +250,14 @@ def _assign(layer, stats: Statistics) -> None:
         values.update(stats.extra or {})
     for name, value in values.items():
         variable = getattr(layer, name)
-        variable.assign(np.asarray(value).astype(variable.dtype))
+        exact = np.asarray(value, np.float64)
+        cast = exact.astype(variable.dtype)
+        overflow = np.flatnonzero(np.isfinite(exact) & ~np.isfinite(cast.astype(np.float64)))
+        if overflow.size:  # a float16 BN whose input varies more than float16 holds: inf would zero its channel
+            channel = int(overflow[0])
+            raise InputError(f"{layer.name}: the {name.replace('_', ' ')} of channel {channel} on the calibration "
+                             f"data ({exact[channel]:.4g}) does not fit its {variable.dtype} variable")
+        variable.assign(cast)
 
 
 def _sample_bytes(program: Program, data, names: list[str]) -> dict:

@@ -165,6 +165,8 @@ class ExactEstimator:
             if total == 0:  # no data at all (found only now when its size was unknown): nothing to measure
                 return results
             for layer_id in layer_ids:
+                if moments[layer_id].mean is None:
+                    continue  # its mask removed every position: recalibrate() refuses it, naming the data
                 results[layer_id] = _statistics(moments[layer_id], total)
                 self.assign(layer_id, results[layer_id])
             if new_cache is not None:
@@ -197,6 +199,12 @@ class _Cache:
     def append(self, count: int, values: tuple) -> None:
         self.sizes.append(count)
         self.values.append(tuple(values))
+
+
+def no_values_message(program: Program, layer_id: int) -> str:
+    """Why a BN gets no statistics: its mask (Masking, Embedding(mask_zero=True)) removes every position."""
+    return (f"{program.bn_names[layer_id]}: no value of the calibration data reaches it (its mask removes every "
+            "position); nothing to measure it on")
 
 
 def _statistics(m: Moments, samples: int) -> Statistics:

@@ -124,3 +124,14 @@ def test_a_model_that_cannot_run_at_its_declared_shape_is_bad_input(tmp_path):
     with pytest.raises(bnfreeze.InputError, match=r"outer does not run on inputs of its declared shape"):
         export(model, onnx=tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind,name", [("onnx", "m.onnx"), ("tflite", "m.tflite"), ("savedmodel", "m_sm")])
+def test_a_model_keras_cannot_trace_is_refused_in_one_line(tmp_path, kind, name):
+    # bilinear UpSampling2D with unknown spatial dims cannot be traced as a graph (Keras tests a symbolic
+    # shape as a Python bool): an internal error before
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, layers.UpSampling2D(2, interpolation="bilinear")(inputs))
+    with pytest.raises(ExportError, match=r"Keras cannot trace the model .* \(in UpSampling2D\.call\)"):
+        export(model, **{kind: tmp_path / name})
+    assert list(tmp_path.iterdir()) == []

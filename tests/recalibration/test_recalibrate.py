@@ -343,3 +343,24 @@ def test_a_masked_bn_measures_the_unmasked_steps_as_keras_training_does(mode):
     mean, var = bn_statistics(result.model)["bn"]
     assert_close(mean, bn.moving_mean.numpy(), rtol=1e-4)
     assert_close(var, bn.moving_variance.numpy(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["exact", "precise", "ema", "fixed-batch"])
+def test_a_bn_whose_mask_removes_every_position_is_bad_input(mode):
+    model, x = _masked_sequences()
+    with pytest.raises(InputError, match="bn: no value of the calibration data reaches it"):
+        recalibrate(model, data_of(model, np.zeros_like(x)), mode=mode, batch_size=8)
+
+
+@pytest.mark.parametrize("mode", ["exact", "precise"])
+def test_a_statistic_that_overflows_a_float16_variable_is_refused(mode):
+    # before: moving_variance = inf was written (exit 0) and the channel's output became 0
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((4,))
+    x = layers.BatchNormalization(dtype="float16", name="bn")(layers.Dense(3, dtype="float16", name="d")(inputs))
+    model = keras.Model(inputs, x)
+    x = (np.random.default_rng(0).standard_normal((64, 4)) * 300).astype("float32")
+    with pytest.raises(InputError, match=r"bn: the moving variance of channel \d .* does not fit its float16 variable"):
+        recalibrate(model, data_of(model, x), mode=mode)
