@@ -16,6 +16,10 @@ class InputError(BnfreezeError):
     """The input (a file, a model, an option) cannot be used as given."""
 
 
+class ExportError(BnfreezeError):
+    """A converter could not produce a correct artifact for this model (exit code 2)."""
+
+
 class CheckError(BnfreezeError):
     """A check the user asked for failed; nothing was written (exit code 1)."""
 

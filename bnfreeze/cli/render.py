@@ -47,9 +47,8 @@ def plain_line(columns: Sequence[Column], row: Sequence[str]) -> str:
 
 def wrap(text: str, width: int, indent: str = "    ") -> str:
     """Wrap between fields (after ``", "`` or ``": "``), so that ``max_abs 1.07e-06`` stays on one line for a
-    reader and for ``grep``; a field longer than a line stays whole when it is a label and its value
-    (three words at most), else wraps at its own spaces. Never inside a word or number;
-    continuation lines indented."""
+    reader and for ``grep``; only a field longer than a line by itself (a long path) wraps at its
+    own spaces. Never inside a word or number; continuation lines indented."""
     width = max(width, 40)
     lines: list[str] = []
     line = ""
@@ -64,7 +63,7 @@ def wrap(text: str, width: int, indent: str = "    ") -> str:
         lines.append(line)
     out = []
     for number, line in enumerate(lines):
-        if len(line) <= width or len(line.split()) <= 3:  # a long "label value" field stays whole
+        if len(line) <= width:
             out.append(line)
             continue
         pieces = textwrap.wrap(line, width=width, subsequent_indent=indent, break_long_words=False,

@@ -7,17 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnfreeze.errors import BnfreezeError, InputError
+from bnfreeze.errors import ExportError, InputError
 from bnfreeze.io.interrupts import import_native
 from bnfreeze.export.onnx_graph import bn_derived_nodes, layer_of, op_counts, unsupported_nodes
 from bnfreeze.export.tracing import plain_convolutions, serving_function, tracing_errors
 from bnfreeze.verify.runners.base import native_stderr_silenced
 
 DEFAULT_OPSET = 17
-
-
-class ExportError(BnfreezeError):
-    """A converter could not produce a correct artifact for this model."""
 
 
 @dataclass

@@ -58,14 +58,13 @@ def tracing_errors(signature) -> Iterator[None]:
     the layer (bilinear UpSampling2D with unknown spatial dims, say, tests a symbolic shape as a Python bool)."""
     import re
 
-    from bnfreeze.errors import BnfreezeError, message_line
+    from bnfreeze.errors import BnfreezeError, ExportError, message_line
 
     try:
         yield
     except BnfreezeError:
         raise
     except Exception as exc:
-        from bnfreeze.export.formats import ExportError
 
         layer = re.search(r"when calling (\w+)\.call\(\)", str(exc))
         where = f" (in {layer.group(1)}.call)" if layer else ""

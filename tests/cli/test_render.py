@@ -22,9 +22,10 @@ def test_fields_stay_whole_and_lines_fit(fields, width):
     assert re.sub(r"\s+", " ", wrapped).strip() == re.sub(r"\s+", " ", text).strip()  # nothing lost or cut
     lines = wrapped.splitlines()
     for label, value in fields:
-        assert any(f"{label} {value}" in line for line in lines), (label, value, wrapped)
+        if len(f"      {label} {value},") <= width:  # a field that fits a line is never split
+            assert any(f"{label} {value}" in line for line in lines), (label, value, wrapped)
     for line in lines:
-        assert len(line) <= width or (", " not in line.rstrip(",") and len(line.split()) <= 4), (width, line)
+        assert len(line) <= width or " " not in line.strip(), (width, line)  # over: one unbreakable word
 
 
 def test_piped_tables_honour_columns(monkeypatch):
