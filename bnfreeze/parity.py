@@ -24,6 +24,8 @@ from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_in
 #: Size used for unknown (None) non-batch dimensions, such as the spatial
 #: dimensions of MobileNetV3 built with default arguments.
 DEFAULT_FREE_DIM = 64
+#: The most memory seeded random inputs may take (they are made at once, before the runs).
+RANDOM_DATA_BYTES = 2 * 2**30
 #: A second size for them in the parity check: odd, where 64 is even, so that 'same' padding with a
 #: stride, pooling windows and shapes recorded inside nested models meet their other case too.
 ODD_FREE_DIM = 37
@@ -277,6 +279,12 @@ def random_data(specs: list[TensorSpec], samples: int, seed: int, int_high=None)
     """Seeded standard-normal samples (small integers for integer inputs)."""
     if samples < 1:
         raise InputError(f"--samples must be >= 1, got {samples}")
+    per_sample = sum(int(np.prod([DEFAULT_FREE_DIM if d is None else int(d) for d in spec.shape[1:]], dtype=np.int64))
+                     * (8 if spec.dtype in ("string", "float64", "int64") else 4) for spec in specs)
+    if samples * per_sample > RANDOM_DATA_BYTES:
+        most = max(RANDOM_DATA_BYTES // max(per_sample, 1), 1)
+        raise InputError(f"--samples {samples}: the random inputs would take {samples * per_sample / 2**30:.1f} GiB "
+                         f"of memory; give at most {most} samples, or real data with --data")
     arrays = random_inputs(specs, samples, seed, int_high=int_high)
     noun = "sample" if samples == 1 else "samples"
     return ArrayData(Path(f"{samples} random {noun} (seed {seed})"), dict(zip([s.name for s in specs], arrays)), specs)

@@ -52,3 +52,16 @@ def test_known_sizes_add_no_run():
     x = keras.Input((5, 4))
     model = keras.Model(x, keras.layers.Dense(2)(x))
     assert not any("unknown dims" in run.inputs for run in check_models(model, model).runs)
+
+
+def test_random_samples_beyond_memory_are_bad_input():
+    import pytest
+
+    from bnfreeze.errors import InputError
+    from bnfreeze.io.signature import TensorSpec
+    from bnfreeze.parity import random_data
+
+    spec = TensorSpec("x", (None, 8, 8, 1), "float32")
+    assert random_data([spec], 16, 0).arrays["x"].shape == (16, 8, 8, 1)
+    with pytest.raises(InputError, match=r"--samples 100000000000: .* GiB of memory; give at most [0-9]+ samples"):
+        random_data([spec], 10**11, 0)
