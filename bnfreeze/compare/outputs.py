@@ -76,8 +76,8 @@ class Accumulator:
         self.top1_agree = 0
         self.top1_total = 0
         self.classifier = True
-        self.max_failed = False  # a batch failed the max rule
-        #: (abs, rel, sample) of the failing batch with the largest error, and its worst sample
+        #: (abs, rel, sample) of the batch failing the max rule with the largest error, and its worst
+        #: sample; None while no batch failed it
         self.worst_max_fail: tuple[float, float, int] | None = None
         self.elementwise_failed = 0
         self.diffs: list[np.ndarray] = []
@@ -128,7 +128,6 @@ class Accumulator:
         self.max_abs = max(self.max_abs, batch_abs)
         self.max_rel = max(self.max_rel, batch_rel)
         if not (batch_abs <= self.tolerance.abs_limit or batch_rel <= self.tolerance.rel_limit):
-            self.max_failed = True
             if self.worst_max_fail is None or batch_abs > self.worst_max_fail[0]:
                 sample = start + (int(np.argmax(absdiff.reshape(batch, -1).max(axis=1))) if reference.ndim else 0)
                 self.worst_max_fail = (batch_abs, batch_rel, sample)
@@ -211,7 +210,7 @@ class Accumulator:
             cosine = 1.0 if self.ref_norm2 == self.cand_norm2 else 0.0
         reasons = []
         for check in tolerance.checks:
-            if check == "max" and self.max_failed:
+            if check == "max" and self.worst_max_fail is not None:
                 worst_abs, worst_rel, sample = self.worst_max_fail
                 reasons.append(f"sample {sample}: max_abs {worst_abs:.3g} > atol {tolerance.abs_limit:g} and "
                                f"max_rel {worst_rel:.3g} > rtol {tolerance.rel_limit:g}")
@@ -230,7 +229,7 @@ class Accumulator:
             worst = self.worst_disagreement[1]
         elif primary == "snr":
             worst = self.worst_noise[1]
-        elif primary == "max" and self.max_failed:
+        elif primary == "max" and self.worst_max_fail is not None:
             worst = self.worst_max_fail[2]  # the sample the failure line names
         else:
             worst = self.worst_abs[1]
