@@ -279,8 +279,7 @@ def random_data(specs: list[TensorSpec], samples: int, seed: int, int_high=None)
     """Seeded standard-normal samples (small integers for integer inputs)."""
     if samples < 1:
         raise InputError(f"--samples must be >= 1, got {samples}")
-    per_sample = sum(int(np.prod([DEFAULT_FREE_DIM if d is None else int(d) for d in spec.shape[1:]], dtype=np.int64))
-                     * (8 if spec.dtype in ("string", "float64", "int64") else 4) for spec in specs)
+    per_sample = sum(a.nbytes for a in random_inputs(specs, 1, seed, int_high=int_high))
     if samples * per_sample > RANDOM_DATA_BYTES:
         most = max(RANDOM_DATA_BYTES // max(per_sample, 1), 1)
         raise InputError(f"--samples {samples}: the random inputs would take {samples * per_sample / 2**30:.1f} GiB "

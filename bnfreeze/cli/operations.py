@@ -21,18 +21,6 @@ from bnfreeze.io.files import atomic_path, check_writable, committed_together, d
 from bnfreeze.io.models import load_model
 
 
-def distinct_outputs(outputs) -> None:
-    """Refuse two outputs of one command at the same path: one would overwrite the other."""
-    seen: dict[Path, Path] = {}
-    for out in outputs:
-        if out is None:
-            continue
-        key = Path(out).resolve()
-        if key in seen:
-            raise InputError(f"{out}: given for two outputs; each output needs its own path")
-        seen[key] = Path(out)
-
-
 def _input_paths(inputs) -> Iterator[Path]:
     """Every input path: lists flattened (several --calib-data), globs expanded (TFRecord shards)."""
     for item in inputs:
@@ -46,21 +34,27 @@ def _input_paths(inputs) -> Iterator[Path]:
             yield from (Path(match) for match in glob.glob(str(item)))
 
 
-def check_outputs(inputs, outputs, force: bool) -> None:
-    """Before any work: outputs are distinct, none is (or is a folder holding) one of the ``inputs``
-    (even with ``force``), and each may be written (:func:`check_writable`)."""
-    distinct_outputs(outputs)
+def check_outputs(inputs, outputs, force: bool, exports: dict[str, Path] | None = None) -> None:
+    """Before any work: the outputs (files, and ``exports`` by kind) are distinct, none is (or is a
+    folder holding) one of the ``inputs`` (even with ``force``), and each may be written."""
+    exports = exports or {}
+    everything = [Path(out) for out in [*outputs, *exports.values()] if out is not None]
+    seen: set[Path] = set()
+    for out in everything:
+        if out.resolve() in seen:
+            raise InputError(f"{out}: given for two outputs; each output needs its own path")
+        seen.add(out.resolve())
     sources = list(_input_paths(inputs))
-    for out in outputs:
-        if out is None:
-            continue
-        out = Path(out)
+    for out in everything:
         for source in sources:
             if same_file(out, source):
                 raise InputError(f"{out}: is an input of this command; bnfreeze never overwrites its inputs")
             if out.is_dir() and out.resolve() in source.resolve().parents:
                 raise InputError(f"{out}: holds the input {source}; bnfreeze never replaces it")
-        check_writable(out, force=force, folder=out.is_dir())
+    for out in outputs:
+        if out is not None:
+            check_writable(out, force=force)
+    check_destinations(exports, force)  # suffixes; a SavedModel folder is the one output that is a folder
 
 
 @dataclass
@@ -105,8 +99,7 @@ def fold_file(
         raise InputError(f"{output}: the folded model is saved as .keras; give an output ending in .keras")
     if data is not None and not Path(data).exists():
         raise InputError(f"{data}: no such file or folder")
-    check_outputs([model_path, data], [output, report, *exports.targets.values()], force)
-    check_destinations(exports.targets, force)
+    check_outputs([model_path, data], [output, report], force, exports.targets)
     model = load_model(model_path, unsafe=unsafe)
     source = open_data(data, input_specs(model), rescale) if data is not None else None
     result = fold(model, atol=atol, rtol=rtol, seed=seed, data=source, max_kept=max_kept)
@@ -131,8 +124,7 @@ def _export_kwargs(exports: ExportOptions) -> dict:
 def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False, atol: float, rtol: float, seed=0):
     """Export the model in ``model_path``; every artifact is checked before it is written."""
     model_path = Path(model_path)
-    check_outputs([model_path], list(exports.targets.values()), force)
-    check_destinations(exports.targets, force)
+    check_outputs([model_path], [], force, exports.targets)
     model = load_model(model_path, unsafe=unsafe)
     return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
 
@@ -200,9 +192,7 @@ def recalibrate_file(
     strategy = _strategy(distribute, worker_timeout)
     cluster = cluster_of(strategy)
     if cluster.is_chief:
-        check_outputs([model_path, calib_data, eval_data], [output, folded, report, *exports.targets.values()],
-                      force)
-        check_destinations(exports.targets, force)
+        check_outputs([model_path, calib_data, eval_data], [output, folded, report], force, exports.targets)
     model = load_model(model_path, unsafe=unsafe)
     specs = input_specs(model)
     data = open_data(calib_data, specs, rescale, feature=feature, feature_type=feature_type)
@@ -289,8 +279,7 @@ def quantize_file(
     for data in (calib_data, eval_data):
         if data is not None and not Path(data).exists():
             raise InputError(f"{data}: no such file or folder")
-    check_outputs([model_path, calib_data, eval_data], [*targets.values(), report], force)
-    check_destinations(targets, force)
+    check_outputs([model_path, calib_data, eval_data], [report], force, targets)
     scale = rescale
     model = load_model(model_path, unsafe=unsafe)
     criteria(model, checks, min_top1, min_snr)  # bounds the checks would not use: before any work
@@ -411,18 +400,15 @@ def verify_files(reference, candidates, *, config=None, json_path=None, junit_pa
     if config is not None:
         if reference or candidates:
             raise InputError("give either --config or REFERENCE CANDIDATE..., not both")
-        jobs = load_config(config)
-        inputs = [config] + [path for job in jobs for path in (job.reference, *job.candidates, job.data)]
+        runs = [(job.reference, job.candidates, {"unsafe": options.get("unsafe", False), **job.verify_kwargs()})
+                for job in load_config(config)]
     else:
         if not reference or not candidates:
             raise InputError("give a REFERENCE model and at least one CANDIDATE (or --config FILE)")
-        inputs = [reference, *candidates, options.get("data")]
+        runs = [(reference, candidates, options)]
+    inputs = [config] + [path for ref, cands, kwargs in runs for path in (ref, *cands, kwargs.get("data"))]
     check_outputs(inputs, [json_path, junit_path], force)  # before anything runs
-    if config is not None:
-        reports = [verify(job.reference, job.candidates, unsafe=options.get("unsafe", False), **job.verify_kwargs())
-                   for job in jobs]
-    else:
-        reports = [verify(reference, candidates, **options)]
+    reports = [verify(ref, cands, **kwargs) for ref, cands, kwargs in runs]
     if json_path:
         write_verify_json(reports, json_path, force=force)
     if junit_path:

@@ -57,7 +57,7 @@ class BnfreezeGroup(click.Group):
         try:
             try:
                 code = super().main(*args, standalone_mode=False, **kwargs)
-            except Interrupted as exc:  # between the command's end and the exit: still said truly
+            except Interrupted as exc:  # wherever it arrived, up to the exit: said truly, once
                 reported()
                 click.echo(_interrupted_message(exc), err=True)
                 sys.exit(exc.exit_code)
@@ -82,17 +82,14 @@ class BnfreezeGroup(click.Group):
 
     def invoke(self, ctx):
         from bnfreeze.errors import BnfreezeError, CheckError
-        from bnfreeze.io.interrupts import Interrupted, checkpoint, reported
+        from bnfreeze.io.interrupts import Interrupted, checkpoint
 
         try:
             result = super().invoke(ctx)
             checkpoint()  # a signal whose exception was swallowed (in a finalizer) is still an interrupt
             return result
-        except (Interrupted, KeyboardInterrupt) as exc:
-            exc = exc if isinstance(exc, Interrupted) else Interrupted(2)
-            reported()
-            click.echo(_interrupted_message(exc), err=True)
-            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:  # SIGINT before install(), or raised by a library: reported in main
+            raise Interrupted(2) from exc
         except BnfreezeError as exc:
             _traceback_if_debug(ctx)
             click.echo(f"bnfreeze: error: {exc}", err=True)

@@ -15,9 +15,9 @@ The command line installs :func:`install`; code that must not be torn runs
 inside :func:`deferred`, where a signal is only noted and raised as
 :class:`Interrupted` when the section ends. A signal stays noted until the
 command line has reported it, and :func:`checkpoint` (before outputs are put
-in place, and when a command ends) raises it again if it was lost on the way. Every completed write is
-recorded (:func:`record_written`), so the message says exactly what is on
-disk. Without :func:`install` (the Python API) nothing changes.
+in place, and when a command ends) raises it again if it was lost on the way.
+Every completed write is recorded (:func:`record_written`), so the message
+says exactly what is on disk. Without :func:`install` (the Python API) nothing changes.
 """
 
 from __future__ import annotations
