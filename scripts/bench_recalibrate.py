@@ -14,6 +14,16 @@ rounds, of wall time and of CPU time (all threads). Goals: ``precise`` <=
 ``--phases`` instead times the phases of one exact and one precise run
 (copy, flatten, tracing and first call of each pass, the other batches).
 
+``--floor`` measures what any exact recalibration must add to an inference
+pass, batch by batch on the same graph (no copy, no tracing counted): the
+model's layers alone as ``predict`` runs them, then the same call also reading
+one value of every BN input (so the pre-BN tensors must exist: Grappler
+can no longer fuse a convolution with the BN after it), then the per-channel sums of every BN input (the means), then the sums and the
+centred sums of squares as bnfreeze takes them, then both fused into one XLA
+kernel per BN input (the fastest exact reduction TensorFlow offers on CPU).
+Every recalibration mode needs at least the last of these, so its ratio to
+the layers alone is a lower bound on the one-pass cost.
+
 Run: ``python scripts/bench_recalibrate.py [--model ResNet50] [--images 256] [--size 224] [--rounds 5]``
 """
 
@@ -92,6 +102,58 @@ def phases(model, data, batch_size: int) -> None:
     print(f"\npredict: {wall:.2f} s wall, {cpu:.2f} s CPU")
 
 
+def floor(model, x, batch_size: int, rounds: int) -> None:
+    """Per-batch CPU cost of the moments any exact recalibration takes, against the layers alone."""
+    import keras
+    import tensorflow as tf
+
+    from bnfreeze.recalibration.moments import local_moments
+
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    taps = keras.Model(model.inputs, [model.output] + [bn.input for bn in bns])
+    batch = tf.constant(x[:batch_size])
+
+    def flat(t):
+        return tf.reshape(t, [t.shape[0], -1, t.shape[-1]])
+
+    @tf.function(jit_compile=True, autograph=False)
+    def fused_moments(t):
+        rows = flat(t)
+        mean = tf.reduce_sum(tf.cast(tf.reduce_sum(rows, 1), tf.float64), 0) / (rows.shape[0] * rows.shape[1])
+        centred = tf.math.squared_difference(rows, tf.cast(mean, tf.float32))
+        return mean, tf.reduce_sum(tf.cast(tf.reduce_sum(centred, 1), tf.float64), 0)
+
+    def with_taps(reduce):
+        return tf.function(lambda v: [(o := taps(v, training=False))[0]] + [reduce(t) for t in o[1:]],
+                           autograph=False)
+
+    runs = {
+        "layers alone (inference BN, as predict runs them)": tf.function(
+            lambda v: model(v, training=False), autograph=False),
+        "+ one value of every BN input (its pre-BN tensor exists)": with_taps(lambda t: t[0, 0, 0]),
+        "+ per-channel sums of every BN input": with_taps(
+            lambda t: tf.reduce_sum(tf.matmul(tf.ones([1, flat(t).shape[1]]), flat(t)), [0, 1])),
+        "+ sums and centred squares (bnfreeze's moments)": with_taps(lambda t: local_moments(t, [0, 1, 2])),
+        "+ sums and centred squares, one XLA kernel per BN": with_taps(fused_moments),
+    }
+    for fn in runs.values():  # tracing, XLA compilation, oneDNN set-up: not counted
+        fn(batch)
+    cpus = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, fn in runs.items():
+            cpu = time.process_time()
+            [np.asarray(v) for v in tf.nest.flatten(fn(batch))]
+            cpus[label].append(time.process_time() - cpu)
+    volume = sum(int(np.prod(bn.input.shape[1:])) for bn in bns) * batch_size * 4
+    print(f"{len(bns)} BN inputs, {volume / 1e9:.2f} GB per batch of {batch_size}; CPU s per batch, median (range) "
+          f"of {rounds} interleaved rounds\n")
+    print("| per batch | CPU s | ratio to the layers alone |")
+    print("|---|---|---|")
+    base = np.asarray(cpus[next(iter(runs))])
+    for label, values in cpus.items():
+        print(f"| {label} | {describe(values)} | {describe(np.asarray(values) / base)}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="ResNet50")
@@ -103,6 +165,8 @@ def main() -> None:
     parser.add_argument("--uncached", action="store_true",
                         help="Also time exact mode with --memory-budget 0 (one pass per BN level from the data: slow).")
     parser.add_argument("--phases", action="store_true", help="Time the phases of one exact and one precise run.")
+    parser.add_argument("--floor", action="store_true",
+                        help="Per-batch cost of exact moments alone against the layers alone (a lower bound).")
     args = parser.parse_args()
 
     import keras
@@ -121,6 +185,10 @@ def main() -> None:
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                f"{'GPU' if tf.config.list_physical_devices('GPU') else 'no GPU'}, TF {tf.__version__}")
 
+    if args.floor:
+        print(f"{args.model} {args.size}x{args.size}, batch {args.batch_size}; {machine}")
+        floor(model, x, args.batch_size, args.rounds)
+        return
     # warm up both paths (predict's tracing, oneDNN primitive creation) before anything is timed
     model.predict(x[: args.batch_size], batch_size=args.batch_size, verbose=0)
     recalibrate(model, data, mode="precise", batch_size=args.batch_size, max_samples=args.batch_size)
