@@ -18,7 +18,7 @@ from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
 from bnfreeze.io.files import atomic_path, check_writable, committed_together, derived_path, same_file, to_json
-from bnfreeze.io.models import load_model
+from bnfreeze.io.models import load_model, model_label
 
 
 def _input_paths(inputs) -> Iterator[Path]:
@@ -369,7 +369,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     if fixed:
         feeds = [arrays for arrays in feeds if len(arrays[0]) == fixed]
         if not feeds:
-            raise InputError(f"{data}: fewer samples than the batch size {fixed} that {model.name} fixes")
+            raise InputError(f"{data}: fewer samples than the batch size {fixed} that {model_label(model)} fixes")
     count = sum(len(arrays[0]) for arrays in feeds)
     described = describe_data(count, data) if data is not None else describe_data(count, seed=seed)
     folded = fold(model, check=False)

@@ -235,6 +235,8 @@ def print_recalibration(console, model_label: str, report: dict) -> None:
                                  f"{r[3]} σ (rms {r[4]}), variance ratio {r[5]} ({r[6]})"))
     for name in report.get("skipped", []):
         say(console, f"not reached: BNs inside {name} (a layer bnfreeze cannot look into)")
+    for kept in report.get("kept", []):
+        say(console, f"not recalibrated: {kept['reason']}")
     for warning in report.get("warnings", []):
         say(console, f"warning: {warning['message']}")
     accuracy = report.get("accuracy")

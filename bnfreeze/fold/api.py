@@ -7,6 +7,7 @@ from typing import Sequence
 
 from bnfreeze.compare import Tolerance
 from bnfreeze.errors import KeptError, ParityError
+from bnfreeze.io.models import model_label
 from bnfreeze.parity import ParityResult, check_models
 from bnfreeze.fold.planner import Plan, plan
 from bnfreeze.fold.rewrite import apply_plan, copy_model
@@ -104,7 +105,7 @@ def fold(
     report = build_report(model.name, fold_plan, parity)
     if parity is not None and not parity.passed:
         raise ParityError(
-            f"the folded model differs from {model.name}: max_abs {parity.max_abs:.3g}, "
+            f"the folded model differs from {model_label(model)}: max_abs {parity.max_abs:.3g}, "
             f"max_rel {parity.max_rel:.3g} ({tolerance.describe()})",
             parity,
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple
 
 from bnfreeze.errors import InputError
+from bnfreeze.io.models import model_label
 
 SEQUENTIAL_INPUT = "<sequential input>"
 
@@ -104,8 +105,9 @@ class ModelGraph:
     def __init__(self, model, config: dict | None = None, path: tuple[str, ...] = (), modes=None):
         kind = model_kind(model)
         if kind == "subclassed":
+            name = model_label(model) if not path else model.name  # the top model is named by its file
             raise InputError(
-                f"{model.name} is a subclassed model ({type(model).__name__}); bnfreeze rewrites "
+                f"{name} is a subclassed model ({type(model).__name__}); bnfreeze rewrites "
                 "Sequential and Functional models only: rebuild it with the Functional API"
             )
         self.model = model

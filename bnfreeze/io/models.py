@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,19 @@ LEGACY_SUFFIXES = (".h5", ".hdf5")
 def _is_hdf5(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(8) == b"\x89HDF\r\n\x1a\n"
+
+
+#: the file each model :func:`load_model` returned was read from (the model itself is not touched)
+_SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def model_label(model) -> str:
+    """How a message names a model: the file it was loaded from, else its Keras name."""
+    try:
+        source = _SOURCES.get(model)
+    except TypeError:  # not weakly referable
+        source = None
+    return str(source) if source is not None else str(model.name)
 
 
 #: deployment artifacts a Keras-model command may be given by mistake
@@ -57,6 +71,7 @@ def load_model(path: str | os.PathLike, *, unsafe: bool = False):
         raise InputError(f"{path}: {_describe_load_error(exc)}") from exc
     if not isinstance(model, keras.Model):
         raise InputError(f"{path}: holds a {type(model).__name__}, not a Keras model")
+    _SOURCES[model] = path
     return model
 
 

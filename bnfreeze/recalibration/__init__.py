@@ -73,6 +73,7 @@ class RecalibrationResult:
     passes: int
     samples: int
     skipped: list[str] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)  # BNs not recalibrated: {"name", "reason"}
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     accuracy_data: str | None = None
@@ -88,6 +89,7 @@ class RecalibrationResult:
             "passes": self.passes,
             "batch_norms": [c.as_dict() for c in self.changes],
             "skipped": self.skipped,
+            "kept": self.kept,
             "warnings": self.warnings,
             "accuracy": None if self.accuracy_before is None else {
                 "data": self.accuracy_data, "before": self.accuracy_before, "after": self.accuracy_after},
@@ -128,6 +130,7 @@ def recalibrate(
     :class:`~bnfreeze.errors.ParityError` instead.
     """
     from bnfreeze.fold.rewrite import copy_model
+    from bnfreeze.io.models import model_label
     from bnfreeze.io.sources import as_data
 
     if mode not in MODES:
@@ -150,7 +153,9 @@ def recalibrate(
     result_model = copy_model(model)
     program = flatten(result_model, ordered=mode == "exact")
     if not program.bn_layers:
-        raise InputError(f"{model.name}: has no BatchNormalization layer bnfreeze can reach; nothing to recalibrate")
+        why = "".join(f"; {reason}" for _, reason in list(program.kept.values())[:3])
+        raise InputError(f"{model_label(model)}: has no BatchNormalization layer bnfreeze can reach{why}; "
+                         "nothing to recalibrate")
     old = {i: (layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
            for i, layer in program.bn_layers.items()}
     names = [s.name for s in data.specs]
@@ -204,6 +209,7 @@ def recalibrate(
     result = RecalibrationResult(
         result_model, mode, {program.bn_names[i]: s for i, s in statistics.items()}, changes,
         estimator.passes, samples, skipped=list(program.opaque),
+        kept=[{"name": name, "reason": reason} for name, reason in program.kept.values()],
         warnings=warnings_for(changes, samples, mode, batch_size), is_chief=cluster.is_chief, details=details)
     if strict and result.warnings:
         first = result.warnings[0]["message"]

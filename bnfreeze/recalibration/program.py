@@ -53,6 +53,7 @@ class Program:
     bn_layers: dict[int, object] = field(default_factory=dict)
     bn_names: dict[int, str] = field(default_factory=dict)  # id(BN layer) -> "nested/path/name" of its first call
     opaque: list[str] = field(default_factory=list)  # layers holding BNs bnfreeze cannot reach
+    kept: dict[int, tuple[str, str]] = field(default_factory=dict)  # id(BN) -> (name, reason) of BNs not measured
 
     @property
     def max_level(self) -> int:
@@ -93,9 +94,10 @@ class Program:
 
 
 def _is_batch_norm(op) -> bool:
-    import keras
+    """Keras's own BN: the only one whose call bnfreeze knows, so the only one it measures and normalises."""
+    from bnfreeze.fold.classes import is_exact_batch_norm
 
-    return isinstance(op, keras.layers.BatchNormalization)
+    return is_exact_batch_norm(op)
 
 
 def _graph_of(op):
@@ -131,8 +133,11 @@ def flatten(model, ordered: bool = True) -> Program:
     if graph is None:
         raise InputError(f"{model.name}: recalibration needs a Functional or Sequential model, "
                          f"got a subclassed {type(model).__name__}")
+    from bnfreeze.fold.classes import is_batch_norm, subclass_reason
+
     steps: list[Step] = []
     opaque: list[str] = []
+    kept: dict[int, tuple[str, str]] = {}
 
     def visit(function, scope: tuple, path: tuple[str, ...], input_keys: list[Key]) -> list[Key]:
         alias: dict[int, Key] = {id(x): k for x, k in zip(function.inputs, input_keys)}
@@ -153,15 +158,20 @@ def flatten(model, ordered: bool = True) -> Program:
                     for outer, inner_key in zip(node.outputs, outs):
                         alias[id(outer)] = inner_key
                     continue
-                if not _is_batch_norm(op) and _holds_batch_norm(op):
-                    opaque.append("/".join((*path, op.name)))
+                name = "/".join((*path, op.name))
+                if is_batch_norm(op) and not _is_batch_norm(op):
+                    # a subclass may normalise something else than its input (its call is its own): it runs
+                    # as it is, and keeps its statistics
+                    kept.setdefault(id(op), (name, subclass_reason(name, op, "BatchNormalization")))
+                elif not _is_batch_norm(op) and _holds_batch_norm(op):
+                    opaque.append(name)
                 steps.append(Step(len(steps), op, node, path, inputs,
                                   [(scope, id(t)) for t in node.outputs], _is_batch_norm(op)))
         return [key(t) for t in function.outputs]
 
     input_keys = [((), id(x)) for x in graph.inputs]
     visit(graph, (), (), input_keys)
-    program = Program(steps, input_keys, opaque=opaque)
+    program = Program(steps, input_keys, opaque=opaque, kept=kept)
     for step in steps:
         if step.is_bn:
             program.bn_layers[id(step.op)] = step.op

@@ -13,6 +13,7 @@ import numpy as np
 
 from bnfreeze.compare import Accumulator, OutputComparison, Tolerance
 from bnfreeze.errors import BnfreezeError, InputError
+from bnfreeze.io.models import model_label
 from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
 from bnfreeze.parity import random_inputs
 from bnfreeze.verify.matching import Pair, match, shape_text
@@ -42,7 +43,7 @@ def run_reference(model, feeds) -> list[dict[str, np.ndarray]]:
                 outputs = model(pack_inputs(model, arrays), training=False)
             except Exception as exc:  # the model's own fault: it cannot run on inputs of its declared shape
                 shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
-                raise InputError(f"{model.name} does not run on inputs of its declared shape ({shapes}): "
+                raise InputError(f"{model_label(model)} does not run on inputs of its declared shape ({shapes}): "
                                  f"{first_line(exc)}") from exc
         flat = [np.asarray(keras.ops.convert_to_numpy(o)) for o in keras.tree.flatten(outputs)]
         results.append(dict(zip(names, flat)))

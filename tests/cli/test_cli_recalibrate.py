@@ -229,3 +229,41 @@ def test_tfrecords_of_images_from_a_glob(model_copy, repo, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "train-2.tfrecord: record 1: feature 'image/encoded' (an encoded image) is not a decodable image" in proc.stderr
     assert not (tmp_path / "x.keras").exists()
+
+
+SUBCLASS = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="cli_test")
+class DoublingBN(keras.layers.BatchNormalization):
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs * 2.0, training=training, mask=mask)
+'''
+
+
+def test_a_bn_subclass_is_named_with_its_reason_and_a_model_of_only_those_is_refused_by_file(tmp_path):
+    """Every BN appears in the output: a subclass as 'not recalibrated' with its reason."""
+    module = tmp_path / "custom.py"
+    module.write_text(SUBCLASS)
+    script = (f"import sys, keras; sys.path.insert(0, {str(tmp_path)!r}); from custom import DoublingBN\n"
+              "i = keras.Input((4,)); h = DoublingBN(name='doubling')(keras.layers.Dense(3)(i))\n"
+              f"keras.Model(i, keras.layers.BatchNormalization(name='bn')(h)).save({str(tmp_path / 'two.keras')!r})\n"
+              f"keras.Model(i, h).save({str(tmp_path / 'one.keras')!r})\n")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).normal(1, 2, (120, 4)).astype(np.float32))
+    proc = bnfreeze("recalibrate", tmp_path / "two.keras", "--calib-data", tmp_path / "d.npy", "--custom-objects",
+                    module, "--unsafe", "-o", tmp_path / "two.r.keras", "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "not recalibrated: doubling is a subclass of BatchNormalization" in text
+    assert json.loads((tmp_path / "r.json").read_text())["kept"][0]["name"] == "doubling"
+    proc = bnfreeze("recalibrate", tmp_path / "one.keras", "--calib-data", tmp_path / "d.npy", "--custom-objects",
+                    module, "--unsafe", "-o", tmp_path / "one.r.keras")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert f"{tmp_path / 'one.keras'}: has no BatchNormalization layer bnfreeze can reach; doubling is a subclass" in line
+    assert not (tmp_path / "one.r.keras").exists()

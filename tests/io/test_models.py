@@ -79,3 +79,17 @@ def test_an_artifact_given_as_the_model_says_what_to_give(tmp_path, name, kind):
         path.write_bytes(b"not read")
     with pytest.raises(InputError, match=f"{name}: is {kind}; this command needs the Keras model .* bnfreeze verify"):
         load_model(path)
+
+
+def test_a_loaded_model_is_named_by_its_file_in_messages(tmp_path):
+    import keras
+
+    from bnfreeze.io.models import load_model, model_label
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="built_here")
+    assert model_label(model) == "built_here"
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path)
+    assert model_label(loaded) == str(path)
+    assert model_label(model) == "built_here"  # the model saved is not the one loaded

@@ -364,3 +364,59 @@ def test_a_statistic_that_overflows_a_float16_variable_is_refused(mode):
     x = (np.random.default_rng(0).standard_normal((64, 4)) * 300).astype("float32")
     with pytest.raises(InputError, match=r"bn: the moving variance of channel \d .* does not fit its float16 variable"):
         recalibrate(model, data_of(model, x), mode=mode)
+
+
+def _doubling_bn_class():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="test_recalibrate")
+    class DoublingBN(keras.layers.BatchNormalization):
+        """Normalises twice its input: statistics of the input itself would be wrong for it."""
+
+        def call(self, inputs, training=None, mask=None):
+            return super().call(inputs * 2.0, training=training, mask=mask)
+
+    return DoublingBN
+
+
+@pytest.mark.parametrize("mode", ["exact", "precise", "ema", "fixed-batch"])
+def test_a_bn_subclass_keeps_its_statistics_and_runs_its_own_call(mode):
+    """A subclass may normalise something else than its input: it is not measured, and says why.
+
+    The Keras BN after it is measured on what the subclass really computes.
+    """
+    import keras
+
+    rng = np.random.default_rng(4)
+    inputs = keras.Input((6, 6, 3))
+    h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    h = _doubling_bn_class()(name="doubling")(h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    for layer in (model.get_layer("doubling"), model.get_layer("bn")):
+        layer.moving_mean.assign(rng.normal(0, 0.5, 4).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.2, 2, 4).astype(np.float32))
+    x = rng.normal(0.7, 1.8, (40, 6, 6, 3)).astype(np.float32)
+    before = bn_statistics(model)["doubling"]
+    result = recalibrate(model, data_of(model, x), mode=mode, batch_size=40)
+    after = bn_statistics(result.model)
+    np.testing.assert_array_equal(after["doubling"][0], before[0])
+    np.testing.assert_array_equal(after["doubling"][1], before[1])
+    assert [c.name for c in result.changes] == ["bn"]
+    [kept] = result.report["kept"]
+    assert kept["name"] == "doubling"
+    assert kept["reason"].startswith("doubling is a subclass of BatchNormalization (")
+    assert kept["reason"].endswith("DoublingBN); its call may differ")
+    if mode == "exact":
+        probe = keras.Model(model.inputs, model.get_layer("bn").input)
+        observed = np.asarray(probe(x, training=False), np.float64)
+        assert_close(after["bn"][0], observed.mean(axis=(0, 1, 2)))
+        assert_close(after["bn"][1], observed.var(axis=(0, 1, 2)))
+
+
+def test_a_model_whose_only_bn_is_a_subclass_is_refused_with_the_reason():
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), _doubling_bn_class()(name="doubling")])
+    with pytest.raises(InputError, match="no BatchNormalization layer bnfreeze can reach; doubling is a subclass"):
+        recalibrate(model, data_of(model, np.ones((4, 3), np.float32)))
