@@ -258,11 +258,16 @@ def _assign(layer, stats: Statistics) -> None:
         variable = getattr(layer, name)
         exact = np.asarray(value, np.float64)
         cast = exact.astype(variable.dtype)
-        overflow = np.flatnonzero(np.isfinite(exact) & ~np.isfinite(cast.astype(np.float64)))
-        if overflow.size:  # a float16 BN whose input varies more than float16 holds: inf would zero its channel
+        overflow = np.flatnonzero(~np.isfinite(cast.astype(np.float64)))
+        if overflow.size:  # inf would zero the channel's output, NaN poison it
             channel = int(overflow[0])
-            raise InputError(f"{layer.name}: the {name.replace('_', ' ')} of channel {channel} on the calibration "
-                             f"data ({exact[channel]:.4g}) does not fit its {variable.dtype} variable")
+            what = f"the {name.replace('_', ' ')} of channel {channel} on the calibration data"
+            if np.isfinite(exact[channel]):  # a float16 BN whose input varies more than float16 holds
+                raise InputError(f"{layer.name}: {what} ({exact[channel]:.4g}) does not fit its {variable.dtype} "
+                                 "variable")
+            # EMA's float32 update overflowed (Keras's own arithmetic, as training would do it)
+            raise InputError(f"{layer.name}: {what} is {exact[channel]} in float32 arithmetic (the values reaching "
+                             "this BN are too large for float32)")
         variable.assign(cast)
 
 

@@ -366,6 +366,18 @@ def test_a_statistic_that_overflows_a_float16_variable_is_refused(mode):
         recalibrate(model, data_of(model, x), mode=mode)
 
 
+def test_an_ema_statistic_that_overflows_float32_is_refused():
+    # before: EMA's float32 update gave moving_variance = inf, written with exit 0 (the channel's output became 0)
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.BatchNormalization(name="bn")(layers.Dense(3, name="d")(inputs)))
+    x = (np.random.default_rng(0).standard_normal((64, 4)) * 1e25).astype("float32")
+    with pytest.raises(InputError, match=r"bn: the moving variance of channel \d .* is inf in float32 arithmetic"):
+        recalibrate(model, data_of(model, x), mode="ema")
+
+
 def _doubling_bn_class():
     import keras
 
