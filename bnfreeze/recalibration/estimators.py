@@ -84,16 +84,17 @@ class Statistics:
 
 
 def _fused_inference(step: Step, x, mask=None):
-    return bn_inference(step.op, x)
+    return bn_inference(step.bn, x, step.bn_axis(x.shape.rank))
 
 
 def _bn_moments(step: Step, x, mask):
     """The moments of one BN call's input, masked positions left out (as Keras's training does)."""
     rank = x.shape.rank
-    if mask is not None and step.op.axis % rank != rank - 1:
-        raise InputError(f"{step.name} receives a mask but normalizes axis {step.op.axis} of a rank-{rank} tensor, "
+    axis = step.bn_axis(rank)
+    if mask is not None and axis != rank - 1:
+        raise InputError(f"{step.name} receives a mask but normalizes axis {step.bn.axis} of a rank-{rank} tensor, "
                          "not the last: its masked statistics have no single count per channel")
-    return batch_moments(x, reduction_axes(step.op, rank), mask=mask)
+    return batch_moments(x, reduction_axes(axis, rank), mask=mask)
 
 
 class ExactEstimator:
@@ -151,7 +152,7 @@ class ExactEstimator:
             for count, args in self._inputs(batches, cache):
                 reduced, kept = self.executor.run(fn, args)
                 for step, (n, mean, m2) in zip(stat_steps, reduced):
-                    moments[id(step.op)].update(n, mean, m2)
+                    moments[id(step.bn)].update(n, mean, m2)
                 seen += count
                 if new_cache is not None:
                     if per_sample * seen > room:  # more samples than expected: stop keeping this frontier
@@ -254,7 +255,7 @@ class BatchStatisticsPass:
             def normalise(step: Step, x, mask=None):
                 n, mean, m2 = _bn_moments(step, x, mask)
                 reduced.append((n, mean, m2))
-                return bn_normalise(step.op, x, mean, m2 / n)
+                return bn_normalise(step.bn, x, mean, m2 / n, step.bn_axis(x.shape.rank))
 
             run_steps(steps, values, bn_call=normalise)
             return reduced, ()
@@ -289,7 +290,7 @@ class PreciseEstimator:
 
     def update(self, per_batch: list[tuple[Step, tuple]]) -> None:
         for step, (n, mean, m2) in per_batch:
-            self.moments[id(step.op)].update(n, mean, m2)
+            self.moments[id(step.bn)].update(n, mean, m2)
 
     def run(self, batches: Batches, samples: int | None, description: str = "precise") -> dict[int, Statistics]:
         self.pass_.feed_all(batches, samples, description, self.progress, self.update)
@@ -327,7 +328,7 @@ class EmaEstimator:
 
     def update(self, per_batch: list[tuple[Step, tuple]]) -> None:
         for step, (n, mean, m2) in per_batch:
-            layer, state = step.op, self.state[id(step.op)]
+            layer, state = step.bn, self.state[id(step.bn)]
             if n == 0:
                 continue
             momentum = np.float32(layer.momentum)

@@ -14,12 +14,12 @@ computation runs instead.
 from __future__ import annotations
 
 
-def _fusable(layer, x) -> bool:
+def _fusable(layer, x, axis: int) -> bool:
     import tensorflow as tf
 
     rank = x.shape.rank
     return (x.dtype == tf.float32 and str(layer.compute_dtype) == "float32" and rank is not None and 2 <= rank
-            and layer.axis % rank == rank - 1 and str(layer.moving_mean.dtype) == "float32")
+            and axis % rank == rank - 1 and str(layer.moving_mean.dtype) == "float32")
 
 
 def _fused(layer, x, mean, variance):
@@ -41,23 +41,32 @@ def _fused(layer, x, mean, variance):
     return y if rank == 4 else tf.reshape(y, tf.shape(x))
 
 
-def inference(layer, x):
-    """``layer(x, training=False)`` as one fused op, or None where the layer's own call must run."""
-    if _fusable(layer, x):
+def inference(layer, x, axis: int | None = None):
+    """``layer(x, training=False)`` as one fused op, or None where the layer's own call must run.
+
+    ``axis``: the channel axis of ``x`` when it is not the layer's own (a BN
+    inside ``TimeDistributed`` sees ``x`` with the time steps merged into the
+    batch).
+    """
+    axis = layer.axis if axis is None else axis
+    if _fusable(layer, x, axis):
         return _fused(layer, x, layer.moving_mean, layer.moving_variance)
+    if x.shape.rank is not None and axis % x.shape.rank != layer.axis % x.shape.rank:
+        return normalise(layer, x, layer.moving_mean, layer.moving_variance, axis)
     return None
 
 
-def normalise(layer, x, mean, variance):
+def normalise(layer, x, mean, variance, axis: int | None = None):
     """BN of ``x`` with the given statistics (float64 or float32) instead of the moving ones."""
     import keras
 
-    if _fusable(layer, x):
+    axis = layer.axis if axis is None else axis
+    if _fusable(layer, x, axis):
         return _fused(layer, x, mean, variance)
     compute = keras.backend.result_type(x.dtype, "float32")
     y = keras.ops.batch_normalization(
         keras.ops.cast(x, compute), keras.ops.cast(mean, compute), keras.ops.cast(variance, compute),
-        axis=layer.axis, offset=keras.ops.cast(layer.beta, compute) if layer.center else None,
+        axis=axis, offset=keras.ops.cast(layer.beta, compute) if layer.center else None,
         scale=keras.ops.cast(layer.gamma, compute) if layer.scale else None, epsilon=layer.epsilon,
     )
     return keras.ops.cast(y, layer.compute_dtype)

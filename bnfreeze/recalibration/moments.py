@@ -66,8 +66,9 @@ class Moments:
         return self.m2 / self.count
 
 
-def reduction_axes(layer, rank: int) -> list[int]:
-    axis = layer.axis % rank
+def reduction_axes(axis: int, rank: int) -> list[int]:
+    """Every axis of a rank-``rank`` tensor but the channel ``axis``."""
+    axis = axis % rank
     return [i for i in range(rank) if i != axis]
 
 

@@ -24,7 +24,12 @@ Key = Hashable
 
 @dataclass(eq=False)
 class Step:
-    """One call of a layer (or keras.ops operation) in the flattened graph."""
+    """One call of a layer (or keras.ops operation) in the flattened graph.
+
+    ``bn`` is the BN layer the call measures: the layer itself, or the BN a
+    ``TimeDistributed`` wraps (``op`` is then the wrapper); None for any other
+    call.
+    """
 
     index: int
     op: object
@@ -32,12 +37,24 @@ class Step:
     path: tuple[str, ...]  # names of the nested models the call sits in
     inputs: dict[int, Key]  # id(KerasTensor of the node) -> key
     outputs: list[Key]
-    is_bn: bool
+    bn: object = None
     stage: int = 0
 
     @property
+    def is_bn(self) -> bool:
+        return self.bn is not None
+
+    @property
     def name(self) -> str:
+        if self.bn is not None and self.bn is not self.op:
+            return "/".join((*self.path, self.op.name, self.bn.name))
         return "/".join((*self.path, self.op.name))
+
+    def bn_axis(self, rank: int) -> int:
+        """The BN's channel axis in this call's input (one further out through a TimeDistributed)."""
+        if self.bn is self.op:
+            return self.bn.axis % rank
+        return self.bn.axis % (rank - 1) + 1
 
     def keys_in(self) -> set[Key]:
         return set(self.inputs.values())
@@ -60,7 +77,7 @@ class Program:
         return max((lv for lv in self.levels.values() if lv is not None), default=-1)
 
     def bn_steps(self, layer_id: int) -> list[Step]:
-        return [s for s in self.steps if s.is_bn and id(s.op) == layer_id]
+        return [s for s in self.steps if s.is_bn and id(s.bn) == layer_id]
 
     def key_stage(self) -> dict[Key, int]:
         stages = {key: 0 for key in self.input_keys}
@@ -112,6 +129,33 @@ def _graph_of(op):
     return None
 
 
+def _time_distributed_batch_norm(op, node, exact: bool):
+    """``(BN, None)`` for a ``TimeDistributed(BatchNormalization)`` call exact recalibration can measure,
+    ``(None, reason)`` for one it cannot, ``(None, None)`` for any other call.
+
+    At inference the wrapper applies the BN to every time step with the same
+    moving statistics, so the population statistics are those of the
+    wrapper's input over the batch, the time steps and the positions. In
+    training Keras runs the BN once per time step, with that step's batch
+    statistics and one momentum update per step: the one-pass modes would
+    have to copy that, and do not.
+    """
+    from bnfreeze.fold.classes import is_exactly
+
+    if not is_exactly(op, "TimeDistributed") or not _is_batch_norm(getattr(op, "layer", None)):
+        return None, None
+    layer, name = op.layer, f"{op.name}/{op.layer.name}"
+    rank = len(node.input_tensors[0].shape) if node.input_tensors else None
+    if not exact:
+        return None, (f"{name}: TimeDistributed runs its BN once per time step in training, so its batch "
+                      "statistics are per step; --mode exact measures it")
+    if node.arguments.kwargs.get("mask") is not None:
+        return None, f"{name}: a TimeDistributed BN that receives a mask is not measured"
+    if rank is None or layer.axis % (rank - 1) == 0:
+        return None, f"{name}: normalizes the axis TimeDistributed merges with the time steps"
+    return layer, None
+
+
 def _holds_batch_norm(op) -> bool:
     import keras
 
@@ -124,8 +168,9 @@ def _holds_batch_norm(op) -> bool:
 def flatten(model, ordered: bool = True) -> Program:
     """Flatten ``model`` (Functional or Sequential) into a :class:`Program`.
 
-    With ``ordered`` every BN gets its level (and a BN that reads its own
-    output is refused); without, levels are None (one-pass modes need none).
+    With ``ordered`` (exact mode) every BN gets its level (and a BN that reads
+    its own output is refused), and BNs inside ``TimeDistributed`` are
+    measured; without, levels are None (one-pass modes need none).
     """
     from keras import tree
 
@@ -159,14 +204,19 @@ def flatten(model, ordered: bool = True) -> Program:
                         alias[id(outer)] = inner_key
                     continue
                 name = "/".join((*path, op.name))
-                if is_batch_norm(op) and not _is_batch_norm(op):
+                bn = op if _is_batch_norm(op) else None
+                wrapped, why = _time_distributed_batch_norm(op, node, ordered)
+                if wrapped is not None:
+                    bn = wrapped
+                elif why is not None:
+                    kept.setdefault(id(op.layer), (name + "/" + op.layer.name, why))
+                elif is_batch_norm(op) and not _is_batch_norm(op):
                     # a subclass may normalise something else than its input (its call is its own): it runs
                     # as it is, and keeps its statistics
                     kept.setdefault(id(op), (name, subclass_reason(name, op, "BatchNormalization")))
                 elif not _is_batch_norm(op) and _holds_batch_norm(op):
                     opaque.append(name)
-                steps.append(Step(len(steps), op, node, path, inputs,
-                                  [(scope, id(t)) for t in node.outputs], _is_batch_norm(op)))
+                steps.append(Step(len(steps), op, node, path, inputs, [(scope, id(t)) for t in node.outputs], bn))
         return [key(t) for t in function.outputs]
 
     input_keys = [((), id(x)) for x in graph.inputs]
@@ -174,9 +224,9 @@ def flatten(model, ordered: bool = True) -> Program:
     program = Program(steps, input_keys, opaque=opaque, kept=kept)
     for step in steps:
         if step.is_bn:
-            program.bn_layers[id(step.op)] = step.op
-            program.bn_names.setdefault(id(step.op), step.name)
-            program.levels[id(step.op)] = None
+            program.bn_layers[id(step.bn)] = step.bn
+            program.bn_names.setdefault(id(step.bn), step.name)
+            program.levels[id(step.bn)] = None
     if ordered:
         _assign_levels(program)
     return program
@@ -196,10 +246,10 @@ def _assign_levels(program: Program) -> None:
         for step in program.steps:
             s = max((stage[k] for k in step.keys_in()), default=0)
             if step.is_bn:
-                if s > levels[id(step.op)]:
-                    levels[id(step.op)] = s
+                if s > levels[id(step.bn)]:
+                    levels[id(step.bn)] = s
                     changed = True
-                step.stage = levels[id(step.op)] + 1
+                step.stage = levels[id(step.bn)] + 1
             else:
                 step.stage = s
             for key in step.outputs:

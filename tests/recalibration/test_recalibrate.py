@@ -432,3 +432,58 @@ def test_a_model_whose_only_bn_is_a_subclass_is_refused_with_the_reason():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), _doubling_bn_class()(name="doubling")])
     with pytest.raises(InputError, match="no BatchNormalization layer bnfreeze can reach; doubling is a subclass"):
         recalibrate(model, data_of(model, np.ones((4, 3), np.float32)))
+
+
+def _time_distributed_model(axis: int, seed: int = 0):
+    import keras
+    from keras import layers
+
+    rng = np.random.default_rng(seed)
+    inputs = keras.Input((5, 6, 6, 3))
+    h = layers.TimeDistributed(layers.Conv2D(4, 3))(inputs)
+    h = layers.TimeDistributed(layers.BatchNormalization(axis=axis, name="tdbn"), name="td")(h)
+    h = layers.TimeDistributed(layers.Conv2D(4, 1))(layers.ReLU()(h))
+    model = keras.Model(inputs, layers.BatchNormalization(name="bn")(h))
+    for layer in (model.get_layer("td").layer, model.get_layer("bn")):
+        layer.moving_mean.assign(rng.normal(0, 0.5, 4).astype(np.float32))
+        layer.moving_variance.assign(rng.uniform(0.2, 2, 4).astype(np.float32))
+    return model, rng.normal(0.7, 1.8, (40, 5, 6, 6, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("axis", [-1, 3, 1])
+def test_a_time_distributed_bn_is_measured_over_batch_time_and_positions_in_exact_mode(axis):
+    """At inference TimeDistributed applies one BN, with one set of statistics, to every time step."""
+    import keras
+
+    model, x = _time_distributed_model(axis)
+    result = recalibrate(model, data_of(model, x), batch_size=16)
+    assert sorted(c.name for c in result.changes) == ["bn", "td/tdbn"] and result.report["kept"] == []
+    probe = keras.Model(result.model.inputs, [result.model.get_layer("td").input, result.model.get_layer("bn").input])
+    inner, outer = (np.asarray(t, np.float64) for t in probe(x, training=False))
+    for layer, value, channel_axis in ((result.model.get_layer("td").layer, inner, axis % 4 + 1),
+                                       (result.model.get_layer("bn"), outer, 4)):
+        axes = tuple(i for i in range(5) if i != channel_axis)
+        assert_close(layer.moving_mean.numpy(), value.mean(axis=axes))
+        assert_close(layer.moving_variance.numpy(), value.var(axis=axes))
+
+
+@pytest.mark.parametrize("mode", ["precise", "ema", "fixed-batch"])
+def test_one_pass_modes_keep_a_time_distributed_bn_with_the_reason(mode):
+    model, x = _time_distributed_model(-1)
+    before = model.get_layer("td").layer.moving_mean.numpy().copy()
+    result = recalibrate(model, data_of(model, x), mode=mode, batch_size=16)
+    assert [c.name for c in result.changes] == ["bn"]
+    [kept] = result.report["kept"]
+    assert kept["name"] == "td/tdbn" and "once per time step" in kept["reason"] and "--mode exact" in kept["reason"]
+    np.testing.assert_array_equal(result.model.get_layer("td").layer.moving_mean.numpy(), before)
+
+
+def test_a_time_distributed_bn_on_the_merged_axis_is_kept_and_alone_is_refused():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(batch_shape=(8, 5, 3))  # the merged axis needs a known size
+    h = layers.TimeDistributed(layers.BatchNormalization(axis=0, name="tdbn"), name="td")(layers.Dense(3)(inputs))
+    model = keras.Model(inputs, h)
+    with pytest.raises(InputError, match="td/tdbn: normalizes the axis TimeDistributed merges with the time steps"):
+        recalibrate(model, data_of(model, np.ones((8, 5, 3), np.float32)))
