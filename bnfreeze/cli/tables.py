@@ -233,9 +233,7 @@ def print_recalibration(console, model_label: str, report: dict) -> None:
                  Column("Δmean rms/σ"), Column("var ratio"), Column("var ratio range")], rows,
                 plain=lambda r: (f"{r[0]}: level {r[1]}, {r[2]} call{'s' if r[2] != '1' else ''}, mean shift max "
                                  f"{r[3]} σ (rms {r[4]}), variance ratio {r[5]} ({r[6]})"))
-    for name in report.get("skipped", []):
-        say(console, f"not reached: BNs inside {name} (a layer bnfreeze cannot look into)")
-    for kept in report.get("kept", []):
+    for kept in report.get("kept", []):  # every BN not recalibrated, those inside layers it cannot reach included
         say(console, f"not recalibrated: {kept['reason']}")
     for warning in report.get("warnings", []):
         say(console, f"warning: {warning['message']}")

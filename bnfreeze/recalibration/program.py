@@ -178,7 +178,7 @@ def flatten(model, ordered: bool = True) -> Program:
     if graph is None:
         raise InputError(f"{model.name}: recalibration needs a Functional or Sequential model, "
                          f"got a subclassed {type(model).__name__}")
-    from bnfreeze.fold.classes import is_batch_norm, subclass_reason
+    from bnfreeze.fold.classes import class_label, is_batch_norm, subclass_reason
 
     steps: list[Step] = []
     opaque: list[str] = []
@@ -216,6 +216,11 @@ def flatten(model, ordered: bool = True) -> Program:
                     kept.setdefault(id(op), (name, subclass_reason(name, op, "BatchNormalization")))
                 elif not _is_batch_norm(op) and _holds_batch_norm(op):
                     opaque.append(name)
+                    for inner in op._flatten_layers(include_self=False, recursive=True):
+                        if is_batch_norm(inner):
+                            kept.setdefault(id(inner), (
+                                f"{name}/{inner.name}", f"{name}/{inner.name}: it is inside {name} ({class_label(op)}), "
+                                "a layer that calls it itself, out of bnfreeze's sight"))
                 steps.append(Step(len(steps), op, node, path, inputs, [(scope, id(t)) for t in node.outputs], bn))
         return [key(t) for t in function.outputs]
 

@@ -487,3 +487,32 @@ def test_a_time_distributed_bn_on_the_merged_axis_is_kept_and_alone_is_refused()
     model = keras.Model(inputs, h)
     with pytest.raises(InputError, match="td/tdbn: normalizes the axis TimeDistributed merges with the time steps"):
         recalibrate(model, data_of(model, np.ones((8, 5, 3), np.float32)))
+
+
+def test_each_bn_inside_a_layer_bnfreeze_cannot_look_into_is_listed_with_the_reason():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="test_recalibrate")
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(3)
+            self.first = keras.layers.BatchNormalization(name="first")
+            self.second = keras.layers.BatchNormalization(name="second")
+
+        def build(self, input_shape):
+            self.dense.build(input_shape)
+            self.first.build((None, 3))
+            self.second.build((None, 3))
+
+        def call(self, x, training=None):
+            return self.second(self.first(self.dense(x), training=training), training=training)
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(Block(name="block")(inputs)))
+    result = recalibrate(model, data_of(model, np.random.default_rng(0).normal(1, 2, (32, 4)).astype(np.float32)))
+    assert [c.name for c in result.changes] == ["bn"]
+    assert result.report["skipped"] == ["block"]
+    assert [k["name"] for k in result.report["kept"]] == ["block/first", "block/second"]
+    assert all("it is inside block (" in k["reason"] and "out of bnfreeze's sight" in k["reason"]
+               for k in result.report["kept"])
