@@ -5,6 +5,13 @@ of the config (so it holds only standard Keras layers, with the original
 names), then every layer gets its weights: untouched layers a bit-for-bit copy
 of the original's, fold targets the weights their rules computed.
 
+Untouched layers get their state the way ``keras.saving`` restores it, layer
+by layer (``save_own_variables``/``load_own_variables`` and assets): a layer's
+load hooks rebuild what is not a variable of it (an adapted ``Normalization``
+derives its mean and variance from its variables, a ``StringLookup`` keeps its
+vocabulary as an asset), so the copy computes what the original and the saved
+file compute.
+
 A folded BN is removed and its consumers read the BN's input instead. When
 the BN's output is a model output, the BN is replaced by a Keras ``Identity``
 layer of the same name, so the model's output names do not change.
@@ -13,6 +20,7 @@ layer of the same name, so the model's output names do not change.
 from __future__ import annotations
 
 import copy
+import tempfile
 from typing import Iterable
 
 import numpy as np
@@ -139,13 +147,32 @@ def _transfer_weights(old, new, path, new_weights, changed_paths) -> None:
             for variable in layer.weights:
                 variable.assign(values[variable.name])
             continue
-        if not layer.weights:
-            continue
         source = old.get_layer(layer.name)
+        if type(source) is not type(layer):
+            continue  # the Identity standing where a folded BN was a model output: no state
         if path + (layer.name,) in changed_paths and model_kind_of_layer(layer) in ("sequential", "functional"):
             _transfer_weights(source, layer, path + (layer.name,), new_weights, changed_paths)
         else:
-            layer.set_weights(source.get_weights())
+            copy_state(source, layer)
+
+
+def copy_state(source, target) -> None:
+    """Give ``target`` (built from ``source``'s config) ``source``'s state, as saving and loading would.
+
+    Every layer inside, itself included, saves its own variables and assets and
+    the twin loads them, so load hooks run (``Normalization.finalize_state``, a
+    lookup table's vocabulary) and variables are copied bit for bit.
+    """
+    pairs = zip(source._flatten_layers(include_self=True, recursive=True),
+                target._flatten_layers(include_self=True, recursive=True))
+    for mine, twin in pairs:
+        store: dict[str, np.ndarray] = {}
+        mine.save_own_variables(store)
+        twin.load_own_variables({key: np.array(value) for key, value in store.items()})
+        if hasattr(mine, "save_assets") and hasattr(twin, "load_assets"):
+            with tempfile.TemporaryDirectory() as folder:
+                mine.save_assets(folder)
+                twin.load_assets(folder)
 
 
 def copy_model(model):

@@ -102,7 +102,10 @@ class _Subset(ArrayData):
 
 
 def feed_dtype(name: str):
-    """The NumPy dtype fed to an input of Keras dtype ``name`` (NumPy has no bfloat16: float32)."""
+    """The NumPy dtype fed to an input of Keras dtype ``name`` (NumPy has no bfloat16: float32; a text
+    input, ``string``, gets NumPy's str)."""
+    if name == "string":
+        return np.str_
     return np.float32 if name == "bfloat16" else np.dtype(name)
 
 

@@ -101,3 +101,13 @@ def test_an_npz_array_must_be_named_after_the_input_or_x(tmp_path):
         load_arrays(tmp_path / "a.npz", SPEC)
     np.savez(tmp_path / "b.npz", image=x, y=np.arange(3))
     assert load_arrays(tmp_path / "b.npz", SPEC).size == 3
+
+
+def test_random_text_inputs_are_fed_as_text():
+    """A text input (dtype "string", a StringLookup model) is fed its random words as they are."""
+    from bnfreeze.parity import random_data
+
+    specs = [TensorSpec("words", (None, 3), "string"), TensorSpec("x", (None, 2), "float32")]
+    (feed,) = list(random_data(specs, 4, seed=0).batches(8))
+    assert feed["words"].shape == (4, 3) and feed["words"].dtype.kind == "U"
+    assert feed["x"].dtype == np.float32

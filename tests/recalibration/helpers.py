@@ -87,7 +87,7 @@ def bn_input_moments(model, x: np.ndarray) -> dict[str, tuple[np.ndarray, np.nda
 
     bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
     probe = keras.Model(model.inputs, [l.input for l in bns])
-    outputs = probe([x], training=False)
+    outputs = keras.tree.flatten(probe([x], training=False))  # one BN: a bare tensor, not a list of one
     result = {}
     for layer, value in zip(bns, outputs):
         value = np.asarray(value, np.float64)

@@ -516,3 +516,22 @@ def test_each_bn_inside_a_layer_bnfreeze_cannot_look_into_is_listed_with_the_rea
     assert [k["name"] for k in result.report["kept"]] == ["block/first", "block/second"]
     assert all("it is inside block (" in k["reason"] and "out of bnfreeze's sight" in k["reason"]
                for k in result.report["kept"])
+
+
+def test_exact_sees_what_an_adapted_normalization_computes():
+    """The statistics are measured on the model's own preprocessing: an adapted Normalization layer
+    (mean and variance derived from its variables when Keras loads it) in front of the BN."""
+    import keras
+    from keras import layers
+
+    rng = np.random.default_rng(4)
+    norm = layers.Normalization()
+    norm.adapt(rng.normal(3.0, 2.0, size=(64, 3)).astype("float32"))
+    a = keras.Input((3,))
+    model = keras.Model(a, layers.BatchNormalization(name="bn")(layers.Dense(4)(norm(a))))
+    x = rng.normal(3.0, 2.0, size=(96, 3)).astype("float32")
+    result = recalibrate(model, data_of(model, x), batch_size=16)
+    bn_input = np.asarray(keras.Model(model.inputs, model.get_layer("bn").input)(x), np.float64)
+    stored = bn_statistics(result.model)["bn"]
+    assert_close(stored[0], bn_input.mean(axis=0))
+    assert_close(stored[1], bn_input.var(axis=0))
