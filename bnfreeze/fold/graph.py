@@ -112,6 +112,8 @@ class ModelGraph:
             )
         self.model = model
         self.kind = kind
+        #: Set once the recorded shapes are known not to hold at run time (:meth:`forget_shapes`).
+        self.shapes_forgotten = False
         #: Which layers run in training mode under the default call (:mod:`bnfreeze.fold.training`).
         self.modes = modes
         #: The graph this one is a nested model of (None at the top).
@@ -168,6 +170,7 @@ class ModelGraph:
 
     def forget_shapes(self) -> None:
         """Keep only the rank of every recorded shape: the dims are not known to hold at run time."""
+        self.shapes_forgotten = True
         for name, calls in self.calls.items():
             self.calls[name] = [
                 Call(c.layer, c.node, c.inputs,
@@ -246,13 +249,23 @@ class ModelGraph:
         return self.consumers.get(ref, [])
 
     def shape_of(self, ref: TensorRef) -> tuple[int | None, ...] | None:
-        """The shape (batch first) the graph recorded for tensor ``ref``, where a consumer recorded it."""
+        """The shape (batch first) the graph recorded for tensor ``ref``: where a consumer recorded it,
+        or, for a model output, the model's own output tensor."""
         for consumer in self.consumers_of(ref):
             if consumer.call is None:
                 continue
             for input_ref, shape in zip(consumer.call.inputs, consumer.call.input_shapes):
                 if input_ref == ref and shape is not None:
                     return tuple(shape)
+        if self.shapes_forgotten:
+            return None
+        for tensor in getattr(self.model, "outputs", None) or []:
+            history = getattr(tensor, "_keras_history", None)
+            operation = getattr(history, "operation", None)
+            # a layer called once: its node index cannot differ between the model's config and the layer
+            if (operation is not None and len(getattr(operation, "_inbound_nodes", ())) == 1
+                    and (operation.name, history.tensor_index) == (ref.layer, ref.index)):
+                return tuple(tensor.shape)
         return None
 
     def in_training(self, name: str) -> bool:

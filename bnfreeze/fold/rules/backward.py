@@ -52,6 +52,32 @@ def weight_problem(name: str, layer, weight_names: tuple[str, ...]) -> str | Non
     return None
 
 
+def bias_layout_problem(name: str, layer, output_shape) -> str | None:
+    """Why Keras would add a folded bias to ``layer``'s output on the wrong axis, or ``None``.
+
+    A channels_first layer adds its bias as ``keras.ops.add(x, bias reshaped
+    to (1, C, 1, ...))``; Keras's TensorFlow backend turns that into
+    ``tf.nn.bias_add`` and picks the channels-last format whenever ``x``'s
+    *last* size equals ``C``, so the bias lands on the last spatial axis
+    (checked against ``tf.nn.conv2d``: a 4x4 output of 4 filters is off by the
+    bias). A fold gives such a layer a bias (or changes it), so it is exact
+    only where the last size is known and differs from ``C``. ``output_shape``
+    is the layer's output as the graph recorded it (None where unknown).
+    """
+    if getattr(layer, "data_format", "channels_last") != "channels_first":
+        return None
+    if output_shape is None or len(output_shape) < 3 or output_shape[1] is None:
+        return (f"{name} is channels_first and its output shape is unknown here: Keras's TensorFlow backend adds "
+                "a channels_first bias along the last axis where that axis is as long as the channel count")
+    channels, last = output_shape[1], output_shape[-1]
+    if channels == 1 or (last is not None and last != channels):
+        return None
+    size = "unknown" if last is None else f"{last}, the channel count"
+    return (f"{name} is channels_first with a last axis of size {size}: Keras's TensorFlow backend adds a "
+            f"channels_first bias along the last axis when it is as long as the {channels} channels "
+            "(keras.ops.add), so the folded bias could land on the wrong axis")
+
+
 @dataclass(frozen=True)
 class BackwardWalk:
     """The path from a BN's input back through inference identities to the layer before them.
@@ -165,8 +191,10 @@ class BackwardFold(FoldRule):
 
     def check(self, match: Match) -> str | None:
         site = match.site
-        return self.path_problem(match) or self.layer_problem(match.target, match.target_layer, site, site.axis,
-                                                              site.rank)
+        return (self.path_problem(match)
+                or self.layer_problem(match.target, match.target_layer, site, site.axis, site.rank)
+                or bias_layout_problem(match.target, match.target_layer,
+                                       site.graph.shape_of(match.details["target_ref"])))
 
     def fold_weights(self, affine, weights: Mapping[str, np.ndarray], layer) -> dict[str, np.ndarray]:
         """The layer's weights with the BN folded in (kernel scaled, bias ``s * b + t``)."""

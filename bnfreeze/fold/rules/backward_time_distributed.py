@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from bnfreeze.fold.rules.backward import BackwardFold
+from bnfreeze.fold.rules.backward import BackwardFold, bias_layout_problem
 from bnfreeze.fold.rules.base import Match, TargetUpdate
 
 
@@ -42,8 +42,11 @@ class TimeDistributedBackward(BackwardFold):
     def check(self, match: Match) -> str | None:
         site, layer = match.site, match.target_layer
         rule = self.inner_rule(layer)
-        return self.path_problem(match) or rule.layer_problem(
-            f"{match.target} ({layer.layer.name})", layer.layer, site, site.axis - 1, site.rank - 1, offset=1)
+        name = f"{match.target} ({layer.layer.name})"
+        shape = site.graph.shape_of(match.details["target_ref"])  # (batch, steps, ...): one step is shape[1:]
+        return (self.path_problem(match)
+                or rule.layer_problem(name, layer.layer, site, site.axis - 1, site.rank - 1, offset=1)
+                or bias_layout_problem(name, layer.layer, shape[1:] if shape is not None else None))
 
     def rewrite(self, match: Match, weights: Mapping[str, np.ndarray]) -> TargetUpdate:
         layer = match.target_layer

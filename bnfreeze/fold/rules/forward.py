@@ -28,7 +28,7 @@ import numpy as np
 
 from bnfreeze.fold.training import recorded_training
 from bnfreeze.fold.graph import Call, TensorRef
-from bnfreeze.fold.rules.backward import weight_problem
+from bnfreeze.fold.rules.backward import bias_layout_problem, weight_problem
 from bnfreeze.fold.rules.base import BNSite, FoldRule, Match, TargetUpdate, cast_like
 from bnfreeze.fold.rules.commuting import Layout, Step, commuting_op_for
 
@@ -153,7 +153,9 @@ class ForwardFold(FoldRule):
         if len(calls) > 1:
             return f"{match.target} is called at {len(calls)} places"
         problem = weight_problem(match.target, match.target_layer, self.weight_names)
-        return problem or self.check_target(match, match.details["layout"])
+        output = TensorRef(match.target, match.target_call.node, 0)
+        return (problem or self.check_target(match, match.details["layout"])
+                or bias_layout_problem(match.target, match.target_layer, match.site.graph.shape_of(output)))
 
     #: The target's weights that must be plain floats.
     weight_names: tuple[str, ...] = ("kernel",)

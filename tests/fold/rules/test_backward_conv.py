@@ -54,3 +54,30 @@ def test_center_scale_options(center, scale):
     x = layers.Conv2D(5, 3, use_bias=False)(inputs)
     x = layers.BatchNormalization(center=center, scale=scale, renorm=True)(x)
     fold_and_check(keras.Model(inputs, x), folded=1)
+
+
+@pytest.mark.parametrize("shape,size", [((3, 6, 6), "4, the channel count"), ((3, None, None), "unknown")])
+def test_channels_first_bias_on_the_last_axis_keeps_the_bn(shape, size):
+    """Keras's TensorFlow backend adds a channels_first bias along the last axis when that axis is as
+    long as the channel count (keras.ops.add -> bias_add NHWC): a folded bias would land there."""
+    import numpy as np
+
+    from support import assert_parity, randomize_bn
+
+    inputs = keras.Input(shape)
+    x = layers.Conv2D(4, 3, data_format="channels_first", use_bias=False, name="conv")(inputs)
+    model = keras.Model(inputs, layers.BatchNormalization(axis=1, name="bn")(x))
+    randomize_bn(model)
+    result = bnfreeze.fold(model)  # parity at 64 and 37 too: passes because nothing was folded
+    [kept] = result.report["kept"]
+    assert kept["reason"].startswith(f"conv is channels_first with a last axis of size {size}: Keras's "
+                                     "TensorFlow backend adds a channels_first bias along the last axis")
+    # the fact the rule relies on: at a 4x4 output, a 4-filter conv's bias goes along the width
+    conv = layers.Conv2D(4, 3, data_format="channels_first")
+    x = np.random.default_rng(0).normal(size=(2, 3, 6, 6)).astype("float32")
+    conv.build(x.shape)
+    conv.bias.assign(np.arange(1, 5, dtype="float32") * 10)
+    without = np.asarray(conv(x)) - np.arange(1, 5, dtype="float32").reshape(1, 1, 1, 4) * 10
+    conv.bias.assign(np.zeros(4, "float32"))
+    np.testing.assert_allclose(without, np.asarray(conv(x)), atol=1e-4)
+    assert_parity(model, result.model)

@@ -19,7 +19,7 @@ def test_depthwise_then_bn_folds(rank, multiplier, use_bias, strides, padding):
 
 
 def test_depthwise_channels_first():
-    inputs = keras.Input((3, 9, 8))
+    inputs = keras.Input((3, 9, 10))  # output (6, 7, 8): the last size is not the channel count
     x = layers.DepthwiseConv2D(3, depth_multiplier=2, data_format="channels_first")(inputs)
     x = layers.BatchNormalization(axis=1)(x)
     model = keras.Model(inputs, x)

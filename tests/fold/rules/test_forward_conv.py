@@ -108,3 +108,18 @@ def test_relu_between_stops_the_walk():
     model = _model(2, between=(layers.ReLU(name="act"),), padding="valid")
     result = fold_and_check(model, folded=0)
     assert "act applies relu after" in result.report["kept"][0]["reason"]
+
+
+def test_channels_first_target_whose_last_axis_is_as_long_as_its_channels_keeps_the_bn():
+    """The folded shift becomes the target's bias, which Keras's TensorFlow backend would add along the
+    last axis here (see test_backward_conv: the same fact)."""
+    import bnfreeze
+
+    inputs = keras.Input((4, 8, 8))
+    x = layers.BatchNormalization(axis=1, name="bn")(layers.Activation("tanh")(inputs))
+    x = layers.Conv2D(6, 3, data_format="channels_first", name="conv")(x)  # output (6, 6, 6)
+    model = keras.Model(inputs, x)
+    randomize_bn(model)
+    result = bnfreeze.fold(model)
+    [kept] = result.report["kept"]
+    assert "conv is channels_first with a last axis of size 6, the channel count" in kept["reason"]
