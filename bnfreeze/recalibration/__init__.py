@@ -151,7 +151,7 @@ def recalibrate(
         raise InputError(f"{data.source}: holds no samples")
 
     result_model = copy_model(model)
-    program = flatten(result_model, ordered=mode == "exact")
+    program = flatten(result_model, ordered=mode == "exact", label=model_label(model))
     if not program.bn_layers:
         why = "".join(f"; {reason}" for _, reason in list(program.kept.values())[:3])
         raise InputError(f"{model_label(model)}: has no BatchNormalization layer bnfreeze can reach{why}; "

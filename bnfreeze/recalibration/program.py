@@ -71,6 +71,7 @@ class Program:
     bn_names: dict[int, str] = field(default_factory=dict)  # id(BN layer) -> "nested/path/name" of its first call
     opaque: list[str] = field(default_factory=list)  # layers holding BNs bnfreeze cannot reach
     kept: dict[int, tuple[str, str]] = field(default_factory=dict)  # id(BN) -> (name, reason) of BNs not measured
+    label: str = "the model"  # how messages name the model: its file where it was loaded from one
 
     @property
     def max_level(self) -> int:
@@ -165,18 +166,23 @@ def _holds_batch_norm(op) -> bool:
     return any(isinstance(layer, keras.layers.BatchNormalization) for layer in op._flatten_layers(include_self=False))
 
 
-def flatten(model, ordered: bool = True) -> Program:
+def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
     """Flatten ``model`` (Functional or Sequential) into a :class:`Program`.
 
     With ``ordered`` (exact mode) every BN gets its level (and a BN that reads
     its own output is refused), and BNs inside ``TimeDistributed`` are
-    measured; without, levels are None (one-pass modes need none).
+    measured; without, levels are None (one-pass modes need none). ``label``
+    names the model in messages (default: the file it was loaded from, else
+    its Keras name).
     """
     from keras import tree
 
+    from bnfreeze.io.models import model_label
+
+    label = label or model_label(model)
     graph = _graph_of(model)
     if graph is None:
-        raise InputError(f"{model.name}: recalibration needs a Functional or Sequential model, "
+        raise InputError(f"{label}: recalibration needs a Functional or Sequential model, "
                          f"got a subclassed {type(model).__name__}")
     from bnfreeze.fold.classes import class_label, is_batch_norm, subclass_reason
 
@@ -226,7 +232,7 @@ def flatten(model, ordered: bool = True) -> Program:
 
     input_keys = [((), id(x)) for x in graph.inputs]
     visit(graph, (), (), input_keys)
-    program = Program(steps, input_keys, opaque=opaque, kept=kept)
+    program = Program(steps, input_keys, opaque=opaque, kept=kept, label=label)
     for step in steps:
         if step.is_bn:
             program.bn_layers[id(step.bn)] = step.bn
@@ -265,7 +271,7 @@ def _assign_levels(program: Program) -> None:
     cyclic = sorted(program.bn_names[i] for i in levels)
     program.levels = {}
     raise InputError(
-        "a BatchNormalization layer reads its own output (a nested model applied to its own result; "
+        f"{program.label}: a BatchNormalization layer reads its own output (a nested model applied to its own result; "
         f"among {', '.join(cyclic[:3])}): exact recalibration has no fixed order for it; use --mode precise"
     )
 

@@ -434,6 +434,22 @@ def test_a_model_whose_only_bn_is_a_subclass_is_refused_with_the_reason():
         recalibrate(model, data_of(model, np.ones((4, 3), np.float32)))
 
 
+def test_a_model_without_an_order_is_refused_naming_its_file(tmp_path):
+    import keras
+    from keras import layers
+
+    from bnfreeze.io.models import load_model
+
+    block = keras.Sequential([keras.Input((4,)), layers.Dense(4), layers.BatchNormalization(name="loop_bn")],
+                             name="block")
+    x_in = keras.Input((4,))
+    path = tmp_path / "loop.keras"
+    keras.Model(x_in, block(block(x_in))).save(path)
+    model = load_model(path)
+    with pytest.raises(InputError, match=r"^\S*loop\.keras: a BatchNormalization layer reads its own output"):
+        recalibrate(model, data_of(model, np.ones((4, 4), np.float32)))
+
+
 def _time_distributed_model(axis: int, seed: int = 0):
     import keras
     from keras import layers
