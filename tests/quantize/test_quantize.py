@@ -194,6 +194,18 @@ def test_an_op_left_in_float_is_refused_and_named(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npy", "m.onnx", "m.tflite"]
 
 
+def test_a_converter_failure_names_the_file_it_was_to_write(tmp_path):
+    from bnfreeze.errors import ExportError
+
+    inputs = keras.Input((6, 3), name="x")
+    model = keras.Model(inputs, layers.Dense(2)(layers.LSTM(4)(inputs)))  # a TensorList the converter rejects
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((8, 6, 3)).astype("float32"))
+    with pytest.raises(ExportError, match=r"m\.tflite: the TF Lite converter cannot quantize this model: .*; "
+                                          "nothing was written$"):
+        bnfreeze.quantize(model, tmp_path / "calib.npy", tflite=tmp_path / "m.tflite", check="snr", min_snr=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npy"]
+
+
 def test_a_failed_check_writes_nothing(example_model_path, tmp_path):
     model = keras.models.load_model(example_model_path)
     with pytest.raises(QuantizeCheckError, match=r"m.tflite: the int8 TFLite model does not follow .* snr .* < 80 dB") as info:
