@@ -316,5 +316,9 @@ def _check_exact(before, after, seed: int, what: str) -> dict:
 
 
 def _recalibration_entry(result) -> dict:
+    """What recalibration did, with every BN it measured (``recalibrated``) or left as it was (``kept``, reasons)."""
     report = result.report
-    return {k: report.get(k) for k in ("mode", "samples", "passes", "accuracy")}
+    entry = {k: report.get(k) for k in ("mode", "samples", "passes", "accuracy")}
+    entry["recalibrated"] = [change.name for change in result.changes]
+    entry["kept"] = report.get("kept", [])
+    return entry

@@ -250,6 +250,21 @@ def test_option_errors_before_any_work(example_model_path, tmp_path, kwargs, mes
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_report_names_every_bn_recalibration_measured_or_kept(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3, 8), name="x")
+    hidden = layers.TimeDistributed(layers.BatchNormalization(name="tdbn"), name="td")(inputs)
+    hidden = layers.BatchNormalization(name="bn")(layers.Dense(4, name="d1")(layers.Flatten()(hidden)))
+    model = keras.Model(inputs, layers.Dense(4, name="d2")(hidden))
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((64, 3, 8)).astype("float32"))
+    result = bnfreeze.quantize(model, tmp_path / "calib.npy", onnx=tmp_path / "m.onnx", recalibrate="precise",
+                               check="snr", min_snr=10)
+    entry = result.report["recalibration"]
+    assert entry["recalibrated"] == ["bn"]
+    assert [k["name"] for k in entry["kept"]] == ["td/tdbn"]  # one pass cannot copy its per-step training
+    assert "TimeDistributed" in entry["kept"][0]["reason"]
+
+
 def test_recalibrate_then_fold_then_quantize(example_model_path, tmp_path):
     model = keras.models.load_model(example_model_path)
     result = bnfreeze.quantize(model, example_model_path.parent / "digits_calib.npy", onnx=tmp_path / "m.onnx",
