@@ -130,7 +130,7 @@ def _graph_of(op):
     return None
 
 
-def _time_distributed_batch_norm(op, node, exact: bool):
+def _time_distributed_batch_norm(op, node, exact: bool, name: str):
     """``(BN, None)`` for a ``TimeDistributed(BatchNormalization)`` call exact recalibration can measure,
     ``(None, reason)`` for one it cannot, ``(None, None)`` for any other call.
 
@@ -139,13 +139,14 @@ def _time_distributed_batch_norm(op, node, exact: bool):
     wrapper's input over the batch, the time steps and the positions. In
     training Keras runs the BN once per time step, with that step's batch
     statistics and one momentum update per step: the one-pass modes would
-    have to copy that, and do not.
+    have to copy that, and do not. ``name``: the wrapper's name with its
+    nested models' path, which the reason begins with.
     """
     from bnfreeze.fold.classes import is_exactly
 
     if not is_exactly(op, "TimeDistributed") or not _is_batch_norm(getattr(op, "layer", None)):
         return None, None
-    layer, name = op.layer, f"{op.name}/{op.layer.name}"
+    layer, name = op.layer, f"{name}/{op.layer.name}"
     rank = len(node.input_tensors[0].shape) if node.input_tensors else None
     if not exact:
         return None, (f"{name}: TimeDistributed runs its BN once per time step in training, so its batch "
@@ -211,7 +212,7 @@ def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
                     continue
                 name = "/".join((*path, op.name))
                 bn = op if _is_batch_norm(op) else None
-                wrapped, why = _time_distributed_batch_norm(op, node, ordered)
+                wrapped, why = _time_distributed_batch_norm(op, node, ordered, name)
                 if wrapped is not None:
                     bn = wrapped
                 elif why is not None:

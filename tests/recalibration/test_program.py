@@ -53,3 +53,16 @@ def test_subclassed_model_is_refused():
     net(keras.ops.zeros((1, 3)))
     with pytest.raises(InputError, match="subclassed"):
         flatten(net)
+
+
+def test_a_kept_time_distributed_bn_inside_a_nested_model_is_named_with_its_path():
+    import keras
+    from keras import layers
+
+    inner_in = keras.Input((3, 4))
+    inner = keras.Model(inner_in, layers.TimeDistributed(layers.BatchNormalization(name="bn"), name="td")(inner_in),
+                        name="block")
+    x_in = keras.Input((3, 4))
+    program = flatten(keras.Model(x_in, inner(x_in)), ordered=False)
+    [(name, reason)] = program.kept.values()
+    assert name == "block/td/bn" and reason.startswith("block/td/bn: TimeDistributed runs its BN once per time step")
