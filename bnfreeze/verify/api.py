@@ -190,7 +190,7 @@ def verify(
         specs = data_specs(ref_runner)
         ref_inputs = dict(zip([s.name for s in specs], [s.name for s in ref_runner.input_specs()]))
         ref_outputs = ref_runner.output_specs()
-        ranges = dict(zip([s.name for s in specs], integer_ranges(keras_model).values())) if keras_model is not None else {}
+        ranges = _integer_ranges(keras_model, ref_inputs) if keras_model is not None else {}
         dataset = _open_data(data, specs, samples, seed, rescale, ranges)
         rows: list[VerifyRow] = []
         plans: list[tuple[VerifyRow, Comparison]] = []
@@ -249,6 +249,13 @@ def verify(
     finally:
         for runner in opened:
             runner.close()
+
+
+def _integer_ranges(model, names: dict[str, str]) -> dict[str, int]:
+    """The vocabulary bound of each integer input of a Keras reference, by data name (``names``: data name ->
+    the model's input name); only the inputs that have one: a float input beside them gets none."""
+    bounds = integer_ranges(model)
+    return {data_name: bounds[name] for data_name, name in names.items() if name in bounds}
 
 
 def _check_maps_used(mapping: dict[str, str], reference: list[TensorSpec], used: set[str], kind: str) -> None:

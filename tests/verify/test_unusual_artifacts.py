@@ -45,6 +45,20 @@ def test_integer_inputs_span_the_vocabulary(tmp_path):
     assert not api.verify.verify(good, [bad]).passed
 
 
+def test_an_integer_input_after_a_float_input_spans_its_vocabulary(tmp_path):
+    keras.utils.set_random_seed(0)
+    features = keras.Input((4,), name="features")
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = layers.Flatten()(layers.Embedding(30, 2, name="emb")(tokens))
+    model = keras.Model([features, tokens], layers.Dense(3, name="head")(layers.Concatenate()([features, embedded])))
+    good = _save(model, tmp_path / "two.keras")
+    table = model.get_layer("emb").get_weights()[0].copy()
+    table[2:] += 0.5  # every token but 0 and 1
+    model.get_layer("emb").set_weights([table])
+    bad = _save(model, tmp_path / "two_bad.keras")
+    assert not api.verify.verify(good, [bad]).passed
+
+
 def test_each_output_is_held_to_its_own_precision(tmp_path):
     keras.utils.set_random_seed(0)
     x = keras.Input((16,), name="x")
