@@ -59,6 +59,21 @@ def test_an_integer_input_after_a_float_input_spans_its_vocabulary(tmp_path):
     assert not api.verify.verify(good, [bad]).passed
 
 
+def test_integer_inputs_span_the_vocabulary_of_a_keras_candidate(tmp_path):
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(100, 8, name="emb")(tokens))
+    model = keras.Model(tokens, layers.Dense(4, name="head")(pooled))
+    good = _save(model, tmp_path / "emb.keras")
+    assert bnfreeze("export", good, "--onnx", tmp_path / "emb.onnx").returncode == 0
+    table = model.get_layer("emb").get_weights()[0].copy()
+    table[50] *= 1.5  # one token far from 0 and 1
+    model.get_layer("emb").set_weights([table])
+    bad = _save(model, tmp_path / "emb_bad.keras")
+    # the ONNX reference does not say which ids it takes; the Keras candidate's vocabulary does
+    assert not api.verify.verify(tmp_path / "emb.onnx", [bad]).passed
+
+
 def test_each_output_is_held_to_its_own_precision(tmp_path):
     keras.utils.set_random_seed(0)
     x = keras.Input((16,), name="x")
