@@ -32,6 +32,16 @@ def test_a_fixed_batch_reference_compares_every_sample(tmp_path):
     assert not report.passed and report.rows[0].outputs[0].samples == 50
 
 
+def test_a_batch_size_a_fixed_batch_artifact_cannot_run_says_which_to_pass(tmp_path):
+    keras.utils.set_random_seed(1)
+    x = keras.Input((4,), name="x")
+    good = _save(keras.Model(x, layers.Dense(2, name="out")(x)), tmp_path / "m.keras")
+    assert bnfreeze("export", good, "--onnx", tmp_path / "b1.onnx", "--batch-size", "1").returncode == 0
+    with pytest.raises(api.InputError, match=r"b1\.onnx: onnxruntime failed to run it \(.*\); its input x fixes "
+                                             r"the batch size at 1, it was given 3: pass --batch-size 1$"):
+        api.verify.verify(good, [tmp_path / "b1.onnx"], batch_size=3)
+
+
 def test_integer_inputs_span_the_vocabulary(tmp_path):
     keras.utils.set_random_seed(0)
     tokens = keras.Input((6,), dtype="int32", name="tokens")
