@@ -214,6 +214,8 @@ def print_verify(console, report) -> None:
                  f"snr {snr} dB  cosine {cosine}{worst}")
             if output.reason:
                 line(("      ", ""), (output.reason, "red"))
+        if row.first_diverging_layer:  # --locate
+            line(("    ", ""), ("first diverging layer: ", "red"), row.first_diverging_layer)
     verdict = ("passed", "green") if report.passed else ("FAILED", "red")
     line(f"criterion: {report.tolerance.explain()}: ", verdict)
 
