@@ -119,13 +119,18 @@ def _is_batch_norm(op) -> bool:
 
 
 def _graph_of(op):
-    """The Functional graph behind a nested model, or None for any other layer."""
-    from keras.src.models.functional import Functional
-    from keras.src.models.sequential import Sequential
+    """The Functional graph behind a nested model, or None for any other layer.
 
-    if isinstance(op, Sequential):
+    Only Keras's own Sequential and Functional classes: a subclass may
+    override ``call``, so its graph does not say what it computes; it runs as
+    one layer, and the BNs inside it are kept.
+    """
+    from bnfreeze.fold.graph import model_kind
+
+    kind = model_kind(op)
+    if kind == "sequential":
         return getattr(op, "_functional", None)
-    if isinstance(op, Functional):
+    if kind == "functional":
         return op
     return None
 

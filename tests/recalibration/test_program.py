@@ -66,3 +66,20 @@ def test_a_kept_time_distributed_bn_inside_a_nested_model_is_named_with_its_path
     program = flatten(keras.Model(x_in, inner(x_in)), ordered=False)
     [(name, reason)] = program.kept.values()
     assert name == "block/td/bn" and reason.startswith("block/td/bn: TimeDistributed runs its BN once per time step")
+
+
+def test_a_functional_subclass_is_refused_at_the_top_and_one_layer_when_nested():
+    import keras
+    from keras import layers
+
+    class Shifted(keras.Model):  # built functionally: a Functional subclass whose call differs from its graph
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=training) + 1.0
+
+    inner_in = keras.Input((4,))
+    inner = Shifted(inner_in, layers.Dense(4)(inner_in), name="shifted")
+    with pytest.raises(InputError, match="subclassed Shifted"):
+        flatten(inner)
+    x_in = keras.Input((4,))
+    program = flatten(keras.Model(x_in, layers.BatchNormalization(name="bn")(inner(x_in))))
+    assert [s.op.name for s in program.steps] == ["shifted", "bn"]  # run by its own call, not inlined

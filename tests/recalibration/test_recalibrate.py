@@ -453,6 +453,32 @@ def test_a_model_without_an_order_is_refused_naming_its_file(tmp_path):
         recalibrate(model, data_of(model, np.ones((4, 4), np.float32)))
 
 
+@pytest.mark.parametrize("mode", ["exact", "precise"])
+def test_a_nested_functional_subclass_runs_its_own_call_and_keeps_its_bns(mode):
+    # before: its graph was inlined and its call ignored: bn was measured on what the graph, not the model, computes
+    import keras
+    from keras import layers
+
+    @keras.saving.register_keras_serializable(package="test_recalibrate")
+    class Doubled(keras.Model):  # built functionally, so Keras makes it a Functional subclass
+        def call(self, inputs, training=None):
+            return 2.0 * super().call(inputs, training=training) + 3.0
+
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((4,))
+    inner = Doubled(inner_in, layers.BatchNormalization(name="inner_bn")(layers.Dense(4)(inner_in)), name="doubled")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.BatchNormalization(name="bn")(inner(inputs)))
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
+    result = recalibrate(model, data_of(model, x), mode=mode)
+    assert [c.name for c in result.changes] == ["bn"]
+    assert [k["name"] for k in result.kept] == ["doubled/inner_bn"]
+    observed = np.asarray(inner(x, training=False), np.float64)
+    if mode == "exact":
+        assert_close(bn_statistics(result.model)["bn"][0], observed.mean(axis=0))
+        assert_close(bn_statistics(result.model)["bn"][1], observed.var(axis=0))
+
+
 def _time_distributed_model(axis: int, seed: int = 0):
     import keras
     from keras import layers
