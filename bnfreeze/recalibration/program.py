@@ -238,6 +238,9 @@ def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
 
     input_keys = [((), id(x)) for x in graph.inputs]
     visit(graph, (), (), input_keys)
+    for step in steps:
+        if step.is_bn and id(step.bn) in kept:  # a BN one of its calls cannot measure keeps its statistics in all
+            step.bn = None
     program = Program(steps, input_keys, opaque=opaque, kept=kept, label=label)
     for step in steps:
         if step.is_bn:

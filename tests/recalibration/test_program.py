@@ -83,3 +83,16 @@ def test_a_functional_subclass_is_refused_at_the_top_and_one_layer_when_nested()
     x_in = keras.Input((4,))
     program = flatten(keras.Model(x_in, layers.BatchNormalization(name="bn")(inner(x_in))))
     assert [s.op.name for s in program.steps] == ["shifted", "bn"]  # run by its own call, not inlined
+
+
+def test_a_bn_kept_in_one_of_its_calls_is_measured_in_none():
+    import keras
+    from keras import layers
+
+    first, second = keras.Input((5, 4)), keras.Input((5, 4))
+    td = layers.TimeDistributed(layers.BatchNormalization(name="bn"), name="td")
+    masked = td(layers.Masking(0.0)(second))  # this call receives a mask: kept
+    model = keras.Model([first, second], layers.Concatenate()([td(first), layers.LSTM(4, return_sequences=True)(masked)]))
+    program = flatten(model)
+    assert program.bn_layers == {} and not any(s.is_bn for s in program.steps)
+    assert [name for name, _ in program.kept.values()] == ["td/bn"]
