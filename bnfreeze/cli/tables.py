@@ -100,6 +100,8 @@ def print_quantize_report(console, report: dict) -> None:
     if recalibration:
         say(console, f"recalibrated the BN statistics first ({recalibration['mode']}, {recalibration['samples']} "
                      f"samples, {recalibration['passes']} passes)")
+        for kept in recalibration.get("kept") or []:
+            say(console, f"  not recalibrated: {kept['reason']}")
     if report.get("fold") is not None:
         print_fold_report(console, {**report["fold"], "model": report["model"]})
     else:
@@ -212,6 +214,8 @@ def print_verify(console, report) -> None:
                  f"snr {snr} dB  cosine {cosine}{worst}")
             if output.reason:
                 line(("      ", ""), (output.reason, "red"))
+        if row.first_diverging_layer:  # --locate
+            line(("    ", ""), ("first diverging layer: ", "red"), row.first_diverging_layer)
     verdict = ("passed", "green") if report.passed else ("FAILED", "red")
     line(f"criterion: {report.tolerance.explain()}: ", verdict)
 

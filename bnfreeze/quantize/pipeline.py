@@ -248,15 +248,18 @@ def quantize(
         for kind, destination in targets.items():
             tmp = temporaries[kind] = stack.enter_context(atomic_path(destination, force=force,
                                                                       folder=kind == "savedmodel"))
-            if kind == "tflite":
-                tmp.write_bytes(convert_tflite(source, data, io=io, per_tensor=per_tensor,
-                                               allow_float_ops=allow_float_ops, limit=max_samples,
-                                               workdir=destination.parent))
-                settings = {"io": io}
-            else:
-                quantize_onnx(source, data, tmp, per_tensor=per_tensor, calibrate=calibrate, opset=opset,
-                              limit=max_samples, workdir=destination.parent)
-                settings = {"io": "float", "calibration": calibrate}
+            try:
+                if kind == "tflite":
+                    tmp.write_bytes(convert_tflite(source, data, io=io, per_tensor=per_tensor,
+                                                   allow_float_ops=allow_float_ops, limit=max_samples,
+                                                   workdir=destination.parent))
+                    settings = {"io": io}
+                else:
+                    quantize_onnx(source, data, tmp, per_tensor=per_tensor, calibrate=calibrate, opset=opset,
+                                  limit=max_samples, workdir=destination.parent)
+                    settings = {"io": "float", "calibration": calibrate}
+            except ExportError as exc:  # a converter failed: the message names the file it was to write
+                raise ExportError(f"{destination}: {exc}; nothing was written") from exc
             facts = file_facts(tmp, kind, bn_names=bn_names, layer_names=layer_names)
             artifact = QuantizedArtifact(kind, str(destination), facts, settings=settings)
             artifacts.append(artifact)
@@ -313,5 +316,9 @@ def _check_exact(before, after, seed: int, what: str) -> dict:
 
 
 def _recalibration_entry(result) -> dict:
+    """What recalibration did, with every BN it measured (``recalibrated``) or left as it was (``kept``, reasons)."""
     report = result.report
-    return {k: report.get(k) for k in ("mode", "samples", "passes", "accuracy")}
+    entry = {k: report.get(k) for k in ("mode", "samples", "passes", "accuracy")}
+    entry["recalibrated"] = [change.name for change in result.changes]
+    entry["kept"] = report.get("kept", [])
+    return entry

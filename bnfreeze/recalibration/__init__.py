@@ -151,7 +151,7 @@ def recalibrate(
         raise InputError(f"{data.source}: holds no samples")
 
     result_model = copy_model(model)
-    program = flatten(result_model, ordered=mode == "exact")
+    program = flatten(result_model, ordered=mode == "exact", label=model_label(model))
     if not program.bn_layers:
         why = "".join(f"; {reason}" for _, reason in list(program.kept.values())[:3])
         raise InputError(f"{model_label(model)}: has no BatchNormalization layer bnfreeze can reach{why}; "
@@ -165,7 +165,7 @@ def recalibrate(
             yield [feed[n] for n in names]
 
     def assign(layer_id: int, stats: Statistics) -> None:
-        _assign(program.bn_layers[layer_id], stats)
+        _assign(program.bn_layers[layer_id], stats, f"{data.source}: {program.bn_names[layer_id]}")
 
     details: dict = {"batch_size": batch_size, "replicas": executor.replicas}
     if cluster.workers > 1:
@@ -247,8 +247,11 @@ def _worker_share(data, max_samples: int | None, batch_size: int, cluster):
     return data.head(max_samples) if max_samples is not None else data
 
 
-def _assign(layer, stats: Statistics) -> None:
-    """Write new moving statistics into ``layer`` (cast to each variable's dtype)."""
+def _assign(layer, stats: Statistics, label: str) -> None:
+    """Write new moving statistics into ``layer`` (cast to each variable's dtype).
+
+    ``label`` begins a refusal's message: the calibration data and the BN's name.
+    """
     values = {"moving_mean": stats.mean, "moving_variance": stats.variance}
     if getattr(layer, "renorm", False):
         stddev = np.sqrt(np.asarray(stats.variance, np.float64) + layer.epsilon)
@@ -263,10 +266,10 @@ def _assign(layer, stats: Statistics) -> None:
             channel = int(overflow[0])
             what = f"the {name.replace('_', ' ')} of channel {channel} on the calibration data"
             if np.isfinite(exact[channel]):  # a float16 BN whose input varies more than float16 holds
-                raise InputError(f"{layer.name}: {what} ({exact[channel]:.4g}) does not fit its {variable.dtype} "
+                raise InputError(f"{label}: {what} ({exact[channel]:.4g}) does not fit its {variable.dtype} "
                                  "variable")
             # EMA's float32 update overflowed (Keras's own arithmetic, as training would do it)
-            raise InputError(f"{layer.name}: {what} is {exact[channel]} in float32 arithmetic (the values reaching "
+            raise InputError(f"{label}: {what} is {exact[channel]} in float32 arithmetic (the values reaching "
                              "this BN are too large for float32)")
         variable.assign(cast)
 

@@ -71,6 +71,7 @@ class Program:
     bn_names: dict[int, str] = field(default_factory=dict)  # id(BN layer) -> "nested/path/name" of its first call
     opaque: list[str] = field(default_factory=list)  # layers holding BNs bnfreeze cannot reach
     kept: dict[int, tuple[str, str]] = field(default_factory=dict)  # id(BN) -> (name, reason) of BNs not measured
+    label: str = "the model"  # how messages name the model: its file where it was loaded from one
 
     @property
     def max_level(self) -> int:
@@ -118,18 +119,23 @@ def _is_batch_norm(op) -> bool:
 
 
 def _graph_of(op):
-    """The Functional graph behind a nested model, or None for any other layer."""
-    from keras.src.models.functional import Functional
-    from keras.src.models.sequential import Sequential
+    """The Functional graph behind a nested model, or None for any other layer.
 
-    if isinstance(op, Sequential):
+    Only Keras's own Sequential and Functional classes: a subclass may
+    override ``call``, so its graph does not say what it computes; it runs as
+    one layer, and the BNs inside it are kept.
+    """
+    from bnfreeze.fold.graph import model_kind
+
+    kind = model_kind(op)
+    if kind == "sequential":
         return getattr(op, "_functional", None)
-    if isinstance(op, Functional):
+    if kind == "functional":
         return op
     return None
 
 
-def _time_distributed_batch_norm(op, node, exact: bool):
+def _time_distributed_batch_norm(op, node, exact: bool, name: str):
     """``(BN, None)`` for a ``TimeDistributed(BatchNormalization)`` call exact recalibration can measure,
     ``(None, reason)`` for one it cannot, ``(None, None)`` for any other call.
 
@@ -138,13 +144,14 @@ def _time_distributed_batch_norm(op, node, exact: bool):
     wrapper's input over the batch, the time steps and the positions. In
     training Keras runs the BN once per time step, with that step's batch
     statistics and one momentum update per step: the one-pass modes would
-    have to copy that, and do not.
+    have to copy that, and do not. ``name``: the wrapper's name with its
+    nested models' path, which the reason begins with.
     """
     from bnfreeze.fold.classes import is_exactly
 
     if not is_exactly(op, "TimeDistributed") or not _is_batch_norm(getattr(op, "layer", None)):
         return None, None
-    layer, name = op.layer, f"{op.name}/{op.layer.name}"
+    layer, name = op.layer, f"{name}/{op.layer.name}"
     rank = len(node.input_tensors[0].shape) if node.input_tensors else None
     if not exact:
         return None, (f"{name}: TimeDistributed runs its BN once per time step in training, so its batch "
@@ -165,18 +172,23 @@ def _holds_batch_norm(op) -> bool:
     return any(isinstance(layer, keras.layers.BatchNormalization) for layer in op._flatten_layers(include_self=False))
 
 
-def flatten(model, ordered: bool = True) -> Program:
+def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
     """Flatten ``model`` (Functional or Sequential) into a :class:`Program`.
 
     With ``ordered`` (exact mode) every BN gets its level (and a BN that reads
     its own output is refused), and BNs inside ``TimeDistributed`` are
-    measured; without, levels are None (one-pass modes need none).
+    measured; without, levels are None (one-pass modes need none). ``label``
+    names the model in messages (default: the file it was loaded from, else
+    its Keras name).
     """
     from keras import tree
 
+    from bnfreeze.io.models import model_label
+
+    label = label or model_label(model)
     graph = _graph_of(model)
     if graph is None:
-        raise InputError(f"{model.name}: recalibration needs a Functional or Sequential model, "
+        raise InputError(f"{label}: recalibration needs a Functional or Sequential model, "
                          f"got a subclassed {type(model).__name__}")
     from bnfreeze.fold.classes import class_label, is_batch_norm, subclass_reason
 
@@ -205,7 +217,7 @@ def flatten(model, ordered: bool = True) -> Program:
                     continue
                 name = "/".join((*path, op.name))
                 bn = op if _is_batch_norm(op) else None
-                wrapped, why = _time_distributed_batch_norm(op, node, ordered)
+                wrapped, why = _time_distributed_batch_norm(op, node, ordered, name)
                 if wrapped is not None:
                     bn = wrapped
                 elif why is not None:
@@ -226,7 +238,10 @@ def flatten(model, ordered: bool = True) -> Program:
 
     input_keys = [((), id(x)) for x in graph.inputs]
     visit(graph, (), (), input_keys)
-    program = Program(steps, input_keys, opaque=opaque, kept=kept)
+    for step in steps:
+        if step.is_bn and id(step.bn) in kept:  # a BN one of its calls cannot measure keeps its statistics in all
+            step.bn = None
+    program = Program(steps, input_keys, opaque=opaque, kept=kept, label=label)
     for step in steps:
         if step.is_bn:
             program.bn_layers[id(step.bn)] = step.bn
@@ -265,7 +280,7 @@ def _assign_levels(program: Program) -> None:
     cyclic = sorted(program.bn_names[i] for i in levels)
     program.levels = {}
     raise InputError(
-        "a BatchNormalization layer reads its own output (a nested model applied to its own result; "
+        f"{program.label}: a BatchNormalization layer reads its own output (a nested model applied to its own result; "
         f"among {', '.join(cyclic[:3])}): exact recalibration has no fixed order for it; use --mode precise"
     )
 

@@ -190,7 +190,7 @@ def verify(
         specs = data_specs(ref_runner)
         ref_inputs = dict(zip([s.name for s in specs], [s.name for s in ref_runner.input_specs()]))
         ref_outputs = ref_runner.output_specs()
-        ranges = dict(zip([s.name for s in specs], integer_ranges(keras_model).values())) if keras_model is not None else {}
+        ranges = _integer_ranges(keras_model, ref_inputs) if keras_model is not None else {}
         dataset = _open_data(data, specs, samples, seed, rescale, ranges)
         rows: list[VerifyRow] = []
         plans: list[tuple[VerifyRow, Comparison]] = []
@@ -219,12 +219,16 @@ def verify(
                 used_inputs |= {p.reference.name for p in input_pairs if p.how == "map"}
                 used_outputs |= {p.reference.name for p in pairs if p.how == "map"}
                 names = {p.reference.name: p.candidate.name for p in input_pairs}
+                if isinstance(runner, KerasRunner):  # ids beyond its vocabulary could not be fed to it
+                    _narrow(ranges, _integer_ranges(runner.model, names))
                 row.output_names = {p.reference.name: p.candidate.name for p in pairs
                                     if p.reference.name != p.candidate.name}
                 plans.append((row, Comparison(runner, names, pairs, tolerance)))
         if plans:
             _check_maps_used(inputs_map, specs, used_inputs, "input")
             _check_maps_used(outputs_map, ref_outputs, used_outputs, "output")
+        if data is None:  # random samples over the integer ranges of every Keras model compared
+            dataset = _open_data(data, specs, samples, seed, rescale, ranges)
         first_feed = None
         start = 0
         for feed in dataset.batches(batch_size):
@@ -249,6 +253,19 @@ def verify(
     finally:
         for runner in opened:
             runner.close()
+
+
+def _integer_ranges(model, names: dict[str, str]) -> dict[str, int]:
+    """The vocabulary bound of each integer input of a Keras model, by data name (``names``: data name -> the
+    model's input name); only the inputs that have one: a float input beside them gets none."""
+    bounds = integer_ranges(model)
+    return {data_name: bounds[name] for data_name, name in names.items() if name in bounds}
+
+
+def _narrow(ranges: dict[str, int], bounds: dict[str, int]) -> None:
+    """Each input's integer range: the smallest bound any model compared sets (an id must fit them all)."""
+    for name, bound in bounds.items():
+        ranges[name] = min(ranges.get(name, bound), bound)
 
 
 def _check_maps_used(mapping: dict[str, str], reference: list[TensorSpec], used: set[str], kind: str) -> None:

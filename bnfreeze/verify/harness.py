@@ -86,7 +86,19 @@ def infer(runner: Runner, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     except BnfreezeError:
         raise
     except Exception as exc:  # onnxruntime, TFLite and TF raise many types
-        raise InputError(f"{runner.path}: {runner.backend} failed to run it ({first_line(exc)})") from exc
+        hint = _fixed_batch(runner, feed)
+        raise InputError(f"{runner.path}: {runner.backend} failed to run it ({first_line(exc)}){hint}") from exc
+
+
+def _fixed_batch(runner: Runner, feed: dict[str, np.ndarray]) -> str:
+    """Where an input of the artifact fixes another batch size than the one fed: what to pass instead."""
+    for spec in runner.input_specs():
+        value = feed.get(spec.name)
+        if value is not None and spec.shape and spec.shape[0] is not None and value.ndim and \
+                value.shape[0] != spec.shape[0]:
+            return (f"; its input {spec.name} fixes the batch size at {spec.shape[0]}, it was given {value.shape[0]}: "
+                    f"pass --batch-size {spec.shape[0]}")
+    return ""
 
 
 class Comparison:

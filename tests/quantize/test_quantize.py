@@ -194,6 +194,18 @@ def test_an_op_left_in_float_is_refused_and_named(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npy", "m.onnx", "m.tflite"]
 
 
+def test_a_converter_failure_names_the_file_it_was_to_write(tmp_path):
+    from bnfreeze.errors import ExportError
+
+    inputs = keras.Input((6, 3), name="x")
+    model = keras.Model(inputs, layers.Dense(2)(layers.LSTM(4)(inputs)))  # a TensorList the converter rejects
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((8, 6, 3)).astype("float32"))
+    with pytest.raises(ExportError, match=r"m\.tflite: the TF Lite converter cannot quantize this model: .*; "
+                                          "nothing was written$"):
+        bnfreeze.quantize(model, tmp_path / "calib.npy", tflite=tmp_path / "m.tflite", check="snr", min_snr=10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npy"]
+
+
 def test_a_failed_check_writes_nothing(example_model_path, tmp_path):
     model = keras.models.load_model(example_model_path)
     with pytest.raises(QuantizeCheckError, match=r"m.tflite: the int8 TFLite model does not follow .* snr .* < 80 dB") as info:
@@ -236,6 +248,21 @@ def test_option_errors_before_any_work(example_model_path, tmp_path, kwargs, mes
     with pytest.raises(InputError, match=message):
         bnfreeze.quantize(model, example_model_path.parent / "digits_calib.npy", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_report_names_every_bn_recalibration_measured_or_kept(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3, 8), name="x")
+    hidden = layers.TimeDistributed(layers.BatchNormalization(name="tdbn"), name="td")(inputs)
+    hidden = layers.BatchNormalization(name="bn")(layers.Dense(4, name="d1")(layers.Flatten()(hidden)))
+    model = keras.Model(inputs, layers.Dense(4, name="d2")(hidden))
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((64, 3, 8)).astype("float32"))
+    result = bnfreeze.quantize(model, tmp_path / "calib.npy", onnx=tmp_path / "m.onnx", recalibrate="precise",
+                               check="snr", min_snr=10)
+    entry = result.report["recalibration"]
+    assert entry["recalibrated"] == ["bn"]
+    assert [k["name"] for k in entry["kept"]] == ["td/tdbn"]  # one pass cannot copy its per-step training
+    assert "TimeDistributed" in entry["kept"][0]["reason"]
 
 
 def test_recalibrate_then_fold_then_quantize(example_model_path, tmp_path):

@@ -53,3 +53,46 @@ def test_subclassed_model_is_refused():
     net(keras.ops.zeros((1, 3)))
     with pytest.raises(InputError, match="subclassed"):
         flatten(net)
+
+
+def test_a_kept_time_distributed_bn_inside_a_nested_model_is_named_with_its_path():
+    import keras
+    from keras import layers
+
+    inner_in = keras.Input((3, 4))
+    inner = keras.Model(inner_in, layers.TimeDistributed(layers.BatchNormalization(name="bn"), name="td")(inner_in),
+                        name="block")
+    x_in = keras.Input((3, 4))
+    program = flatten(keras.Model(x_in, inner(x_in)), ordered=False)
+    [(name, reason)] = program.kept.values()
+    assert name == "block/td/bn" and reason.startswith("block/td/bn: TimeDistributed runs its BN once per time step")
+
+
+def test_a_functional_subclass_is_refused_at_the_top_and_one_layer_when_nested():
+    import keras
+    from keras import layers
+
+    class Shifted(keras.Model):  # built functionally: a Functional subclass whose call differs from its graph
+        def call(self, inputs, training=None):
+            return super().call(inputs, training=training) + 1.0
+
+    inner_in = keras.Input((4,))
+    inner = Shifted(inner_in, layers.Dense(4)(inner_in), name="shifted")
+    with pytest.raises(InputError, match="subclassed Shifted"):
+        flatten(inner)
+    x_in = keras.Input((4,))
+    program = flatten(keras.Model(x_in, layers.BatchNormalization(name="bn")(inner(x_in))))
+    assert [s.op.name for s in program.steps] == ["shifted", "bn"]  # run by its own call, not inlined
+
+
+def test_a_bn_kept_in_one_of_its_calls_is_measured_in_none():
+    import keras
+    from keras import layers
+
+    first, second = keras.Input((5, 4)), keras.Input((5, 4))
+    td = layers.TimeDistributed(layers.BatchNormalization(name="bn"), name="td")
+    masked = td(layers.Masking(0.0)(second))  # this call receives a mask: kept
+    model = keras.Model([first, second], layers.Concatenate()([td(first), layers.LSTM(4, return_sequences=True)(masked)]))
+    program = flatten(model)
+    assert program.bn_layers == {} and not any(s.is_bn for s in program.steps)
+    assert [name for name, _ in program.kept.values()] == ["td/bn"]

@@ -358,11 +358,13 @@ def test_a_statistic_that_overflows_a_float16_variable_is_refused(mode):
     import keras
     from keras import layers
 
+    keras.utils.set_random_seed(0)  # Dense's initial kernel decides the variance: seeded, so it always overflows
     inputs = keras.Input((4,))
     x = layers.BatchNormalization(dtype="float16", name="bn")(layers.Dense(3, dtype="float16", name="d")(inputs))
     model = keras.Model(inputs, x)
-    x = (np.random.default_rng(0).standard_normal((64, 4)) * 300).astype("float32")
-    with pytest.raises(InputError, match=r"bn: the moving variance of channel \d .* does not fit its float16 variable"):
+    x = (np.random.default_rng(0).standard_normal((64, 4)) * 1000).astype("float32")
+    with pytest.raises(InputError, match=r"^<test>: bn: the moving variance of channel \d .* does not fit its float16 "
+                                         "variable"):
         recalibrate(model, data_of(model, x), mode=mode)
 
 
@@ -374,7 +376,8 @@ def test_an_ema_statistic_that_overflows_float32_is_refused():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layers.BatchNormalization(name="bn")(layers.Dense(3, name="d")(inputs)))
     x = (np.random.default_rng(0).standard_normal((64, 4)) * 1e25).astype("float32")
-    with pytest.raises(InputError, match=r"bn: the moving variance of channel \d .* is inf in float32 arithmetic"):
+    with pytest.raises(InputError, match=r"^<test>: bn: the moving variance of channel \d .* is inf in float32 "
+                                         "arithmetic"):
         recalibrate(model, data_of(model, x), mode="ema")
 
 
@@ -432,6 +435,48 @@ def test_a_model_whose_only_bn_is_a_subclass_is_refused_with_the_reason():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), _doubling_bn_class()(name="doubling")])
     with pytest.raises(InputError, match="no BatchNormalization layer bnfreeze can reach; doubling is a subclass"):
         recalibrate(model, data_of(model, np.ones((4, 3), np.float32)))
+
+
+def test_a_model_without_an_order_is_refused_naming_its_file(tmp_path):
+    import keras
+    from keras import layers
+
+    from bnfreeze.io.models import load_model
+
+    block = keras.Sequential([keras.Input((4,)), layers.Dense(4), layers.BatchNormalization(name="loop_bn")],
+                             name="block")
+    x_in = keras.Input((4,))
+    path = tmp_path / "loop.keras"
+    keras.Model(x_in, block(block(x_in))).save(path)
+    model = load_model(path)
+    with pytest.raises(InputError, match=r"^\S*loop\.keras: a BatchNormalization layer reads its own output"):
+        recalibrate(model, data_of(model, np.ones((4, 4), np.float32)))
+
+
+@pytest.mark.parametrize("mode", ["exact", "precise"])
+def test_a_nested_functional_subclass_runs_its_own_call_and_keeps_its_bns(mode):
+    # before: its graph was inlined and its call ignored: bn was measured on what the graph, not the model, computes
+    import keras
+    from keras import layers
+
+    @keras.saving.register_keras_serializable(package="test_recalibrate")
+    class Doubled(keras.Model):  # built functionally, so Keras makes it a Functional subclass
+        def call(self, inputs, training=None):
+            return 2.0 * super().call(inputs, training=training) + 3.0
+
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((4,))
+    inner = Doubled(inner_in, layers.BatchNormalization(name="inner_bn")(layers.Dense(4)(inner_in)), name="doubled")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.BatchNormalization(name="bn")(inner(inputs)))
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
+    result = recalibrate(model, data_of(model, x), mode=mode)
+    assert [c.name for c in result.changes] == ["bn"]
+    assert [k["name"] for k in result.kept] == ["doubled/inner_bn"]
+    observed = np.asarray(inner(x, training=False), np.float64)
+    if mode == "exact":
+        assert_close(bn_statistics(result.model)["bn"][0], observed.mean(axis=0))
+        assert_close(bn_statistics(result.model)["bn"][1], observed.var(axis=0))
 
 
 def _time_distributed_model(axis: int, seed: int = 0):

@@ -32,6 +32,16 @@ def test_a_fixed_batch_reference_compares_every_sample(tmp_path):
     assert not report.passed and report.rows[0].outputs[0].samples == 50
 
 
+def test_a_batch_size_a_fixed_batch_artifact_cannot_run_says_which_to_pass(tmp_path):
+    keras.utils.set_random_seed(1)
+    x = keras.Input((4,), name="x")
+    good = _save(keras.Model(x, layers.Dense(2, name="out")(x)), tmp_path / "m.keras")
+    assert bnfreeze("export", good, "--onnx", tmp_path / "b1.onnx", "--batch-size", "1").returncode == 0
+    with pytest.raises(api.InputError, match=r"b1\.onnx: onnxruntime failed to run it \(.*\); its input x fixes "
+                                             r"the batch size at 1, it was given 3: pass --batch-size 1$"):
+        api.verify.verify(good, [tmp_path / "b1.onnx"], batch_size=3)
+
+
 def test_integer_inputs_span_the_vocabulary(tmp_path):
     keras.utils.set_random_seed(0)
     tokens = keras.Input((6,), dtype="int32", name="tokens")
@@ -43,6 +53,35 @@ def test_integer_inputs_span_the_vocabulary(tmp_path):
     model.get_layer("emb").set_weights([table])
     bad = _save(model, tmp_path / "emb_bad.keras")
     assert not api.verify.verify(good, [bad]).passed
+
+
+def test_an_integer_input_after_a_float_input_spans_its_vocabulary(tmp_path):
+    keras.utils.set_random_seed(0)
+    features = keras.Input((4,), name="features")
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    embedded = layers.Flatten()(layers.Embedding(30, 2, name="emb")(tokens))
+    model = keras.Model([features, tokens], layers.Dense(3, name="head")(layers.Concatenate()([features, embedded])))
+    good = _save(model, tmp_path / "two.keras")
+    table = model.get_layer("emb").get_weights()[0].copy()
+    table[2:] += 0.5  # every token but 0 and 1
+    model.get_layer("emb").set_weights([table])
+    bad = _save(model, tmp_path / "two_bad.keras")
+    assert not api.verify.verify(good, [bad]).passed
+
+
+def test_integer_inputs_span_the_vocabulary_of_a_keras_candidate(tmp_path):
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(100, 8, name="emb")(tokens))
+    model = keras.Model(tokens, layers.Dense(4, name="head")(pooled))
+    good = _save(model, tmp_path / "emb.keras")
+    assert bnfreeze("export", good, "--onnx", tmp_path / "emb.onnx").returncode == 0
+    table = model.get_layer("emb").get_weights()[0].copy()
+    table[50] *= 1.5  # one token far from 0 and 1
+    model.get_layer("emb").set_weights([table])
+    bad = _save(model, tmp_path / "emb_bad.keras")
+    # the ONNX reference does not say which ids it takes; the Keras candidate's vocabulary does
+    assert not api.verify.verify(tmp_path / "emb.onnx", [bad]).passed
 
 
 def test_each_output_is_held_to_its_own_precision(tmp_path):

@@ -76,6 +76,7 @@ def test_locate_names_the_first_diverging_layer(built, tmp_path):
     assert result.exit_code == 1
     row = json.loads((tmp_path / "v.json").read_text())["results"][0]
     assert "first diverging layer: conv2" in row["reason"]
+    assert "first diverging layer: conv2" in result.output  # the terminal says it too
 
 
 def test_elementwise_check_is_stricter(built):
