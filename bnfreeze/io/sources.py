@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from bnfreeze.errors import InputError
 from bnfreeze.io.arrays import load_arrays
 from bnfreeze.io.images import load_image_folder
@@ -55,10 +57,42 @@ def open_data(path, specs: list[TensorSpec], rescale: float | None = None, *, fe
 
 
 def as_data(data, specs: list[TensorSpec]):
-    """``data`` as a loader: a ``tf.data.Dataset`` is wrapped, anything else is returned as it is."""
+    """``data`` as a loader.
+
+    A loader from :func:`open_data` is returned as it is; a ``tf.data.Dataset``
+    is wrapped; arrays in memory (one NumPy array for a one-input model, a
+    list or tuple of arrays in the order of the model's inputs, or a dict by
+    input name) are read as a dataset of samples.
+    """
     import sys
 
     tf = sys.modules.get("tensorflow")
     if tf is not None and isinstance(data, tf.data.Dataset):
         return dataset_data(data, specs)
-    return data
+    if hasattr(data, "batches") and hasattr(data, "size"):
+        return data
+    arrays = _arrays_by_input(data, specs)
+    import tensorflow as tf
+
+    return dataset_data(tf.data.Dataset.from_tensor_slices(arrays), specs)
+
+
+def _arrays_by_input(data, specs: list[TensorSpec]) -> dict:
+    """In-memory data as ``{input name: array}``, or an :class:`InputError` saying what is accepted."""
+    names = [spec.name for spec in specs]
+    accepted = ("give bnfreeze.open_data(PATH, ...), a tf.data.Dataset, a NumPy array, a list of arrays (one per "
+                "model input, in order) or a dict of arrays by input name")
+    if isinstance(data, np.ndarray):
+        if len(names) != 1:
+            raise InputError(f"data: the model has {len(names)} inputs ({', '.join(names)}); {accepted}")
+        return {names[0]: data}
+    if isinstance(data, (list, tuple)) and all(isinstance(a, np.ndarray) for a in data):
+        if len(data) != len(names):
+            raise InputError(f"data: {len(data)} arrays for a model with {len(names)} inputs ({', '.join(names)})")
+        return dict(zip(names, data))
+    if isinstance(data, dict) and all(isinstance(a, np.ndarray) for a in data.values()):
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise InputError(f"data: no array for the model input {missing[0]} (got {', '.join(map(str, data))})")
+        return {n: data[n] for n in names}
+    raise InputError(f"data: got {type(data).__name__}; {accepted}")

@@ -114,8 +114,10 @@ def recalibrate(
     """Recalibrate every BatchNormalization layer of ``model`` on ``data``.
 
     ``data`` comes from :func:`bnfreeze.open_data` (arrays, image folders,
-    TFRecords) or is a ``tf.data.Dataset`` of samples or of batches (a tensor,
-    a tuple whose first item is the input(s), or a dict by input name).
+    TFRecords), is a ``tf.data.Dataset`` of samples or of batches (a tensor,
+    a tuple whose first item is the input(s), or a dict by input name), or
+    arrays in memory: one NumPy array for a one-input model, a list of
+    arrays in the order of the inputs, or a dict of arrays by input name.
     ``mode``: ``exact`` (default; the mean and biased variance of each BN's
     inference-time input, in dependency order; idempotent and independent of
     ``batch_size``), ``precise`` (PreciseBN), ``ema`` (Keras's momentum

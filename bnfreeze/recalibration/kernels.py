@@ -45,8 +45,8 @@ def inference(layer, x, axis: int | None = None):
     """``layer(x, training=False)`` as one fused op, or None where the layer's own call must run.
 
     ``axis``: the channel axis of ``x`` when it is not the layer's own (a BN
-    inside ``TimeDistributed`` sees ``x`` with the time steps merged into the
-    batch).
+    inside ``TimeDistributed`` sees one time step at a time; here ``x`` holds
+    them all, one axis further out).
     """
     axis = layer.axis if axis is None else axis
     if _fusable(layer, x, axis):

@@ -155,11 +155,11 @@ def _time_distributed_batch_norm(op, node, exact: bool, name: str):
     rank = len(node.input_tensors[0].shape) if node.input_tensors else None
     if not exact:
         return None, (f"{name}: TimeDistributed runs its BN once per time step in training, so its batch "
-                      "statistics are per step; --mode exact measures it")
+                      "statistics are per step; exact recalibration measures it")
     if node.arguments.kwargs.get("mask") is not None:
         return None, f"{name}: a TimeDistributed BN that receives a mask is not measured"
     if rank is None or layer.axis % (rank - 1) == 0:
-        return None, f"{name}: normalizes the axis TimeDistributed merges with the time steps"
+        return None, f"{name}: normalizes the batch axis of each time step, not a channel axis"
     return layer, None
 
 

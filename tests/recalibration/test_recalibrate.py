@@ -519,7 +519,7 @@ def test_one_pass_modes_keep_a_time_distributed_bn_with_the_reason(mode):
     result = recalibrate(model, data_of(model, x), mode=mode, batch_size=16)
     assert [c.name for c in result.changes] == ["bn"]
     [kept] = result.report["kept"]
-    assert kept["name"] == "td/tdbn" and "once per time step" in kept["reason"] and "--mode exact" in kept["reason"]
+    assert kept["name"] == "td/tdbn" and "once per time step" in kept["reason"] and "exact recalibration measures it" in kept["reason"]
     np.testing.assert_array_equal(result.model.get_layer("td").layer.moving_mean.numpy(), before)
 
 
@@ -530,7 +530,7 @@ def test_a_time_distributed_bn_on_the_merged_axis_is_kept_and_alone_is_refused()
     inputs = keras.Input(batch_shape=(8, 5, 3))  # the merged axis needs a known size
     h = layers.TimeDistributed(layers.BatchNormalization(axis=0, name="tdbn"), name="td")(layers.Dense(3)(inputs))
     model = keras.Model(inputs, h)
-    with pytest.raises(InputError, match="td/tdbn: normalizes the axis TimeDistributed merges with the time steps"):
+    with pytest.raises(InputError, match="td/tdbn: normalizes the batch axis of each time step, not a channel axis"):
         recalibrate(model, data_of(model, np.ones((8, 5, 3), np.float32)))
 
 
@@ -580,3 +580,10 @@ def test_exact_sees_what_an_adapted_normalization_computes():
     stored = bn_statistics(result.model)["bn"]
     assert_close(stored[0], bn_input.mean(axis=0))
     assert_close(stored[1], bn_input.var(axis=0))
+
+
+def test_a_numpy_array_gives_the_statistics_of_the_same_samples_as_a_loader(model, x, exact):
+    by_array = recalibrate(model, x, batch_size=16)
+    for name, (mean, var) in bn_statistics(exact.model).items():
+        np.testing.assert_allclose(bn_statistics(by_array.model)[name][0], mean, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(bn_statistics(by_array.model)[name][1], var, rtol=1e-6)
