@@ -93,6 +93,9 @@ def _site_problem(graph: ModelGraph, name: str, bn) -> str | None:
     if explicit is False and (graph.modes is None or graph.modes.context_matters):
         return (f"{name} is called with training={call.kwargs.get('training')!r}: under the default call Keras passes "
                 "that on to the layers it calls after it, and folding it away would change what they receive")
+    if len(call.inputs) == 2:  # a BN takes one tensor: the other is the Keras mask that reaches it
+        return (f"{name} receives a Keras mask as well as its input (from {graph.describe(call.inputs[1].layer)}); "
+                "bnfreeze does not fold a BN a mask reaches")
     if len(call.inputs) != 1:
         return f"{name} has {len(call.inputs)} inputs"
     if not bn.weights:

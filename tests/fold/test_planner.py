@@ -207,3 +207,10 @@ def test_per_sample_normalizations_are_listed():
     rows = bnfreeze.inspect(keras.Model(a, x))
     assert [r.kind for r in rows] == ["per-sample"] * 4
     assert all(r.action == "nothing to fold" for r in rows)
+
+
+def test_a_bn_a_keras_mask_reaches_is_kept_naming_the_mask():
+    inputs = keras.Input((5,), dtype="int32")
+    x = layers.Dense(4, name="d")(layers.Embedding(10, 4, mask_zero=True, name="emb")(inputs))
+    model = keras.Model(inputs, layers.LSTM(3)(layers.BatchNormalization(name="bn")(x)))
+    assert_kept(model, "bn receives a Keras mask as well as its input (from not_equal")
