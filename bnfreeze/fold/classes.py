@@ -32,6 +32,13 @@ def is_batch_norm(layer) -> bool:
     return isinstance(layer, keras.layers.BatchNormalization)
 
 
+def batch_norms_inside(layer) -> list:
+    """Every BN (of any class) ``layer`` holds, at any depth; none for a layer that holds no layers."""
+    if getattr(layer, "_flatten_layers", None) is None:
+        return []
+    return [inner for inner in layer._flatten_layers(include_self=False, recursive=True) if is_batch_norm(inner)]
+
+
 def is_exact_batch_norm(layer) -> bool:
     """Keras's own BatchNormalization: the only BN whose inference map bnfreeze knows."""
     return is_exactly(layer, "BatchNormalization")

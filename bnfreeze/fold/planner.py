@@ -16,6 +16,7 @@ from typing import Sequence
 from bnfreeze.fold.affine import BNAffine
 from bnfreeze.fold.classes import (
     PER_SAMPLE_NORMALIZATIONS,
+    batch_norms_inside,
     is_batch_norm,
     is_exact_batch_norm,
     is_exactly,
@@ -231,7 +232,7 @@ def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None =
             if is_exactly(layer, "TimeDistributed") and is_batch_norm(layer.layer):
                 result.outcomes.append(_plan_batch_norm(graph, name, layer.layer, rules, wrapped=True))
                 continue
-            inside = _batch_norms_inside(layer)
+            inside = [inner.name for inner in batch_norms_inside(layer)]
             if not inside:
                 continue
             if model_kind_of_layer(layer) == "subclassed":
@@ -242,7 +243,3 @@ def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None =
                 result.outcomes.append(Kept(graph.qualified(f"{name}/{inner}"), why))
     return result
 
-
-def _batch_norms_inside(layer) -> list[str]:
-    layers = layer._flatten_layers(include_self=False, recursive=True)
-    return [inner.name for inner in layers if is_batch_norm(inner)]

@@ -163,15 +163,6 @@ def _time_distributed_batch_norm(op, node, exact: bool, name: str):
     return layer, None
 
 
-def _holds_batch_norm(op) -> bool:
-    import keras
-
-    layers = getattr(op, "_flatten_layers", None)
-    if layers is None:
-        return False
-    return any(isinstance(layer, keras.layers.BatchNormalization) for layer in op._flatten_layers(include_self=False))
-
-
 def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
     """Flatten ``model`` (Functional or Sequential) into a :class:`Program`.
 
@@ -190,7 +181,7 @@ def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
     if graph is None:
         raise InputError(f"{label}: recalibration needs a Functional or Sequential model, "
                          f"got a subclassed {type(model).__name__}")
-    from bnfreeze.fold.classes import class_label, is_batch_norm, subclass_reason
+    from bnfreeze.fold.classes import batch_norms_inside, class_label, is_batch_norm, subclass_reason
 
     steps: list[Step] = []
     opaque: list[str] = []
@@ -226,13 +217,12 @@ def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
                     # a subclass may normalise something else than its input (its call is its own): it runs
                     # as it is, and keeps its statistics
                     kept.setdefault(id(op), (name, subclass_reason(name, op, "BatchNormalization")))
-                elif not _is_batch_norm(op) and _holds_batch_norm(op):
+                elif not _is_batch_norm(op) and batch_norms_inside(op):
                     opaque.append(name)
-                    for inner in op._flatten_layers(include_self=False, recursive=True):
-                        if is_batch_norm(inner):
-                            kept.setdefault(id(inner), (
-                                f"{name}/{inner.name}", f"{name}/{inner.name}: it is inside {name} ({class_label(op)}), "
-                                "a layer that calls it itself, out of bnfreeze's sight"))
+                    for inner in batch_norms_inside(op):
+                        kept.setdefault(id(inner), (
+                            f"{name}/{inner.name}", f"{name}/{inner.name}: it is inside {name} ({class_label(op)}), "
+                            "a layer that calls it itself, out of bnfreeze's sight"))
                 steps.append(Step(len(steps), op, node, path, inputs, [(scope, id(t)) for t in node.outputs], bn))
         return [key(t) for t in function.outputs]
 
