@@ -18,6 +18,22 @@ def _save(model, path):
     return path
 
 
+def _token_model():
+    """Six int32 tokens (vocabulary 100), embedded, pooled, one Dense head."""
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(100, 8, name="emb")(tokens))
+    return keras.Model(tokens, layers.Dense(4, name="head")(pooled))
+
+
+def _with_embedding_changed(model, path, change):
+    """Save ``model`` with ``change(table)`` applied to its layer ``emb``'s table (in place)."""
+    table = model.get_layer("emb").get_weights()[0].copy()
+    change(table)
+    model.get_layer("emb").set_weights([table])
+    return _save(model, path)
+
+
 def test_a_fixed_batch_reference_compares_every_sample(tmp_path):
     keras.utils.set_random_seed(1)
     x = keras.Input((4,), name="x")
@@ -42,16 +58,14 @@ def test_a_batch_size_a_fixed_batch_artifact_cannot_run_says_which_to_pass(tmp_p
         api.verify.verify(good, [tmp_path / "b1.onnx"], batch_size=3)
 
 
-def test_integer_inputs_span_the_vocabulary(tmp_path):
-    keras.utils.set_random_seed(0)
-    tokens = keras.Input((6,), dtype="int32", name="tokens")
-    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(100, 8, name="emb")(tokens))
-    model = keras.Model(tokens, layers.Dense(4, name="head")(pooled))
-    good = _save(model, tmp_path / "emb.keras")
-    table = model.get_layer("emb").get_weights()[0].copy()
+def _scale_token_50(table):
     table[50] *= 1.5  # one token far from 0 and 1
-    model.get_layer("emb").set_weights([table])
-    bad = _save(model, tmp_path / "emb_bad.keras")
+
+
+def test_integer_inputs_span_the_vocabulary(tmp_path):
+    model = _token_model()
+    good = _save(model, tmp_path / "emb.keras")
+    bad = _with_embedding_changed(model, tmp_path / "emb_bad.keras", _scale_token_50)
     assert not api.verify.verify(good, [bad]).passed
 
 
@@ -62,24 +76,19 @@ def test_an_integer_input_after_a_float_input_spans_its_vocabulary(tmp_path):
     embedded = layers.Flatten()(layers.Embedding(30, 2, name="emb")(tokens))
     model = keras.Model([features, tokens], layers.Dense(3, name="head")(layers.Concatenate()([features, embedded])))
     good = _save(model, tmp_path / "two.keras")
-    table = model.get_layer("emb").get_weights()[0].copy()
-    table[2:] += 0.5  # every token but 0 and 1
-    model.get_layer("emb").set_weights([table])
-    bad = _save(model, tmp_path / "two_bad.keras")
+
+    def shift_tokens_from_2(table):
+        table[2:] += 0.5  # every token but 0 and 1
+
+    bad = _with_embedding_changed(model, tmp_path / "two_bad.keras", shift_tokens_from_2)
     assert not api.verify.verify(good, [bad]).passed
 
 
 def test_integer_inputs_span_the_vocabulary_of_a_keras_candidate(tmp_path):
-    keras.utils.set_random_seed(0)
-    tokens = keras.Input((6,), dtype="int32", name="tokens")
-    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(100, 8, name="emb")(tokens))
-    model = keras.Model(tokens, layers.Dense(4, name="head")(pooled))
+    model = _token_model()
     good = _save(model, tmp_path / "emb.keras")
     assert bnfreeze("export", good, "--onnx", tmp_path / "emb.onnx").returncode == 0
-    table = model.get_layer("emb").get_weights()[0].copy()
-    table[50] *= 1.5  # one token far from 0 and 1
-    model.get_layer("emb").set_weights([table])
-    bad = _save(model, tmp_path / "emb_bad.keras")
+    bad = _with_embedding_changed(model, tmp_path / "emb_bad.keras", _scale_token_50)
     # the ONNX reference does not say which ids it takes; the Keras candidate's vocabulary does
     assert not api.verify.verify(tmp_path / "emb.onnx", [bad]).passed
 
