@@ -156,7 +156,7 @@ def recalibrate(
     program = flatten(result_model, ordered=mode == "exact", label=model_label(model))
     if not program.bn_layers:
         why = "".join(f"; {reason}" for _, reason in list(program.kept.values())[:3])
-        raise InputError(f"{model_label(model)}: has no BatchNormalization layer bnfreeze can reach{why}; "
+        raise InputError(f"{program.label}: has no BatchNormalization layer bnfreeze can reach{why}; "
                          "nothing to recalibrate")
     old = {i: (layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
            for i, layer in program.bn_layers.items()}

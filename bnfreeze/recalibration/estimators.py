@@ -25,7 +25,6 @@ from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
-from bnfreeze.errors import InputError
 from bnfreeze.recalibration.kernels import inference as bn_inference, normalise as bn_normalise
 from bnfreeze.recalibration.execution import Executor
 from bnfreeze.recalibration.moments import Moments, batch_moments, reduction_axes
@@ -87,17 +86,13 @@ def _fused_inference(step: Step, x, mask=None):
     return bn_inference(step.bn, x, step.bn_axis(x.shape.rank))
 
 
-def _bn_moments(step: Step, x, mask, label: str):
+def _bn_moments(step: Step, x, mask):
     """The moments of one BN call's input, masked positions left out (as Keras's training does).
 
-    ``label`` names the model in the message of a refusal.
+    A mask meets only BNs of the last axis (:func:`~bnfreeze.recalibration.program.flatten` refuses the others).
     """
     rank = x.shape.rank
-    axis = step.bn_axis(rank)
-    if mask is not None and axis != rank - 1:
-        raise InputError(f"{label}: {step.name} receives a mask but normalizes axis {step.bn.axis} of a rank-{rank} tensor, "
-                         "not the last: its masked statistics have no single count per channel")
-    return batch_moments(x, reduction_axes(axis, rank), mask=mask)
+    return batch_moments(x, reduction_axes(step.bn_axis(rank), rank), mask=mask)
 
 
 class ExactEstimator:
@@ -147,7 +142,7 @@ class ExactEstimator:
             keep = frontier if store else []
             targets = {k for s in stat_steps for k in bn_keys(s)} | set(keep)
             steps = program.needed_steps(targets, set(cache_keys))
-            fn = self.executor.compile(_measuring_function(steps, cache_keys, stat_steps, keep, program.label))
+            fn = self.executor.compile(_measuring_function(steps, cache_keys, stat_steps, keep))
             moments = {i: Moments() for i in layer_ids}
             new_cache = _Cache(keep) if store else None
             seen = 0
@@ -215,8 +210,7 @@ def _statistics(m: Moments, samples: int) -> Statistics:
     return Statistics(m.mean, m.variance, m.count, m.batches, samples)
 
 
-def _measuring_function(steps: list[Step], input_keys: list[Key], stat_steps: list[Step], keep: list[Key],
-                        label: str):
+def _measuring_function(steps: list[Step], input_keys: list[Key], stat_steps: list[Step], keep: list[Key]):
     """A step function: run ``steps``, return the moments of each BN input and the ``keep`` tensors."""
 
     def fn(*tensors):
@@ -225,8 +219,7 @@ def _measuring_function(steps: list[Step], input_keys: list[Key], stat_steps: li
         reduced = []
         for step in stat_steps:
             mask = bn_mask_key(step)
-            reduced.append(_bn_moments(step, values[bn_input_key(step)], values[mask] if mask is not None else None,
-                                       label))
+            reduced.append(_bn_moments(step, values[bn_input_key(step)], values[mask] if mask is not None else None))
         return reduced, tuple(values[k] for k in keep)
 
     return fn
@@ -258,7 +251,7 @@ class BatchStatisticsPass:
             reduced = []
 
             def normalise(step: Step, x, mask=None):
-                n, mean, m2 = _bn_moments(step, x, mask, self.program.label)
+                n, mean, m2 = _bn_moments(step, x, mask)
                 reduced.append((n, mean, m2))
                 return bn_normalise(step.bn, x, mean, m2 / n, step.bn_axis(x.shape.rank))
 

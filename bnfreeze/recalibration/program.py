@@ -233,6 +233,12 @@ def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
             step.bn = None
     program = Program(steps, input_keys, opaque=opaque, kept=kept, label=label)
     for step in steps:
+        if step.is_bn and step.node.arguments.kwargs.get("mask") is not None:
+            rank = len(step.node.input_tensors[0].shape)
+            if step.bn_axis(rank) != rank - 1:
+                raise InputError(f"{label}: {step.name} receives a mask but normalizes axis {step.bn.axis} of a "
+                                 f"rank-{rank} tensor, not the last: its masked statistics have no single count per "
+                                 "channel")
         if step.is_bn:
             program.bn_layers[id(step.bn)] = step.bn
             program.bn_names.setdefault(id(step.bn), step.name)

@@ -96,3 +96,14 @@ def test_a_bn_kept_in_one_of_its_calls_is_measured_in_none():
     program = flatten(model)
     assert program.bn_layers == {} and not any(s.is_bn for s in program.steps)
     assert [name for name, _ in program.kept.values()] == ["td/bn"]
+
+
+def test_a_mask_reaching_a_bn_off_the_last_axis_is_refused_before_any_pass():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((5, 3))
+    x = layers.Dense(4)(layers.Masking(0.0)(inputs))
+    model = keras.Model(inputs, layers.BatchNormalization(axis=1, name="bn")(x))
+    with pytest.raises(InputError, match=r"bn receives a mask but normalizes axis 1 of a rank-3 tensor, not the last"):
+        flatten(model)
