@@ -129,16 +129,6 @@ def data_specs(reference: Runner) -> list[TensorSpec]:
     return [TensorSpec(key, tuple(s.shape), s.real_dtype) for key, s in zip(keys, specs)]
 
 
-def _open_data(data, specs: list[TensorSpec], samples: int, seed: int, rescale: float | None, int_high=None):
-    from bnfreeze.io.sources import open_data
-
-    if data is None:
-        if rescale is not None:
-            raise InputError("--rescale applies to a folder of images given with --data")
-        return random_data(specs, samples, seed, int_high=int_high)
-    return open_data(data, specs, rescale)
-
-
 def verify(
     reference,
     candidates,
@@ -170,6 +160,8 @@ def verify(
         raise InputError("give at least one candidate artifact to verify")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if data is None and rescale is not None:
+        raise InputError("--rescale applies to a folder of images given with --data")
     inputs_map = parse_map(input_map, "--input-map")
     outputs_map = parse_map(output_map, "--output-map")
     options = {"unsafe": unsafe, "signature": signature}
@@ -191,7 +183,14 @@ def verify(
         ref_inputs = dict(zip([s.name for s in specs], [s.name for s in ref_runner.input_specs()]))
         ref_outputs = ref_runner.output_specs()
         ranges = _integer_ranges(keras_model, ref_inputs) if keras_model is not None else {}
-        dataset = _open_data(data, specs, samples, seed, rescale, ranges)
+        # given data is opened (and checked) before any candidate is; random data once every Keras model's
+        # integer ranges are known
+        if data is not None:
+            from bnfreeze.io.sources import open_data
+
+            dataset = open_data(data, specs, rescale)
+        else:
+            dataset = None
         rows: list[VerifyRow] = []
         plans: list[tuple[VerifyRow, Comparison]] = []
         used_inputs: set[str] = set()
@@ -227,8 +226,8 @@ def verify(
         if plans:
             _check_maps_used(inputs_map, specs, used_inputs, "input")
             _check_maps_used(outputs_map, ref_outputs, used_outputs, "output")
-        if data is None:  # random samples over the integer ranges of every Keras model compared
-            dataset = _open_data(data, specs, samples, seed, rescale, ranges)
+        if dataset is None:  # random samples over the integer ranges of every Keras model compared
+            dataset = random_data(specs, samples, seed, int_high=ranges)
         first_feed = None
         start = 0
         for feed in dataset.batches(batch_size):
