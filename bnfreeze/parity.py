@@ -207,6 +207,8 @@ def check_models(
     seed: int = 0,
     data=None,
     runs: tuple[tuple[bool | None, int, float], ...] = DEFAULT_RUNS,
+    default_reference=None,
+    like=None,
 ) -> ParityResult:
     """Compare two models on seeded inputs (and on ``data``'s first samples when given).
 
@@ -216,10 +218,18 @@ def check_models(
     ``training=True`` where the graph asks for it). Variables are restored
     after default calls. A default call that is not deterministic (dropout
     active in it) cannot be compared and is reported as such, not failed.
+
+    ``default_reference`` is the model whose default call the candidate's must
+    match, where that is not ``reference``'s by design: the plain reading of a
+    model with preprocessing layers (:mod:`bnfreeze.fold.plain`), whose default
+    call is its inference call while the original's runs them in training mode.
+    ``like`` is a model with ``reference``'s inputs and outputs whose names and
+    shapes the inputs are made from, where ``reference`` records none (a
+    subclassed model, read by tracing its call).
     """
     tolerance = tolerance.resolved(reference)
-    specs = input_specs(reference)
-    names = output_names(reference)
+    specs = input_specs(like if like is not None else reference)
+    names = output_names(like if like is not None else reference)
     comparisons: list[OutputComparison] = []
     records: list[ParityRun] = []
     cases = []
@@ -247,9 +257,10 @@ def check_models(
         call = "training=False" if training is False else "default call"
         batch = int(arrays[0].shape[0]) if arrays else 0
         label = f"{call}, batch {batch}, {inputs}"
+        expected_model = default_reference if training is None and default_reference is not None else reference
         try:
-            with preserved_state(reference, candidate):
-                found = _compare_run(reference, candidate, arrays, training, names, label, tolerance)
+            with preserved_state(reference, candidate, expected_model):
+                found = _compare_run(expected_model, candidate, arrays, training, names, label, tolerance)
         except InputError:  # only where the original itself cannot run
             if not optional:
                 raise
@@ -257,9 +268,13 @@ def check_models(
                                      "the original model does not run at this size: not compared"))
             continue
         note = None
-        if training is None and not all(c.passed for c in found) and not _deterministic(reference, arrays, tolerance):
+        if training is None and not all(c.passed for c in found) and not _deterministic(expected_model, arrays,
+                                                                                         tolerance):
             note = "the default call is not deterministic (dropout or noise active in it): not comparable"
             found = []
+        elif expected_model is not reference:
+            note = ("compared with the original's inference call: its default call runs preprocessing layers in "
+                    "training mode by design (see default_call)")
         comparisons.extend(found)
         worst = summarize(found)
         records.append(ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], worst["passed"], note))

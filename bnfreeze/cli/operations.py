@@ -379,7 +379,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     if compared is not None:
         warning = compare_warning(str(model_path), str(compare), match_bns(facts, compared))
         warnings += [warning] if warning else []
-    page = render(str(model_path), plan_rows(folded.plan), facts, parity_facts(model, folded.model, feeds, described),
+    page = render(str(model_path), plan_rows(folded.plan, folded.plain), facts, parity_facts(model, folded.model, feeds, described),
                   str(compare) if compare else None, compared)
     with atomic_path(output, force=force) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")

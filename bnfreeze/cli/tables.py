@@ -18,8 +18,22 @@ def _tolerance_note(tolerance: dict | None) -> str:
     return f" (atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g}{dtype})"
 
 
+def print_structure(console, report: dict) -> None:
+    """What the plain reading of the model did (classes read as their graph, layers traced or kept opaque,
+    preprocessing layers dropped or pinned), and how the original's default call differs, where it does."""
+    notes = report.get("structure") or []
+    if notes:
+        print_table(console, f"how bnfreeze read {report['model']}",
+                    [Column("layer"), Column("class", ""), Column("action", ""), Column("detail", "")],
+                    [(n["layer"], n["class"], n["action"], n["detail"]) for n in notes],
+                    plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}: {row[3]}")
+    if report.get("default_call"):
+        say(console, f"default call: {report['default_call']}")
+
+
 def print_fold_report(console, report: dict) -> None:
-    folded, kept = report["folded"], report["kept"]
+    folded, kept, dropped = report["folded"], report["kept"], report.get("dropped", [])
+    print_structure(console, report)
     rows, styles = [], []
     for entry in folded:
         detail = f"into {entry['into']}"
@@ -30,18 +44,23 @@ def print_fold_report(console, report: dict) -> None:
     for entry in kept:
         rows.append((entry["bn"], "kept", entry["reason"]))
         styles.append("yellow")
-    total = len(folded) + len(kept)
+    for entry in dropped:
+        rows.append((entry["bn"], "dropped", entry["reason"]))
+        styles.append(None)
+    total = len(folded) + len(kept) + len(dropped)
     if rows:
         print_table(console, f"bnfreeze fold: {report['model']}",
                     [Column("BatchNormalization"), Column("result", ""), Column("detail", "")], rows, styles=styles,
-                    plain=lambda row: f"{row[0]}: {row[1]} {row[2]}" if row[1] != "kept" else f"{row[0]}: kept: {row[2]}")
+                    plain=lambda row: f"{row[0]}: {row[1]} {row[2]}" if row[1] not in ("kept", "dropped")
+                    else f"{row[0]}: {row[1]}: {row[2]}")
     if total == 0:
         say(console, f"{report['model']} has no BatchNormalization layer: nothing to fold")
     elif not folded:
         say(console, f"no BatchNormalization layer could be folded: all {total} stay (reasons above)")
     else:
         say(console, f"folded {len(folded)} of {total} BatchNormalization layers"
-                     + (f"; {len(kept)} stay (reasons above)" if kept else ""))
+                     + (f"; {len(kept)} stay (reasons above)" if kept else "")
+                     + (f"; {len(dropped)} never called, not in the output" if dropped else ""))
     parity = report.get("parity")
     if parity:
         verdict = "passed" if parity["passed"] else "FAILED"
@@ -56,12 +75,19 @@ def print_fold_report(console, report: dict) -> None:
 
 
 def print_inspection(console, model_label: str, rows) -> None:
-    if not rows:
+    structure = [r for r in rows if r.kind == "structure"]
+    layers = [r for r in rows if r.kind != "structure"]
+    if structure:
+        print_table(console, f"how bnfreeze reads {model_label}",
+                    [Column("layer"), Column("action", ""), Column("detail", "")],
+                    [(r.layer, r.action, r.detail) for r in structure],
+                    plain=lambda row: f"{row[0]}: {row[1]}: {row[2]}")
+    if not layers:
         say(console, f"{model_label} has no normalization layers")
         return
     print_table(console, f"normalization layers of {model_label}",
                 [Column("layer"), Column("kind", ""), Column("action", ""), Column("detail", "")],
-                [(r.layer, r.kind, r.action, r.detail) for r in rows],
+                [(r.layer, r.kind, r.action, r.detail) for r in layers],
                 plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}: {row[3]}")
 
 

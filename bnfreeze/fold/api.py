@@ -9,7 +9,8 @@ from bnfreeze.compare import Tolerance
 from bnfreeze.errors import KeptError, ParityError
 from bnfreeze.io.models import model_label
 from bnfreeze.parity import ParityResult, check_models
-from bnfreeze.fold.planner import Plan, plan
+from bnfreeze.fold.plain import PlainModel, plain_model
+from bnfreeze.fold.planner import Dropped, Plan, plan
 from bnfreeze.fold.rewrite import apply_plan, copy_model
 from bnfreeze.fold.classes import is_batch_norm
 from bnfreeze.fold.rules import RULES, FoldRule, Match
@@ -23,19 +24,46 @@ class FoldResult:
     plan: Plan
     parity: ParityResult | None
     report: dict
+    #: how the model was read (classes read as their graph, layers traced, preprocessing dropped)
+    plain: PlainModel | None = None
 
 
-def build_report(model_label: str, fold_plan: Plan, parity: ParityResult | None, output: str | None = None) -> dict:
-    return {
+def build_report(model_label: str, fold_plan: Plan, parity: ParityResult | None, output: str | None = None,
+                 plain: PlainModel | None = None) -> dict:
+    """The fold report: every BN of the model is in ``folded``, ``kept`` or ``dropped``.
+
+    ``structure`` lists what the plain reading of the model did (classes read as
+    their Functional graph, layers traced, kept opaque, preprocessing layers
+    dropped or pinned); ``default_call`` says how the original's default call
+    ``model(x)`` differs from its inference call, where it does by design.
+    """
+    report = {
         "model": model_label,
         "output": output,
         "folded": [m.report_entry() for m in fold_plan.folds],
         "kept": [k.report_entry() for k in fold_plan.kept],
+        "dropped": [d.report_entry() for d in fold_plan.dropped],
+        "structure": plain.notes_dicts() if plain is not None else [],
+        "default_call": default_call_note(plain),
         "parity": parity.as_dict() if parity is not None else None,
     }
+    return report
 
 
-def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES):
+def default_call_note(plain: PlainModel | None) -> str | None:
+    """How the original's default call ``model(x)`` differs from its inference call, or None."""
+    if plain is None or not plain.default_call_changed:
+        return None
+    names = [n.layer for n in plain.notes if n.action in ("dropped", "pinned")]
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return (f"under model(x) the original passes training=True on from {shown} (Keras's default for "
+            "preprocessing layers): layers after them run in training mode there (BNs on batch statistics, "
+            "augmentation and dropout active). predict, serving and every export call it with training=False; "
+            "the output computes that under both calls")
+
+
+def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES, *, opaque: dict | None = None,
+                   fresh: bool = False):
     """Plan and rewrite until no fold waits on another; return the folded model and the combined plan.
 
     A fold whose target is a BN that folds away in the same round (a BN merged
@@ -45,11 +73,14 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES):
     model. Graphs are
     acyclic, so every round with a waiting fold also applies one, and the
     number of rounds is at most the number of BNs. Most models take one round.
+
+    ``model`` is a plain model (:mod:`bnfreeze.fold.plain`); ``fresh`` says it was
+    built for this fold, so it is returned as it is when nothing folds.
     """
     folds: list[Match] = []
     current = model
     while True:
-        round_plan = plan(current, rules)
+        round_plan = plan(current, rules, opaque=opaque)
         removed = {(m.site.graph.path, m.site.name) for m in round_plan.folds}
         ready = [m for m in round_plan.folds if (m.site.graph.path, m.target) not in removed]
         if ready:
@@ -60,7 +91,7 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES):
         if not ready or not (waiting or merged):
             break  # a merge makes new neighbours (BN1 -> BN2 -> L becomes BN1 -> L): plan again
     combined = Plan(outcomes=[*folds, *round_plan.kept], per_sample=round_plan.per_sample)
-    return (current if folds else copy_model(model)), combined
+    return (current if folds or fresh else copy_model(model)), combined
 
 
 def fold(
@@ -92,21 +123,26 @@ def fold(
     ``--strict``).
     """
     tolerance = Tolerance(atol=atol, rtol=rtol).resolved(model)
-    folded, fold_plan = fold_in_rounds(model, rules)
+    plain = plain_model(model)
+    folded, fold_plan = fold_in_rounds(plain.model, rules, opaque=plain.opaque, fresh=plain.changed)
+    fold_plan.dropped = [Dropped(name, reason) for name, reason in plain.unused_bns]
     if max_kept is not None and len(fold_plan.kept) > max_kept:
-        report = build_report(model.name, fold_plan, None)
+        report = build_report(model.name, fold_plan, None, plain=plain)
         names = ", ".join(k.bn for k in fold_plan.kept[:5]) + (", ..." if len(fold_plan.kept) > 5 else "")
         raise KeptError(
             f"{len(fold_plan.kept)} of {fold_plan.bn_count} BatchNormalization layers stay, more than the "
             f"{max_kept} allowed ({names}); the reasons are in the report",
             report,
         )
-    parity = check_models(model, folded, tolerance, seed=seed, data=data) if check else None
-    report = build_report(model.name, fold_plan, parity)
+    default_reference = plain.model if plain.default_call_changed else None
+    like = plain.model if not hasattr(model, "inputs") else None  # a subclassed model records no inputs
+    parity = (check_models(model, folded, tolerance, seed=seed, data=data, default_reference=default_reference,
+                           like=like) if check else None)
+    report = build_report(model.name, fold_plan, parity, plain=plain)
     if parity is not None and not parity.passed:
         raise ParityError(
             f"the folded model differs from {model_label(model)}: max_abs {parity.max_abs:.3g}, "
             f"max_rel {parity.max_rel:.3g} ({tolerance.describe()})",
             parity,
         )
-    return FoldResult(model=folded, plan=fold_plan, parity=parity, report=report)
+    return FoldResult(model=folded, plan=fold_plan, parity=parity, report=report, plain=plain)

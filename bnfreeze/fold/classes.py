@@ -58,7 +58,10 @@ def is_keras_op(obj) -> bool:
     """A ``keras.ops`` operation recorded in a Functional graph (``x * 2``, ``ops.reshape``)."""
     import keras
 
-    return not isinstance(obj, keras.layers.Layer) and type(obj).__module__.startswith("keras.src.ops")
+    # ``keras.ops`` functions record operations of keras.src.ops; activations such as
+    # ``keras.activations.relu`` record their own (keras.src.activations ReLU)
+    return not isinstance(obj, keras.layers.Layer) and type(obj).__module__.startswith(("keras.src.ops",
+                                                                                         "keras.src.activations"))
 
 
 def is_keras_op_class(obj, name: str) -> bool:

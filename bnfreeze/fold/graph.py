@@ -305,6 +305,52 @@ class ModelGraph:
             yield from child.walk()
 
 
+def functional_like(model) -> bool:
+    """A subclass of Keras's Functional model that computes its graph: its ``call`` is Functional's.
+
+    KerasHub's ``Backbone`` and ``Task`` classes are such subclasses (they add
+    constructor arguments, presets and a preprocessor, not computation). A class
+    that overrides ``call`` (or the graph walk behind it) is not.
+    """
+    from keras.src.models.functional import Functional
+
+    cls = type(model)
+    if not isinstance(model, Functional) or cls is Functional:
+        return False
+    return all(getattr(cls, name) is getattr(Functional, name)
+               for name in ("call", "_run_through_graph", "compute_output_spec"))
+
+
+def sequential_like(model) -> bool:
+    """A subclass of ``keras.Sequential`` whose ``call`` is Sequential's."""
+    import keras
+
+    cls = type(model)
+    return isinstance(model, keras.Sequential) and cls is not keras.Sequential and cls.call is keras.Sequential.call
+
+
+def graph_config(model) -> dict:
+    """The Functional config of a :func:`functional_like` model: the graph it computes.
+
+    Such a class's own ``get_config`` returns its constructor arguments, so the
+    graph is read through a plain Functional model over the same tensors (made
+    for the read and dropped; the node lists it touched are restored).
+    """
+    from keras.src.models.functional import Functional
+
+    operations = list(model.operations)
+    counts = [(op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in operations]
+    try:
+        view = Functional(model._inputs_struct, model._outputs_struct, name=model.name)
+        config = copy.deepcopy(view.get_config())
+    finally:
+        for op, inbound, outbound in counts:
+            del op._inbound_nodes[inbound:]
+            del op._outbound_nodes[outbound:]
+    config["trainable"] = model.trainable
+    return config
+
+
 def model_kind_of_layer(layer) -> str | None:
     import keras
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from bnfreeze.fold.planner import Kept, plan
+from bnfreeze.fold.planner import Kept, plan_model
 from bnfreeze.fold.rules import RULES
 
 
 @dataclass(frozen=True)
 class NormalizationRow:
+    """One row of ``inspect``: a normalization layer, or (kind ``structure``) what the plain reading of the
+    model did with a class or layer (read as its Functional graph, traced, kept opaque, dropped, pinned)."""
+
     layer: str
-    kind: str  # "batch" or "per-sample"
-    action: str  # "fold backward into X", "fold forward into X", "keep", "nothing to fold"
+    kind: str  # "batch", "per-sample" or "structure"
+    action: str  # "fold backward into X", "fold forward into X", "keep", "drop", "nothing to fold"; a structure action
     detail: str
 
     def as_dict(self) -> dict:
@@ -20,12 +23,14 @@ class NormalizationRow:
 
 
 def inspect(model, rules=RULES) -> list[NormalizationRow]:
-    """List every normalization layer of ``model`` with its fold plan or the reason it stays."""
-    return plan_rows(plan(model, rules))
+    """List every normalization layer of ``model`` with its fold plan or the reason it stays, then (kind
+    ``structure``) how bnfreeze read the model (:mod:`bnfreeze.fold.plain`)."""
+    plain, fold_plan = plan_model(model, rules)
+    return plan_rows(fold_plan, plain)
 
 
-def plan_rows(fold_plan) -> list[NormalizationRow]:
-    """The rows of :func:`inspect` for a plan already made (a fold's ``.plan``)."""
+def plan_rows(fold_plan, plain=None) -> list[NormalizationRow]:
+    """The rows of :func:`inspect` for a plan already made (a fold's ``.plan`` and ``.plain``)."""
     rows = []
     for outcome in fold_plan.outcomes:
         if isinstance(outcome, Kept):
@@ -35,6 +40,8 @@ def plan_rows(fold_plan) -> list[NormalizationRow]:
         through = entry.get("through")
         detail = f"through {', '.join(through)}" if through else f"rule {outcome.rule.name}"
         rows.append(NormalizationRow(entry["bn"], "batch", f"fold {entry['direction']} into {entry['into']}", detail))
+    for dropped in fold_plan.dropped:
+        rows.append(NormalizationRow(dropped.bn, "batch", "drop", dropped.reason))
     for name, class_name in fold_plan.per_sample:
         rows.append(
             NormalizationRow(
@@ -42,4 +49,6 @@ def plan_rows(fold_plan) -> list[NormalizationRow]:
                 f"{class_name} normalizes each sample by its own statistics; it has no population statistics",
             )
         )
+    rows += [NormalizationRow(note.layer, "structure", f"{note.action} ({note.cls})", note.detail)
+             for note in (plain.notes if plain is not None else [])]
     return rows

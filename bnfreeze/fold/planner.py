@@ -41,12 +41,24 @@ class Kept:
         return {"bn": self.bn, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """A BN the plain model does not hold (a traced call never reaches it), and why."""
+
+    bn: str
+    reason: str
+
+    def report_entry(self) -> dict:
+        return {"bn": self.bn, "reason": self.reason}
+
+
 @dataclass
 class Plan:
-    """Every fold to make and every BN to keep, in graph order."""
+    """Every fold to make and every BN to keep, in graph order (and the BNs no call reaches)."""
 
     outcomes: list[Match | Kept] = field(default_factory=list)
     per_sample: list[tuple[str, str]] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
 
     @property
     def folds(self) -> list[Match]:
@@ -58,7 +70,7 @@ class Plan:
 
     @property
     def bn_count(self) -> int:
-        return len(self.folds) + len(self.kept)
+        return len(self.folds) + len(self.kept) + len(self.dropped)
 
 
 def _training_cause(graph: ModelGraph, name: str) -> str:
@@ -204,7 +216,8 @@ def _plan_batch_norm(graph: ModelGraph, name: str, bn, rules: Sequence[FoldRule]
     return plan_site(site, rules)
 
 
-def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None = None) -> Plan:
+def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None = None,
+         opaque: dict | None = None) -> Plan:
     """Plan the folds of every BN in ``model`` (nested models included).
 
     Every BatchNormalization anywhere in the model gets an outcome: a fold,
@@ -212,7 +225,11 @@ def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None =
     wrapper or custom layer, a BN in training mode under the default call...).
     Raises :class:`~bnfreeze.errors.InputError` for a subclassed top-level model.
     ``modes`` (which layers run in training mode under ``model(x)``) is probed
-    when not given.
+    when not given. ``model`` is read as it is: :func:`plan_model` reads any
+    model plainly first (:mod:`bnfreeze.fold.plain`); ``opaque`` (a layer's
+    qualified name -> :class:`~bnfreeze.fold.plain.Opaque`: why bnfreeze could
+    not trace it, and the original layer, whose BNs' names reports use) words
+    the reasons of the BNs inside such layers.
     """
     modes = probe_training_modes(model) if modes is None else modes
     result = Plan()
@@ -232,10 +249,13 @@ def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None =
             if is_exactly(layer, "TimeDistributed") and is_batch_norm(layer.layer):
                 result.outcomes.append(_plan_batch_norm(graph, name, layer.layer, rules, wrapped=True))
                 continue
-            inside = [inner.name for inner in batch_norms_inside(layer)]
+            untraced = (opaque or {}).get(graph.qualified(name))
+            inside = [inner.name for inner in batch_norms_inside(untraced.layer if untraced else layer)]
             if not inside:
                 continue
-            if model_kind_of_layer(layer) == "subclassed":
+            if untraced:
+                why = f"it is inside {name}, which bnfreeze keeps as it is: {untraced.reason}"
+            elif model_kind_of_layer(layer) == "subclassed":
                 why = f"it is inside {name}, a subclassed model whose graph bnfreeze cannot read"
             else:
                 why = f"it is inside {graph.describe(name)}, a layer that calls it itself, out of bnfreeze's sight"
@@ -243,3 +263,17 @@ def plan(model, rules: Sequence[FoldRule] = RULES, modes: TrainingModes | None =
                 result.outcomes.append(Kept(graph.qualified(f"{name}/{inner}"), why))
     return result
 
+
+
+def plan_model(model, rules: Sequence[FoldRule] = RULES):
+    """Read ``model`` plainly and plan its folds: ``(PlainModel, Plan)``.
+
+    The plan is of the plain model (its graph is the one a fold rewrites); BNs
+    a traced call never reaches are in the plan's ``dropped``.
+    """
+    from bnfreeze.fold.plain import plain_model
+
+    plain = plain_model(model)
+    result = plan(plain.model, rules, opaque=plain.opaque)
+    result.dropped = [Dropped(name, reason) for name, reason in plain.unused_bns]
+    return plain, result

@@ -188,6 +188,8 @@ def render(model_label: str, rows, facts: list[BnFacts], parity: ParityFacts | N
     from bnfreeze.html import charts
 
     e = html.escape
+    structure = [r for r in rows if r.kind == "structure"]
+    rows = [r for r in rows if r.kind != "structure"]
     folded = [r for r in rows if r.action.startswith("fold")]
     noun = "layer" if len(facts) == 1 else "layers"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bnfreeze report: {e(model_label)}</title>"
@@ -198,6 +200,9 @@ def render(model_label: str, rows, facts: list[BnFacts], parity: ParityFacts | N
              _table(["layer", "kind", "action", "detail"],
                     [[e(r.layer), e(r.kind), e(r.action) if r.action.startswith("fold") else f"<span class='kept'>{e(r.action)}</span>",
                       e(r.detail)] for r in rows])]
+    if structure:
+        parts += ["<h2>How bnfreeze read the model</h2>",
+                  _table(["layer", "action", "detail"], [[e(r.layer), e(r.action), e(r.detail)] for r in structure])]
     if facts:
         scales = np.concatenate([f.scale for f in facts])
         negative = int(np.sum(scales < 0))

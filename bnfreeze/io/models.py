@@ -7,6 +7,7 @@ import re
 import weakref
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 from bnfreeze.errors import InputError
 from bnfreeze.io.files import atomic_path
@@ -100,8 +101,50 @@ def _check_keras_archive(path: Path) -> None:
                     content = None
                 if not isinstance(content, dict):
                     raise InputError(f"{path}: damaged Keras archive ({member} is not a JSON object)")
+                if member == "config.json":
+                    missing = missing_package(content)
+                    if missing:
+                        raise InputError(f"{path}: {missing}")
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise InputError(f"{path}: damaged Keras archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from exc
+
+
+#: pip names of packages whose import name differs from what ``pip install`` takes
+_PIP_NAMES = {"keras_hub": "keras-hub", "keras_nlp": "keras-nlp", "keras_cv": "keras-cv",
+              "tensorflow_hub": "tensorflow-hub", "tensorflow_text": "tensorflow-text", "sklearn": "scikit-learn"}
+#: modules a Keras config names that are not packages to install
+_NOT_PACKAGES = {"keras", "builtins", "__main__", "tensorflow", "numpy"}
+
+
+def _modules(config) -> Iterator[tuple[str, str]]:
+    """(module, class name) of every serialized object in a Keras config."""
+    if isinstance(config, dict):
+        module = config.get("module")
+        if isinstance(module, str) and "class_name" in config:
+            yield module, str(config.get("registered_name") or config["class_name"])
+        for value in config.values():
+            yield from _modules(value)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _modules(value)
+
+
+def missing_package(config) -> str | None:
+    """The first package a model config's classes come from that is not installed here, as a sentence."""
+    import importlib.util
+
+    for module, name in _modules(config):
+        top = module.split(".")[0]
+        if not top or top in _NOT_PACKAGES or top.startswith("bnfreeze_custom_objects"):
+            continue
+        try:
+            found = importlib.util.find_spec(top) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return (f"its class {name} comes from the package {top} ({module}), which is not installed here: "
+                    f"install it (pip install {_PIP_NAMES.get(top, top.replace('_', '-'))}) and try again")
+    return None
 
 
 def _describe_load_error(exc: Exception) -> str:

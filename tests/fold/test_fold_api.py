@@ -40,7 +40,7 @@ def test_a_wrong_fold_for_one_channel_is_caught():
 
 def test_result_report_has_the_documented_shape():
     result = bnfreeze.fold(_model())
-    assert set(result.report) == {"model", "output", "folded", "kept", "parity"}
+    assert set(result.report) == {"model", "output", "folded", "kept", "dropped", "structure", "default_call", "parity"}
     parity = result.report["parity"]
     assert parity["samples"] == 7 and parity["passed"] is True
     # inference at two magnitudes and the default call, each with its own numbers

@@ -1,0 +1,464 @@
+"""Look inside a layer (or model) with its own ``call``: trace it into a Functional graph of known layers.
+
+KerasHub's blocks (``MBConvBlock``, HGNetV2's conv layers) and the
+``ConvBNReLU(keras.layers.Layer)`` of every tutorial call their sublayers in
+``call``. Called on *symbolic* Keras tensors, such a ``call`` usually records
+an ordinary Functional graph: every sublayer call becomes a node, every
+``keras.ops`` call an operation node. :func:`trace_layer` does that with the
+layer's own input shapes and ``training=False`` (the inference call that
+``predict``, serving and every exporter make), and then *proves* the trace:
+
+* the graph must serialize and rebuild from its config (what bnfreeze writes),
+  hold only weights the layer holds (a layer created with weights inside
+  ``call`` would be new and random at every call), and compute with no
+  tensor that is not one of its inputs or a layer's weight (a weight read
+  directly, ``x * self.scale``, would be frozen into a constant);
+* the rebuilt graph must equal the layer itself on seeded random inputs at
+  batch 1 and batch 3, at two magnitudes (x1 and x10) and, where the layer
+  accepts free sizes, at two sizes; the layer must give the same output
+  twice (nothing random) and leave its variables as they were (no state).
+
+Tracing refuses, with a reason naming the class and what stopped it, where
+Python control flow depends on tensor values (a symbolic tensor has none),
+the call cannot run symbolically, a Keras mask reaches the layer, the layer
+computes its own mask, or any check above fails. Nothing is guessed: a layer
+whose trace does not hold stays as it is, and every BN inside it is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bnfreeze.fold.classes import class_label
+
+#: Relative error (to the largest magnitude of the layer's output) a trace may show, by compute dtype.
+#: A true trace runs the same ops in the same order, so it agrees to the last bits.
+TRACE_RTOL = {"float64": 1e-12, "float32": 1e-6, "float16": 2e-3, "bfloat16": 1e-2}
+#: Sizes given to unknown (None) dims of the layer's inputs when the trace is checked.
+CHECK_FREE_DIMS = (12, 17)
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    """A tensor argument of a call: its shape (batch first, None where free) and dtype."""
+
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+@dataclass
+class CallTemplate:
+    """One call of a layer as its graph records it: ``args``/``kwargs`` with :class:`TensorSlot` s for tensors.
+
+    ``training`` is the ``training`` argument the graph passes (None when it passes none);
+    it stays on the call of the traced graph, and the trace itself is made with ``training=False``.
+    """
+
+    args: tuple
+    kwargs: dict
+    training: Any = None
+
+    def slots(self) -> list[TensorSlot]:
+        return [value for value in _leaves((self.args, self.kwargs)) if isinstance(value, TensorSlot)]
+
+    def structure(self):
+        """The call with every tensor replaced by the same marker: equal for calls that differ only in shapes."""
+        return _map((self.args, self.kwargs), lambda v: "<tensor>" if isinstance(v, TensorSlot) else v)
+
+
+class TraceRefused(Exception):
+    """A layer cannot be traced exactly; the message says why (it names the class)."""
+
+
+@dataclass
+class Trace:
+    """A layer's ``call`` as a Functional graph.
+
+    ``model`` is the traced Functional over the layer's own sublayers (live,
+    sharing their weights); ``config`` its config with the ``training=False``
+    arguments the trace passed removed, which rebuilds into the graph bnfreeze
+    writes; ``unused`` the layers the layer holds that its call never reaches.
+    """
+
+    layer: Any
+    model: Any
+    config: dict
+    template: CallTemplate
+    unused: list = field(default_factory=list)
+
+
+# -- structures ------------------------------------------------------------------------
+def _leaves(obj):
+    if isinstance(obj, dict):
+        for value in obj.values():
+            yield from _leaves(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _leaves(value)
+    else:
+        yield obj
+
+
+def _map(obj, fn):
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_map(v, fn) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_map(v, fn) for v in obj)
+    return fn(obj)
+
+
+def _is_tensor_config(obj) -> bool:
+    return isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__"
+
+
+def template_from_node(node: dict, label: str) -> CallTemplate:
+    """The :class:`CallTemplate` of one inbound node of a Functional config."""
+
+    def convert(obj):
+        if _is_tensor_config(obj):
+            config = obj["config"]
+            shape = config.get("shape")
+            return TensorSlot(tuple(shape) if shape is not None else None, str(config.get("dtype") or "float32"))
+        if isinstance(obj, dict):
+            if "class_name" in obj:
+                raise TraceRefused(f"{label} is called with a {obj['class_name']} argument bnfreeze cannot rebuild")
+            return {k: convert(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [convert(v) for v in obj]
+        if isinstance(obj, tuple):
+            return tuple(convert(v) for v in obj)
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise TraceRefused(f"{label} is called with an argument of type {type(obj).__name__} bnfreeze cannot rebuild")
+
+    kwargs = dict(node.get("kwargs", {}))
+    training = kwargs.pop("training", None)
+    mask = kwargs.pop("mask", None)
+    if mask is not None and any(_is_tensor_config(t) for t in _leaves([mask])):
+        raise TraceRefused(f"{label} receives a Keras mask; bnfreeze does not trace a layer a mask reaches")
+    return CallTemplate(tuple(convert(a) for a in node.get("args", [])), {k: convert(v) for k, v in kwargs.items()},
+                        training)
+
+
+def template_from_shape(shape, dtype: str = "float32") -> CallTemplate:
+    """A one-argument call on a tensor (or a list/dict of tensors) of ``shape`` (a Sequential layer, a
+    subclassed model's build shape)."""
+
+    def convert(obj):
+        if isinstance(obj, dict):
+            return {k: convert(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)) and obj and all(isinstance(d, (int, type(None))) for d in obj):
+            return TensorSlot(tuple(obj), dtype)
+        if isinstance(obj, (list, tuple)):
+            return [convert(v) for v in obj]
+        raise TraceRefused(f"cannot read an input shape from {obj!r}")
+
+    return CallTemplate((convert(shape),), {}, None)
+
+
+def merge_templates(templates: list[CallTemplate], label: str) -> CallTemplate:
+    """One template for every call of a shared layer: the same arguments; shapes free where calls differ."""
+    first = templates[0]
+    for other in templates[1:]:
+        if other.structure() != first.structure():
+            raise TraceRefused(f"{label} is called with different arguments at its {len(templates)} places")
+    slots = [t.slots() for t in templates]
+    merged = []
+    for group in zip(*slots):
+        shapes = [s.shape for s in group]
+        if any(s is None for s in shapes) or len({len(s) for s in shapes}) != 1:
+            raise TraceRefused(f"{label} is called on tensors of unknown or different rank")
+        if len({s.dtype for s in group}) != 1:
+            raise TraceRefused(f"{label} is called on tensors of different dtypes")
+        dims = tuple(d[0] if len(set(d)) == 1 else None for d in zip(*shapes))
+        merged.append(TensorSlot(dims, group[0].dtype))
+    queue = iter(merged)
+    return CallTemplate(_map(first.args, lambda v: next(queue) if isinstance(v, TensorSlot) else v),
+                        _map(first.kwargs, lambda v: next(queue) if isinstance(v, TensorSlot) else v),
+                        first.training)
+
+
+# -- the trace -------------------------------------------------------------------------------
+def _accepts(layer, name: str) -> bool:
+    try:
+        return name in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _why_untraceable(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    if any(words in lowered for words in ("symbolic", "truth value", "bool", "__bool__", "iterate over")):
+        kind = "Python control flow on tensor values"
+    else:
+        kind = "its call cannot run on symbolic Keras tensors"
+    detail = text[:160] if text else type(exc).__name__
+    return f"{kind} ({type(exc).__name__}: {detail})"
+
+
+def _variables_in_arguments(model) -> list[tuple[str, str]]:
+    """(operation, variable) for every op node of ``model`` that computes with a variable or a backend tensor
+    passed in as a constant (a weight read outside a layer)."""
+    import keras
+
+    found = []
+    for operation in model.operations:
+        if isinstance(operation, keras.layers.Layer):
+            continue
+        for node in operation._inbound_nodes:
+            for value in keras.tree.flatten((node.arguments.args, node.arguments.kwargs)):
+                if isinstance(value, keras.Variable):
+                    found.append((operation.name, value.path))
+                elif keras.ops.is_tensor(value) and not isinstance(value, keras.KerasTensor):
+                    found.append((operation.name, "a tensor computed outside the traced call"))
+    return found
+
+
+def _strip_training(config: dict) -> list[tuple[str, Any]]:
+    """Remove ``training`` from every call recorded in a Functional config (nested models too).
+
+    The trace passed ``training=False``; a traced graph is for inference, which
+    Keras gives every layer under ``model(x, training=False)``. Returns the calls
+    that recorded a true value, which a check refuses.
+    """
+    truthy = []
+    for entry in config.get("layers", []):
+        for node in entry.get("inbound_nodes", []):
+            kwargs = node.get("kwargs") or {}
+            if "training" in kwargs:
+                value = kwargs.pop("training")
+                if value:
+                    truthy.append((entry.get("name"), value))
+        if entry.get("class_name") in ("Functional", "Sequential") and isinstance(entry.get("config"), dict):
+            truthy.extend(_strip_training(entry["config"]))
+    return truthy
+
+
+def trace_layer(layer, template: CallTemplate, *, owned_layers=None) -> Trace:
+    """Trace ``layer.call`` on ``template``'s arguments into a Functional graph, and prove it (see the module).
+
+    Raises :class:`TraceRefused` with a reason naming the class when the trace
+    does not hold. The layer's variables are as they were afterwards, and the
+    node lists of its sublayers too (the trace's own graph is read first).
+    """
+    import keras
+
+    label = f"{layer.name} ({class_label(layer)})"
+    if not getattr(layer, "built", False):
+        raise TraceRefused(f"{label} is not built")
+    if type(layer).compute_mask is not keras.layers.Layer.compute_mask and not isinstance(layer, keras.Model):
+        raise TraceRefused(f"{label} computes its own Keras mask (compute_mask), which a traced graph would not carry")
+    slots = template.slots()
+    if not slots:
+        raise TraceRefused(f"{label} is called with no tensor")
+    from bnfreeze.parity import preserved_state
+
+    inputs = [keras.Input(batch_shape=slot.shape, dtype=slot.dtype) for slot in slots]
+    queue = iter(inputs)
+    args = _map(template.args, lambda v: next(queue) if isinstance(v, TensorSlot) else v)
+    kwargs = _map(template.kwargs, lambda v: next(queue) if isinstance(v, TensorSlot) else v)
+    if _accepts(layer, "training"):
+        kwargs["training"] = False
+    sublayers = [layer, *layer._flatten_layers(include_self=False, recursive=True)]
+    node_counts = {id(op): (op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in sublayers}
+    try:
+        with preserved_state(layer):
+            try:
+                outputs = layer.call(*args, **kwargs)
+            except Exception as exc:  # user code: anything it raises means it cannot be traced
+                raise TraceRefused(f"{label} cannot be traced: {_why_untraceable(exc)}") from exc
+            leaves = keras.tree.flatten(outputs)
+            if not leaves or not all(isinstance(t, keras.KerasTensor) for t in leaves):
+                raise TraceRefused(f"{label} cannot be traced: its call returns something other than tensors "
+                                   "computed from its inputs")
+            try:
+                model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
+            except Exception as exc:
+                raise TraceRefused(f"{label} cannot be traced: {_why_untraceable(exc)}") from exc
+            problem = _graph_problem(layer, model, label, owned_layers)
+            if problem:
+                raise TraceRefused(problem)
+            try:
+                config = copy.deepcopy(model.get_config())
+            except Exception as exc:
+                raise TraceRefused(f"{label} cannot be traced: its graph does not serialize "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from exc
+    finally:
+        for op, inbound, outbound in node_counts.values():
+            del op._inbound_nodes[inbound:]
+            del op._outbound_nodes[outbound:]
+    truthy = _strip_training(config)
+    if truthy:
+        name, value = truthy[0]
+        raise TraceRefused(f"{label} calls {name} with training={value!r}: a training-mode branch that stays active "
+                           "at inference")
+    reached = {id(op) for op in model.operations}
+    unused = [sub for sub in layer._flatten_layers(include_self=False, recursive=False) if id(sub) not in reached
+              and not _reached_inside(sub, model)]
+    trace = Trace(layer=layer, model=model, config=config, template=template, unused=unused)
+    check_trace(trace, label)
+    return trace
+
+
+def _reached_inside(sublayer, model) -> bool:
+    """Is ``sublayer`` reached as part of a layer the traced graph calls (a list of layers, a nested block)?"""
+    for op in model.operations:
+        if hasattr(op, "_flatten_layers") and any(inner is sublayer for inner in op._flatten_layers(include_self=False)):
+            return True
+    return False
+
+
+def _graph_problem(layer, model, label: str, owned_layers) -> str | None:
+    import keras
+
+    owned = {id(v) for v in layer.weights} if owned_layers is None else owned_layers
+    for variable in model.weights:
+        if id(variable) not in owned:
+            creator = next((op.name for op in model.operations if any(v is variable for v in getattr(op, "weights", []))),
+                           "a layer")
+            return (f"{label} creates {creator} with weights inside its call: they would be new at every call, "
+                    "so the trace cannot stand for it")
+    outside = _variables_in_arguments(model)
+    if outside:
+        op, what = outside[0]
+        return (f"{label} computes with {what} outside a layer (in keras.ops {op}): a traced graph would freeze it "
+                "into a constant")
+    for op in model.operations:
+        if isinstance(op, keras.layers.Layer) and op is layer:
+            return f"{label} calls itself"
+    return None
+
+
+# -- the proof ------------------------------------------------------------------------------
+def _rebuild(trace: Trace):
+    """The traced graph as bnfreeze writes it: rebuilt from its config, with the layers' state copied."""
+    import keras
+
+    from bnfreeze.fold.rewrite import copy_state
+
+    rebuilt = keras.Model.from_config(copy.deepcopy(trace.config))
+    live = {op.name: op for op in trace.model.operations}
+    for operation in rebuilt.operations:
+        source = live.get(operation.name)
+        if source is not None and hasattr(source, "save_own_variables") and hasattr(operation, "load_own_variables"):
+            copy_state(source, operation)
+    return rebuilt
+
+
+def _integer_high(layer) -> int:
+    import keras
+
+    sizes = [int(l.input_dim) for l in layer._flatten_layers(include_self=True) if isinstance(l, keras.layers.Embedding)]
+    return min(sizes) if sizes else 2
+
+
+def _random_arrays(slots: list[TensorSlot], batch: int, free: int, seed: int, magnitude: float, int_high: int):
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for slot in slots:
+        shape = tuple(batch if i == 0 and d is None else (free if d is None else int(d)) for i, d in enumerate(slot.shape))
+        dtype = np.dtype("float32" if slot.dtype == "bfloat16" else slot.dtype)
+        if np.issubdtype(dtype, np.integer):
+            arrays.append(rng.integers(0, int_high, size=shape).astype(dtype))
+        elif dtype == np.bool_:
+            arrays.append(rng.integers(0, 2, size=shape).astype(bool))
+        else:
+            arrays.append((rng.standard_normal(shape) * magnitude).astype(dtype))
+    return arrays
+
+
+def _call_layer(layer, template: CallTemplate, arrays):
+    import keras
+
+    queue = iter(arrays)
+    args = _map(template.args, lambda v: next(queue) if isinstance(v, TensorSlot) else v)
+    kwargs = _map(template.kwargs, lambda v: next(queue) if isinstance(v, TensorSlot) else v)
+    if _accepts(layer, "training"):
+        kwargs["training"] = False
+    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(layer(*args, **kwargs))]
+
+
+def _call_graph(model, arrays):
+    import keras
+
+    feed = arrays[0] if len(arrays) == 1 else list(arrays)
+    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(model(feed, training=False))]
+
+
+def _worst(expected, got) -> float:
+    worst = 0.0
+    for a, b in zip(expected, got):
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        if a64.shape != b64.shape:
+            return float("inf")
+        same_nan = np.isnan(a64) == np.isnan(b64)
+        if not same_nan.all():
+            return float("inf")
+        finite = ~np.isnan(a64)
+        if not finite.any():
+            continue
+        scale = max(float(np.max(np.abs(a64[finite]), initial=0.0)), 1.0)
+        diff = np.abs(a64[finite] - b64[finite])
+        diff = np.where(np.isinf(a64[finite]) & (a64[finite] == b64[finite]), 0.0, diff)
+        worst = max(worst, float(np.max(diff, initial=0.0)) / scale)
+    return worst
+
+
+def check_trace(trace: Trace, label: str) -> None:
+    """Prove ``trace`` on seeded random inputs (see the module); raise :class:`TraceRefused` where it fails."""
+    from bnfreeze.compare.tolerance import compute_dtype
+    from bnfreeze.parity import preserved_state
+
+    layer, template = trace.layer, trace.template
+    slots = template.slots()
+    free = any(d is None for slot in slots for d in slot.shape[1:])
+    fixed_batch = next((slot.shape[0] for slot in slots if slot.shape and slot.shape[0] is not None), None)
+    rtol = TRACE_RTOL.get(compute_dtype(layer) if hasattr(layer, "_flatten_layers") else "float32", 1e-6)
+    int_high = _integer_high(layer)
+    try:
+        rebuilt = _rebuild(trace)
+    except Exception as exc:
+        raise TraceRefused(f"{label}'s traced graph does not rebuild from its config "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from exc
+    cases = [(1, CHECK_FREE_DIMS[0], 1.0), (3, CHECK_FREE_DIMS[0], 10.0)]
+    if free:
+        cases += [(1, CHECK_FREE_DIMS[1], 1.0), (3, CHECK_FREE_DIMS[1], 10.0)]
+    ran = 0
+    for seed, (batch, size, magnitude) in enumerate(cases):
+        arrays = _random_arrays(slots, fixed_batch or batch, size, seed, magnitude, int_high)
+        with preserved_state(layer):
+            before = [np.array(v.numpy(), copy=True) for v in layer.variables]
+            try:
+                expected = _call_layer(layer, template, arrays)
+            except Exception:
+                continue  # the layer itself does not run at this size: not a case to check
+            again = _call_layer(layer, template, arrays)
+            after = [np.asarray(v.numpy()) for v in layer.variables]
+        if any(not np.array_equal(b, a, equal_nan=True) for b, a in zip(before, after)):
+            raise TraceRefused(f"{label} changes its own variables when called at inference (it has state): "
+                               "a traced graph would not")
+        if _worst(expected, again) > 0:
+            raise TraceRefused(f"{label} gives different outputs for the same input (something random runs at "
+                               "inference)")
+        try:
+            got = _call_graph(rebuilt, arrays)
+        except Exception as exc:
+            raise TraceRefused(f"{label}'s traced graph does not run where the layer does "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from exc
+        if len(got) != len(expected):
+            raise TraceRefused(f"{label}'s traced graph has {len(got)} outputs, the layer {len(expected)}")
+        worst = _worst(expected, got)
+        if worst > rtol:
+            raise TraceRefused(f"{label}'s traced graph differs from the layer on random inputs (batch {batch}, "
+                               f"x{magnitude:g}: max error {worst:.3g} of the output's largest magnitude)")
+        ran += 1
+    if ran == 0:
+        raise TraceRefused(f"{label} does not run on random inputs of its recorded shapes, so its trace cannot be checked")
