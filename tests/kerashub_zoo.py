@@ -778,7 +778,8 @@ def _(seed):
 
 @task("hgnetv2_classifier", (64, 64, 3))
 def _(seed):
-    """HGNetV2ImageClassifier (its head has its own conv + BN-free MLP)."""
+    """HGNetV2ImageClassifier: its head adds one more BN, inside a 1x1
+    HGNetV2ConvLayer ("head_last") before pooling and the Dense."""
     return _classifier(
         "HGNetV2",
         keras_hub.models.HGNetV2Backbone(

@@ -17,8 +17,8 @@ def randomize_bn(model, seed: int = 0, negative: bool = True) -> None:
 
     rng = np.random.default_rng(seed)
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            continue
+        if not isinstance(layer, keras.layers.BatchNormalization) or not layer.weights:
+            continue  # an unbuilt BN (a block's spare one) has no statistics
         values = {}
         channels = layer.moving_mean.shape[0]
         gamma = rng.uniform(0.5, 1.5, channels)
@@ -190,3 +190,36 @@ def loads_without_bnfreeze(path, sample_shape: tuple) -> str:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
+
+
+def outputs_in_fresh_process(path, arrays, work) -> list:
+    """Outputs of ``model(x, training=False)`` and ``model(x)`` for the model file ``path``, computed in a process
+    that imports neither bnfreeze nor keras_hub (it fails if either gets imported while loading).
+
+    Returns ``(inference, default_call)``: lists of arrays in ``keras.tree.flatten`` order.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    work = Path(work)
+    feed = work / "fresh_inputs.npz"
+    out = work / "fresh_outputs.npz"
+    np.savez(feed, *arrays)
+    code = (
+        "import sys, keras, numpy as np\n"
+        f"m = keras.models.load_model({str(path)!r})\n"
+        "bad = [k for k in sys.modules if k.startswith(('bnfreeze', 'keras_hub'))]\n"
+        "assert not bad, f'imported while loading: {bad[:3]}'\n"
+        f"data = np.load({str(feed)!r}); arrays = [data[f'arr_{{i}}'] for i in range(len(data.files))]\n"
+        "x = arrays[0] if len(arrays) == 1 else arrays\n"
+        "a = [np.asarray(t) for t in keras.tree.flatten(m(x, training=False))]\n"
+        "b = [np.asarray(t) for t in keras.tree.flatten(m(x))]\n"
+        f"np.savez({str(out)!r}, *a, *b)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = np.load(out)
+    values = [data[f"arr_{i}"] for i in range(len(data.files))]
+    half = len(values) // 2
+    return values[:half], values[half:]

@@ -35,6 +35,7 @@ from bnfreeze.fold.graph import functional_like, graph_config, sequential_like, 
 from bnfreeze.fold.inference import drops_at_inference, is_random_augmentation, trains_by_default
 from bnfreeze.fold.tracing import (
     CallTemplate,
+    TensorSlot,
     Trace,
     TraceRefused,
     merge_templates,
@@ -124,6 +125,26 @@ def _node_tensors(node: dict) -> list[dict]:
     """The tensor configs of a call, in the order :class:`~bnfreeze.fold.tracing.CallTemplate` lists its slots."""
     kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if k not in ("training", "mask")}
     return list(tensor_configs([node.get("args", []), kwargs]))
+
+
+def _shift_calls(config: dict, name: str) -> None:
+    """Renumber the model outputs that layer ``name`` gives, after it became a Functional model.
+
+    In a Functional config Keras numbers the calls of a nested Functional model
+    from 1 in ``output_layers`` (its own first node is counted there, and
+    ``functional_from_config`` subtracts one), from 0 in the calls of other layers,
+    and every other layer's calls from 0 in both places.
+    """
+    stack = [config.get("output_layers")]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and isinstance(item[1], int):
+            if item[0] == name:
+                item[1] += 1
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
 
 
 def _functional_entry(name: str, config: dict) -> dict:
@@ -234,6 +255,12 @@ class _Reader:
         return self.traced_entry((), model, trace, sequential=True)
 
     def top_template(self, model) -> CallTemplate:
+        import keras
+
+        struct = getattr(model, "_inputs_struct", None)
+        if struct is not None:  # a Functional model that overrides call: its own inputs
+            return CallTemplate((keras.tree.map_structure(lambda t: TensorSlot(tuple(t.shape), str(t.dtype)), struct),),
+                                {})
         shapes = getattr(model, "_build_shapes_dict", None)
         if not getattr(model, "built", False) or not shapes:
             raise InputError(f"{self.label}: a subclassed model ({class_label(model)}) that records no input shape; "
@@ -262,6 +289,8 @@ class _Reader:
         Returns whether ``config`` is now a Functional config (a Sequential whose
         layer needs ``training`` pinned on its call becomes one).
         """
+        from keras.src.models.functional import Functional
+
         from bnfreeze.fold.rewrite import bypass_layer
 
         self.graphs.add(path)
@@ -278,11 +307,16 @@ class _Reader:
                 continue
             dtypes = self.input_dtypes(entry, layer, previous_dtype, sequential)
             previous_dtype = str(getattr(layer, "compute_dtype", previous_dtype) or previous_dtype)
-            if self.keras_model(layer) is not None:
-                self.nested_model(layer, entry, here, sequential)
-            elif not type(layer).__module__.startswith("keras.") or self.keras_container(layer):
-                self.custom_layer(layer, entry, here, sequential)
-            elif trains_by_default(layer):
+            if self.keras_model(layer) is not None or not type(layer).__module__.startswith("keras.") \
+                    or self.keras_container(layer):
+                if self.keras_model(layer) is not None:
+                    self.nested_model(layer, entry, here, sequential)
+                else:
+                    self.custom_layer(layer, entry, here, sequential)
+                if not sequential and entry["class_name"] == "Functional" and not isinstance(layer, Functional):
+                    _shift_calls(config, name)
+                continue
+            if trains_by_default(layer):
                 if drops_at_inference(layer, dtypes):
                     dropped.append(name)
                     self.note(here, layer, "dropped", "a random augmentation: the identity at inference "

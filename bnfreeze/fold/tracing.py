@@ -118,6 +118,33 @@ def _is_tensor_config(obj) -> bool:
     return isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__"
 
 
+def _holds_tensor_config(obj) -> bool:
+    if _is_tensor_config(obj):
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_tensor_config(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_tensor_config(v) for v in obj)
+    return False
+
+
+def mask_problem(layer) -> str | None:
+    """Why a Keras mask may reach ``layer`` at run time, from its recorded calls, or None.
+
+    Keras 3 carries masks on the tensors themselves: a layer whose ``call`` takes
+    no ``mask`` still receives them, and drops them unless it supports masking,
+    while a traced Functional graph would pass them on to its sublayers.
+    """
+    for node in getattr(layer, "_inbound_nodes", []):
+        for tensor in node.arguments.keras_tensors:
+            mask = getattr(tensor, "_keras_mask", None)
+            if mask is not None:
+                history = getattr(mask, "_keras_history", None)
+                source = getattr(getattr(history, "operation", None), "name", None)
+                return f"a Keras mask reaches it{f' (from {source})' if source else ''}"
+    return None
+
+
 def template_from_node(node: dict, label: str) -> CallTemplate:
     """The :class:`CallTemplate` of one inbound node of a Functional config."""
 
@@ -141,7 +168,7 @@ def template_from_node(node: dict, label: str) -> CallTemplate:
     kwargs = dict(node.get("kwargs", {}))
     training = kwargs.pop("training", None)
     mask = kwargs.pop("mask", None)
-    if mask is not None and any(_is_tensor_config(t) for t in _leaves([mask])):
+    if _holds_tensor_config(mask):
         raise TraceRefused(f"{label} receives a Keras mask; bnfreeze does not trace a layer a mask reaches")
     return CallTemplate(tuple(convert(a) for a in node.get("args", [])), {k: convert(v) for k, v in kwargs.items()},
                         training)
@@ -218,7 +245,7 @@ def _variables_in_arguments(model) -> list[tuple[str, str]]:
                 if isinstance(value, keras.Variable):
                     found.append((operation.name, value.path))
                 elif keras.ops.is_tensor(value) and not isinstance(value, keras.KerasTensor):
-                    found.append((operation.name, "a tensor computed outside the traced call"))
+                    found.append((operation.name, None))
     return found
 
 
@@ -254,6 +281,9 @@ def trace_layer(layer, template: CallTemplate, *, owned_layers=None) -> Trace:
     label = f"{layer.name} ({class_label(layer)})"
     if not getattr(layer, "built", False):
         raise TraceRefused(f"{label} is not built")
+    masked = mask_problem(layer)
+    if masked:
+        raise TraceRefused(f"{label}: {masked}; bnfreeze does not trace a layer a mask reaches")
     if type(layer).compute_mask is not keras.layers.Layer.compute_mask and not isinstance(layer, keras.Model):
         raise TraceRefused(f"{label} computes its own Keras mask (compute_mask), which a traced graph would not carry")
     slots = template.slots()
@@ -279,6 +309,9 @@ def trace_layer(layer, template: CallTemplate, *, owned_layers=None) -> Trace:
             if not leaves or not all(isinstance(t, keras.KerasTensor) for t in leaves):
                 raise TraceRefused(f"{label} cannot be traced: its call returns something other than tensors "
                                    "computed from its inputs")
+            if any(getattr(t, "_keras_mask", None) is not None for t in leaves):
+                raise TraceRefused(f"{label} makes a Keras mask inside its call, which its traced graph would pass "
+                                   "on to the layers after it")
             try:
                 model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
             except Exception as exc:
@@ -328,9 +361,12 @@ def _graph_problem(layer, model, label: str, owned_layers) -> str | None:
                     "so the trace cannot stand for it")
     outside = _variables_in_arguments(model)
     if outside:
-        op, what = outside[0]
-        return (f"{label} computes with {what} outside a layer (in keras.ops {op}): a traced graph would freeze it "
-                "into a constant")
+        op, variable = outside[0]
+        if variable is not None:
+            return (f"{label} reads its weight {variable} outside a layer (in keras.ops {op}): a traced graph would "
+                    "freeze it into a constant")
+        return (f"{label} computes with a tensor that does not come from its inputs (in keras.ops {op}: a weight read "
+                "directly, a random draw or a tensor made in its call): a traced graph would freeze it into a constant")
     for op in model.operations:
         if isinstance(op, keras.layers.Layer) and op is layer:
             return f"{label} calls itself"

@@ -216,7 +216,7 @@ def test_subclassed_model_that_cannot_be_traced_is_refused():
 
     model = Net()
     model(np.ones((1, 4), "float32"))
-    with pytest.raises(bnfreeze.InputError, match="subclassed model .*Net.* cannot trace: .*scale outside a layer"):
+    with pytest.raises(bnfreeze.InputError, match="subclassed model .*Net.* cannot trace: .*weight .*scale outside a layer"):
         bnfreeze.fold(model)
 
 
