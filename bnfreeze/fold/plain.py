@@ -295,6 +295,17 @@ class _Reader:
 
         self.graphs.add(path)
         live = _live_operations(owner)
+        if sequential and self.needs_pinning(config, live):
+            # a call can carry training=False only in a Functional graph: read the Sequential as the
+            # Functional model Keras runs it as (the same layers, in the same order)
+            functional = getattr(owner, "_functional", None)
+            if functional is not None:
+                view = graph_config(functional)
+                view["name"] = config.get("name", owner.name)
+                config.clear()
+                config.update(view)
+                sequential = False
+                live = _live_operations(functional)
         dropped, pinned = [], []
         previous_dtype = None
         for entry in config["layers"]:
@@ -333,19 +344,30 @@ class _Reader:
                 self.sources[here] = layer
         if dropped or pinned:
             self.changed = True
-        if pinned and sequential:
-            functional = _sequential_to_functional(config)
-            config.clear()
-            config.update(functional)
-            sequential = False
-            self.graphs.add(path)
-        for name in pinned:
+        for name in pinned if not sequential else ():  # a Sequential without an input shape keeps its default
             entry = next(e for e in config["layers"] if _entry_name(e) == name)
             for node in entry.get("inbound_nodes", []):
                 node.setdefault("kwargs", {})["training"] = False
         for name in dropped:
             bypass_layer(config, name)
         return not sequential
+
+    def needs_pinning(self, config: dict, live: dict) -> bool:
+        """Does a layer of this Sequential config default to training=True and not drop at inference?"""
+        previous = None
+        for entry in config["layers"]:
+            layer = live.get(_entry_name(entry))
+            if entry["class_name"] == "InputLayer":
+                previous = (entry.get("config") or {}).get("dtype", previous)
+                continue
+            if layer is None or not hasattr(layer, "_flatten_layers"):
+                continue
+            dtypes = self.input_dtypes(entry, layer, previous, True)
+            previous = str(getattr(layer, "compute_dtype", previous) or previous)
+            if type(layer).__module__.startswith("keras.") and trains_by_default(layer) \
+                    and not drops_at_inference(layer, dtypes):
+                return True
+        return False
 
     def input_dtypes(self, entry: dict, layer, previous: str | None, sequential: bool) -> list[str]:
         if not sequential:
@@ -435,9 +457,12 @@ class _Reader:
         nodes = None
         if not sequential:
             nodes = []
+            # Keras records the default of a call that defaults to training=True (Pipeline) as if it were
+            # passed: such a call is pinned to training=False, like a preprocessing layer
+            pin = trains_by_default(layer)
             for node in entry.get("inbound_nodes", []):
                 tensors = [{"class_name": "__keras_tensor__", "config": t} for t in _node_tensors(node)]
-                training = (node.get("kwargs") or {}).get("training")
+                training = False if pin else (node.get("kwargs") or {}).get("training")
                 nodes.append({"args": [tensors[0] if len(tensors) == 1 else tensors],
                               "kwargs": {} if training is None else {"training": training}})
         self.replace(entry, new, nodes=nodes)
@@ -478,33 +503,6 @@ class _Reader:
                     copy_state(self.sources[here], op)
 
         walk(rebuilt, ())
-
-
-def _sequential_to_functional(config: dict) -> dict:
-    """A Sequential config as the same chain of calls in a Functional config (so a call can carry ``training``)."""
-    layers = [copy.deepcopy(entry) for entry in config["layers"]]
-    result = []
-    if not layers or layers[0]["class_name"] != "InputLayer":
-        shape = config.get("build_input_shape")
-        if shape is None:
-            raise TraceRefused("a Sequential model without a known input shape")
-        result.append({"module": "keras.layers", "class_name": "InputLayer",
-                       "config": {"batch_shape": list(shape), "dtype": "float32", "name": f"{config['name']}_input"},
-                       "registered_name": None, "name": f"{config['name']}_input", "inbound_nodes": []})
-    previous = None
-    for entry in layers:
-        name = _entry_name(entry)
-        entry["name"] = name
-        if entry["class_name"] == "InputLayer":
-            entry["inbound_nodes"] = []
-        else:
-            source = previous if previous is not None else _entry_name(result[0])
-            entry["inbound_nodes"] = [{"args": [{"class_name": "__keras_tensor__",
-                                                 "config": {"keras_history": [source, 0, 0]}}], "kwargs": {}}]
-        result.append(entry)
-        previous = name
-    return {"name": config["name"], "trainable": config.get("trainable", True), "layers": result,
-            "input_layers": [[_entry_name(result[0]), 0, 0]], "output_layers": [[previous, 0, 0]]}
 
 
 def plain_model(model) -> PlainModel:
