@@ -127,6 +127,26 @@ def _node_tensors(node: dict) -> list[dict]:
     return list(tensor_configs([node.get("args", []), kwargs]))
 
 
+def _needs(layer) -> str:
+    package = type(layer).__module__.split(".")[0]
+    return f" (the output needs {package} to load)" if package not in ("keras", "__main__", "builtins") else ""
+
+
+def _rebuild_problem(layer) -> str | None:
+    """Why ``layer`` does not come back from its own config as itself (bnfreeze writes it so), or None."""
+    import keras
+
+    label = f"{layer.name} ({class_label(layer)})"
+    try:
+        clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=False)
+    except Exception as exc:  # the class's own config does not round-trip
+        text = " ".join(str(exc).split())
+        return f"{label} does not rebuild from its own config ({type(exc).__name__}: {text[:120]})"
+    if getattr(clone, "name", None) != layer.name:
+        return f"{label} rebuilds from its own config under another name ({clone.name})"
+    return None
+
+
 def _shift_calls(config: dict, name: str) -> None:
     """Renumber the model outputs that layer ``name`` gives, after it became a Functional model.
 
@@ -212,6 +232,8 @@ class _Reader:
         self.graphs: set[Path] = set()
         self.unused_bns: list[tuple[str, str]] = []
         self.opaque: dict[str, Opaque] = {}
+        #: opaque layers that do not come back from their own config (qualified name -> why)
+        self.unrebuildable: dict[str, str] = {}
         self.changed = False
 
     @staticmethod
@@ -409,12 +431,31 @@ class _Reader:
             else:
                 self.replace(entry, _sequential_entry(config), keep_nodes=True)
         elif functional_like(model):
+            saved = self.checkpoint()
             config = graph_config(model)
             self.read_subclass_note(path, model, model.operations)
             self.graph(model, config, path)
+            inside = [why for name, why in self.unrebuildable.items() if name.startswith(self.qualified(path) + "/")]
+            if inside:
+                # a layer inside cannot be written from its own config: the class's own config (its
+                # constructor arguments) rebuilds the whole, so the model stays as it is
+                self.rollback(saved)
+                self.sources[path] = model
+                reason = f"a layer inside it cannot be rebuilt on its own: {inside[0]}"
+                self.opaque[self.qualified(path)] = Opaque(reason, model)
+                self.note(path, model, "opaque", f"kept as it is{_needs(model)}: {reason}")
+                return
             self.replace(entry, _functional_entry(model.name, config), keep_nodes=True)
         else:
             self.custom_layer(model, entry, path, sequential)
+
+    def checkpoint(self):
+        return (len(self.notes), dict(self.sources), set(self.graphs), list(self.unused_bns), dict(self.opaque),
+                dict(self.unrebuildable))
+
+    def rollback(self, saved) -> None:
+        notes, self.sources, self.graphs, self.unused_bns, self.opaque, self.unrebuildable = saved
+        del self.notes[notes:]
 
     @staticmethod
     def replace(entry: dict, new: dict, keep_nodes: bool = False, nodes=None) -> None:
@@ -451,9 +492,22 @@ class _Reader:
             reason = str(exc)
             self.sources[path] = layer
             self.opaque[self.qualified(path)] = Opaque(reason, layer)
-            self.note(path, layer, "opaque", f"kept as it is: {reason}")
+            self.note(path, layer, "opaque", f"kept as it is{_needs(layer)}: {reason}")
+            problem = _rebuild_problem(layer)
+            if problem:
+                self.unrebuildable[self.qualified(path)] = problem
             return
+        saved = self.checkpoint()
         new = self.traced_entry(path, layer, trace, sequential)
+        inside = [why for name, why in self.unrebuildable.items() if name.startswith(self.qualified(path) + "/")]
+        if inside and _rebuild_problem(layer) is None:
+            # a layer inside the trace cannot be written from its own config; the layer itself can
+            self.rollback(saved)
+            reason = f"a layer inside it cannot be rebuilt on its own: {inside[0]}"
+            self.sources[path] = layer
+            self.opaque[self.qualified(path)] = Opaque(reason, layer)
+            self.note(path, layer, "opaque", f"kept as it is{_needs(layer)}: {reason}")
+            return
         nodes = None
         if not sequential:
             nodes = []
@@ -511,6 +565,9 @@ def plain_model(model) -> PlainModel:
 
     reader = _Reader(model_label(model))
     entry = reader.top(model)
+    if reader.unrebuildable:
+        name, why = next(iter(reader.unrebuildable.items()))
+        raise InputError(f"{reader.label}: bnfreeze cannot write a model holding {name}: {why}")
     if not reader.changed:
         return PlainModel(model=model, original=model, notes=reader.notes, unused_bns=reader.unused_bns,
                           opaque=reader.opaque)

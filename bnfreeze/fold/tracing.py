@@ -223,7 +223,11 @@ def _accepts(layer, name: str) -> bool:
 def _why_untraceable(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     lowered = text.lower()
-    if any(words in lowered for words in ("symbolic", "truth value", "bool", "__bool__", "iterate over")):
+    if "cannot be used as input to a tensorflow function" in lowered:
+        kind = ("it computes with TensorFlow directly or with its own weights outside a layer "
+                "(x * self.scale), which does not trace on Keras tensors")
+    elif any(words in lowered for words in ("as a boolean", "as a python `bool`", "truth value", "__bool__",
+                                            "iterate over")):
         kind = "Python control flow on tensor values"
     else:
         kind = "its call cannot run on symbolic Keras tensors"
@@ -246,6 +250,21 @@ def _variables_in_arguments(model) -> list[tuple[str, str]]:
                     found.append((operation.name, value.path))
                 elif keras.ops.is_tensor(value) and not isinstance(value, keras.KerasTensor):
                     found.append((operation.name, None))
+    return found
+
+
+def _lambdas(config, where: str = "") -> list[str]:
+    """The layers of a config that hold a serialized Python lambda (``__lambda__``)."""
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") == "__lambda__":
+            return [where or "its graph"]
+        name = config.get("name") if isinstance(config.get("name"), str) else where
+        for value in config.values():
+            found.extend(_lambdas(value, name))
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            found.extend(_lambdas(value, where))
     return found
 
 
@@ -297,38 +316,42 @@ def trace_layer(layer, template: CallTemplate, *, owned_layers=None) -> Trace:
     kwargs = _map(template.kwargs, lambda v: next(queue) if isinstance(v, TensorSlot) else v)
     if _accepts(layer, "training"):
         kwargs["training"] = False
-    sublayers = [layer, *layer._flatten_layers(include_self=False, recursive=True)]
-    node_counts = {id(op): (op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in sublayers}
-    try:
-        with preserved_state(layer):
-            try:
-                outputs = layer.call(*args, **kwargs)
-            except Exception as exc:  # user code: anything it raises means it cannot be traced
-                raise TraceRefused(f"{label} cannot be traced: {_why_untraceable(exc)}") from exc
-            leaves = keras.tree.flatten(outputs)
-            if not leaves or not all(isinstance(t, keras.KerasTensor) for t in leaves):
-                raise TraceRefused(f"{label} cannot be traced: its call returns something other than tensors "
-                                   "computed from its inputs")
-            if any(getattr(t, "_keras_mask", None) is not None for t in leaves):
-                raise TraceRefused(f"{label} makes a Keras mask inside its call, which its traced graph would pass "
-                                   "on to the layers after it")
-            try:
-                model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
-            except Exception as exc:
-                raise TraceRefused(f"{label} cannot be traced: {_why_untraceable(exc)}") from exc
-            problem = _graph_problem(layer, model, label, owned_layers)
-            if problem:
-                raise TraceRefused(problem)
-            try:
+    with preserved_state(layer), _node_lists_kept(layer):
+        # the trace: every node it records in the user's layers is removed on exit
+        try:
+            outputs = layer.call(*args, **kwargs)
+        except Exception as exc:  # user code: anything it raises means it cannot be traced
+            raise TraceRefused(f"{label} cannot be traced: {_why_untraceable(exc)}") from exc
+        leaves = keras.tree.flatten(outputs)
+        if not leaves or not all(isinstance(t, keras.KerasTensor) for t in leaves):
+            raise TraceRefused(f"{label} cannot be traced: its call returns something other than tensors "
+                               "computed from its inputs")
+        if any(getattr(t, "_keras_mask", None) is not None for t in leaves):
+            raise TraceRefused(f"{label} makes a Keras mask inside its call, which its traced graph would pass "
+                               "on to the layers after it")
+        try:
+            model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
+        except Exception as exc:
+            raise TraceRefused(f"{label} cannot be traced: {_why_untraceable(exc)}") from exc
+        problem = _graph_problem(layer, model, label, owned_layers)
+        if problem:
+            raise TraceRefused(problem)
+        try:
+            with _serializable_keras_layers(model):
                 config = copy.deepcopy(model.get_config())
-            except Exception as exc:
-                raise TraceRefused(f"{label} cannot be traced: its graph does not serialize "
-                                   f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from exc
-    finally:
-        for op, inbound, outbound in node_counts.values():
-            del op._inbound_nodes[inbound:]
-            del op._outbound_nodes[outbound:]
-    truthy = _strip_training(config)
+        except Exception as exc:
+            raise TraceRefused(f"{label} cannot be traced: its graph does not serialize "
+                               f"({type(exc).__name__}: {_first_line(exc)})") from exc
+    lambdas = _lambdas(config)
+    if lambdas:
+        raise TraceRefused(f"{label} computes with a Python lambda (in {lambdas[0]}): a plain model holding it "
+                           "would load only with safe_mode=False")
+    from bnfreeze.fold.inference import trains_by_default
+
+    live = {op.name: op for op in model.operations}
+    # Keras records the default of a call that defaults to training=True (Resizing) as passed: such a
+    # layer is pinned to training=False when the traced graph is read (bnfreeze.fold.plain)
+    truthy = [(name, value) for name, value in _strip_training(config) if not trains_by_default(live.get(name))]
     if truthy:
         name, value = truthy[0]
         raise TraceRefused(f"{label} calls {name} with training={value!r}: a training-mode branch that stays active "
@@ -339,6 +362,69 @@ def trace_layer(layer, template: CallTemplate, *, owned_layers=None) -> Trace:
     trace = Trace(layer=layer, model=model, config=config, template=template, unused=unused)
     check_trace(trace, label)
     return trace
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:160] if lines else type(exc).__name__
+
+
+class _node_lists_kept:
+    """Restore the node lists of ``layer`` and every layer inside it on exit.
+
+    Calling a layer on Keras tensors records a node in it (and in the layers it
+    reads from); a trace and its check call the user's layers so, and must leave
+    them as they were.
+    """
+
+    def __init__(self, layer):
+        layers = [layer, *layer._flatten_layers(include_self=False, recursive=True)]
+        self.counts = [(op, len(op._inbound_nodes), len(op._outbound_nodes)) for op in layers]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for op, inbound, outbound in self.counts:
+            del op._inbound_nodes[inbound:]
+            del op._outbound_nodes[outbound:]
+        return False
+
+
+class _serializable_keras_layers:
+    """Let Keras's own argument-free layers serialize however they were made.
+
+    ``keras.layers.Identity`` has no ``get_config`` of its own: Keras generates
+    it from the ``__init__`` arguments, and refuses when one was an object
+    (KerasHub passes ``dtype=self.dtype_policy``). Such a layer's config is its
+    name, dtype and trainable flag whatever it was made with; this gives it an
+    empty generated config while the traced graph is read, and restores it after.
+    """
+
+    def __init__(self, model):
+        self.patched = []
+        for op in model.operations:
+            if not type(op).__module__.startswith("keras.") or getattr(op, "_auto_config", True) is not None:
+                continue
+            try:
+                parameters = [p for p in inspect.signature(type(op).__init__).parameters.values()
+                              if p.name != "self"]
+            except (TypeError, ValueError):
+                continue
+            if all(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+                self.patched.append(op)
+
+    def __enter__(self):
+        from keras.src.saving.serialization_lib import SerializableDict
+
+        for op in self.patched:
+            object.__setattr__(op, "_auto_config", SerializableDict())
+        return self
+
+    def __exit__(self, *exc):
+        for op in self.patched:
+            object.__setattr__(op, "_auto_config", None)
+        return False
 
 
 def _reached_inside(sublayer, model) -> bool:
@@ -375,17 +461,25 @@ def _graph_problem(layer, model, label: str, owned_layers) -> str | None:
 
 # -- the proof ------------------------------------------------------------------------------
 def _rebuild(trace: Trace):
-    """The traced graph as bnfreeze writes it: rebuilt from its config, with the layers' state copied."""
+    """The traced graph as bnfreeze writes it: Keras's own layers rebuilt from their configs with their state
+    copied; layers with their own call are the layer's own (each is traced and checked on its own, or kept)."""
     import keras
 
     from bnfreeze.fold.rewrite import copy_state
 
-    rebuilt = keras.Model.from_config(copy.deepcopy(trace.config))
-    live = {op.name: op for op in trace.model.operations}
-    for operation in rebuilt.operations:
-        source = live.get(operation.name)
-        if source is not None and hasattr(source, "save_own_variables") and hasattr(operation, "load_own_variables"):
-            copy_state(source, operation)
+    clones = []
+
+    def clone(op):
+        if isinstance(op, keras.layers.Layer) and type(op).__module__.startswith("keras."):
+            new = op.__class__.from_config(op.get_config())
+            clones.append((op, new))
+            return new
+        return op  # keras.ops operations hold nothing; custom layers are the layer's own
+
+    with _serializable_keras_layers(trace.model), _node_lists_kept(trace.layer):
+        rebuilt = keras.models.clone_model(trace.model, clone_function=clone)
+    for source, new in clones:
+        copy_state(source, new)
     return rebuilt
 
 
@@ -411,15 +505,18 @@ def _random_arrays(slots: list[TensorSlot], batch: int, free: int, seed: int, ma
     return arrays
 
 
-def _call_layer(layer, template: CallTemplate, arrays):
+def _as_called(layer, template: CallTemplate):
+    """``layer`` called as its graph calls it, in a Functional model of its own: run with
+    ``training=False``, it computes what it computes inside the model under ``predict`` (Keras's call
+    context passes ``training=False`` on to the layers it calls, which a bare call would not)."""
     import keras
 
-    queue = iter(arrays)
+    inputs = [keras.Input(batch_shape=slot.shape, dtype=slot.dtype) for slot in template.slots()]
+    queue = iter(inputs)
     args = _map(template.args, lambda v: next(queue) if isinstance(v, TensorSlot) else v)
     kwargs = _map(template.kwargs, lambda v: next(queue) if isinstance(v, TensorSlot) else v)
-    if _accepts(layer, "training"):
-        kwargs["training"] = False
-    return [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(layer(*args, **kwargs))]
+    with _node_lists_kept(layer):
+        return keras.Model(inputs[0] if len(inputs) == 1 else inputs, layer(*args, **kwargs))
 
 
 def _call_graph(model, arrays):
@@ -460,6 +557,11 @@ def check_trace(trace: Trace, label: str) -> None:
     rtol = TRACE_RTOL.get(compute_dtype(layer) if hasattr(layer, "_flatten_layers") else "float32", 1e-6)
     int_high = _integer_high(layer)
     try:
+        original = _as_called(layer, template)
+    except Exception as exc:
+        raise TraceRefused(f"{label} cannot be called on Keras tensors of its recorded shapes "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from exc
+    try:
         rebuilt = _rebuild(trace)
     except Exception as exc:
         raise TraceRefused(f"{label}'s traced graph does not rebuild from its config "
@@ -473,10 +575,10 @@ def check_trace(trace: Trace, label: str) -> None:
         with preserved_state(layer):
             before = [np.array(v.numpy(), copy=True) for v in layer.variables]
             try:
-                expected = _call_layer(layer, template, arrays)
+                expected = _call_graph(original, arrays)
             except Exception:
                 continue  # the layer itself does not run at this size: not a case to check
-            again = _call_layer(layer, template, arrays)
+            again = _call_graph(original, arrays)
             after = [np.asarray(v.numpy()) for v in layer.variables]
         if any(not np.array_equal(b, a, equal_nan=True) for b, a in zip(before, after)):
             raise TraceRefused(f"{label} changes its own variables when called at inference (it has state): "
