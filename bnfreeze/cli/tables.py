@@ -18,6 +18,26 @@ def _tolerance_note(tolerance: dict | None) -> str:
     return f" (atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g}{dtype})"
 
 
+def structure_rows(notes: list[dict]) -> list[tuple[str, str, str, str]]:
+    """One row per note, except that traced and opaque layers of one class share a row (a KerasHub backbone
+    traces hundreds of blocks): ``(layer(s), class, action, detail)``. The JSON report keeps every note."""
+    rows, groups = [], collections.OrderedDict()
+    for note in notes:
+        if note["action"] in ("traced", "opaque"):
+            groups.setdefault((note["action"], note["class"]), []).append(note)
+        else:
+            rows.append((note["layer"], note["class"], note["action"], note["detail"]))
+    for (action, cls), members in groups.items():
+        if len(members) == 1:
+            rows.append((members[0]["layer"], cls, action, members[0]["detail"]))
+            continue
+        names = ", ".join(m["layer"] for m in members[:3]) + (", ..." if len(members) > 3 else "")
+        detail = members[0]["detail"] if action == "opaque" else "each traced and checked against the layer"
+        rows.append((f"{len(members)} layers ({names})", cls, action, detail if action == "traced"
+                     else f"{detail} (the first; every one is in the JSON report)"))
+    return rows
+
+
 def print_structure(console, report: dict) -> None:
     """What the plain reading of the model did (classes read as their graph, layers traced or kept opaque,
     preprocessing layers dropped or pinned), and how the original's default call differs, where it does."""
@@ -25,8 +45,7 @@ def print_structure(console, report: dict) -> None:
     if notes:
         print_table(console, f"how bnfreeze read {report['model']}",
                     [Column("layer"), Column("class", ""), Column("action", ""), Column("detail", "")],
-                    [(n["layer"], n["class"], n["action"], n["detail"]) for n in notes],
-                    plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}: {row[3]}")
+                    structure_rows(notes), plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}: {row[3]}")
     if report.get("default_call"):
         say(console, f"default call: {report['default_call']}")
 
@@ -78,10 +97,13 @@ def print_inspection(console, model_label: str, rows) -> None:
     structure = [r for r in rows if r.kind == "structure"]
     layers = [r for r in rows if r.kind != "structure"]
     if structure:
+        notes = []
+        for r in structure:  # the action reads "traced (keras_hub>MBConvBlock)"
+            action, _, cls = r.action.partition(" (")
+            notes.append({"layer": r.layer, "class": cls[:-1], "action": action, "detail": r.detail})
         print_table(console, f"how bnfreeze reads {model_label}",
-                    [Column("layer"), Column("action", ""), Column("detail", "")],
-                    [(r.layer, r.action, r.detail) for r in structure],
-                    plain=lambda row: f"{row[0]}: {row[1]}: {row[2]}")
+                    [Column("layer"), Column("class", ""), Column("action", ""), Column("detail", "")],
+                    structure_rows(notes), plain=lambda row: f"{row[0]}: {row[2]} ({row[1]}): {row[3]}")
     if not layers:
         say(console, f"{model_label} has no normalization layers")
         return

@@ -127,6 +127,45 @@ def _node_tensors(node: dict) -> list[dict]:
     return list(tensor_configs([node.get("args", []), kwargs]))
 
 
+def _keep_input_names(config: dict, model) -> None:
+    """Name the plain model's inputs as the original's input tensors are named.
+
+    Artifacts and ``verify`` name inputs by their tensors. A Functional config
+    names an input by its InputLayer, and so does the model rebuilt from it; a
+    subclass built on ``keras.Input(shape)`` without a name (KerasHub's
+    backbones) has tensors named otherwise (``keras_tensor_41`` of
+    ``input_layer_2``). Each such InputLayer takes its tensor's name, unless
+    another layer has it.
+    """
+    taken = {_entry_name(entry) for entry in config["layers"]}
+    renames = {}
+    for tensor in model.inputs:
+        history = getattr(tensor, "_keras_history", None)
+        layer = getattr(getattr(history, "operation", None), "name", None)
+        if layer and tensor.name != layer and tensor.name not in taken:
+            renames[layer] = tensor.name
+            taken.add(tensor.name)
+    if not renames:
+        return
+    for entry in config["layers"]:
+        name = _entry_name(entry)
+        if name in renames:
+            entry["name"] = renames[name]
+            entry["config"]["name"] = renames[name]
+        for tensor in tensor_configs(entry.get("inbound_nodes", [])):
+            if tensor["keras_history"][0] in renames:
+                tensor["keras_history"][0] = renames[tensor["keras_history"][0]]
+    stack = [config["input_layers"]]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str):
+            item[0] = renames.get(item[0], item[0])
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+
+
 def _needs(layer) -> str:
     package = type(layer).__module__.split(".")[0]
     return f" (the output needs {package} to load)" if package not in ("keras", "__main__", "builtins") else ""
@@ -265,6 +304,7 @@ class _Reader:
             return _sequential_entry(config)
         if functional_like(model):
             config = graph_config(model)
+            _keep_input_names(config, model)
             self.read_subclass_note((), model, model.operations)
             self.graph(model, config, ())
             return _functional_entry(model.name, config)
