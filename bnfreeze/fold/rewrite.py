@@ -181,14 +181,18 @@ def copy_model(model):
 
 
 def without_layers(model, names: list[str]):
-    """A copy of a flat model with the single-input layers ``names`` bypassed (weights copied).
+    """A copy of a model with the single-input layers ``names`` bypassed (weights copied).
 
-    With every BN named, this is the *limit* a fold can reach: the same
-    network built without BN (used by the benchmarks).
+    A name inside a nested model is qualified (``block/bn``). With every BN
+    named, this is the *limit* a fold can reach: the same network built without
+    BN (used by the benchmarks).
     """
     config = copy.deepcopy(model.get_config())
-    for name in names:
-        bypass_layer(config, name)
+    changed: set[tuple[str, ...]] = {()}
+    for qualified in names:
+        *path, name = qualified.split("/")
+        bypass_layer(_scope_config(config, tuple(path)), name)
+        changed |= {tuple(path[:i]) for i in range(len(path) + 1)}
     rebuilt = rebuild(model, config)
-    _transfer_weights(model, rebuilt, (), {}, set())
+    _transfer_weights(model, rebuilt, (), {}, changed)
     return rebuilt

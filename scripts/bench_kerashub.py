@@ -1,0 +1,197 @@
+"""The KerasHub zoo: what ``bnfreeze fold`` does with every KerasHub vision model that holds BatchNormalization.
+
+For each entry of ``tests/kerashub_zoo.py`` (KerasHub backbones and tasks built from architecture arguments,
+random weights, BN statistics far from identity with a fifth of the gammas negative; ``--positive`` keeps
+them positive), in one process:
+
+* BN layers in the model, folded, kept (grouped by cause) and dropped (never called by a traced block);
+* how the model was read: classes read as their Functional graph, layers traced, layers kept opaque;
+* the folded model's parity error (``bnfreeze.fold``'s own check) and the fold's wall time;
+* TF batch-1 latency of the original, the folded model and the *limit* -- the plain model with every BN it
+  can reach bypassed (BNs inside opaque layers stay in it too) -- interleaved (round-robin), medians; the
+  folded speed-up as a share of the limit's is ``limit ms / folded ms`` (1.0: all a fold can give).
+
+Run: ``python scripts/bench_kerashub.py [--models NAME ...] [--calls 30] [--positive] [--out BENCHMARKS.md]``
+(``--out`` replaces the section between its markers in that file, or appends it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+START = "<!-- bench_kerashub: start (written by scripts/bench_kerashub.py) -->"
+END = "<!-- bench_kerashub: end -->"
+
+
+@dataclass
+class Row:
+    name: str
+    cls: str = ""
+    bn: int = 0
+    folded: int = 0
+    kept: dict = field(default_factory=dict)
+    dropped: int = 0
+    read: dict = field(default_factory=dict)
+    parity: float | None = None
+    passed: bool | None = None
+    fold_s: float | None = None
+    ms: dict = field(default_factory=dict)
+    error: str = ""
+
+
+#: how a kept BN's reason is grouped in the table (first match)
+CAUSES = (
+    (r"inside .*keeps as it is", "inside an opaque layer"),
+    (r"input comes from .*\((Add|Concatenate|MaxPooling2D|AveragePooling2D|Multiply)\)",
+     "pre-activation (input from {0})"),
+    (r"training=True", "training mode under model(x)"),
+    (r"channels_first", "channels_first bias layout"),
+    (r"model input", "normalizes a model input"),
+)
+
+
+def cause(reason: str) -> str:
+    for pattern, label in CAUSES:
+        found = re.search(pattern, reason)
+        if found:
+            return label.format(*found.groups())
+    return reason.split(";")[0][:60]
+
+
+def limit_model(plain):
+    """``plain`` with every BatchNormalization its graphs hold (nested models included) bypassed."""
+    import keras
+
+    from bnfreeze.fold.graph import ModelGraph
+    from bnfreeze.fold.rewrite import without_layers
+
+    names = []
+    for graph in ModelGraph(plain).walk():
+        for name in graph.layer_names():
+            if graph.class_name(name) != "InputLayer" and type(graph.layer(name)) is keras.layers.BatchNormalization:
+                names.append(graph.qualified(name))
+    return without_layers(plain, names)
+
+
+def latencies(models: dict, x, calls: int) -> dict[str, float]:
+    from bench import interleaved, tf_callable
+
+    return interleaved({name: tf_callable(model, x, "/CPU:0") for name, model in models.items()}, calls)
+
+
+def bench(name: str, build, args) -> Row:
+    import kerashub_zoo as zoo
+
+    import bnfreeze
+    from bnfreeze.fold.classes import class_label
+
+    row = Row(name)
+    try:
+        model = build(0)
+        zoo.randomize_bn(model, seed=3, positive=args.positive)
+        row.cls = class_label(model)
+        row.bn = zoo.inventory(model)["bn_count"]
+        started = time.perf_counter()
+        result = bnfreeze.fold(model)
+        row.fold_s = time.perf_counter() - started
+    except Exception as exc:  # a refusal is a row of the table, not the end of the run
+        row.error = " ".join(str(exc).split())[:220]
+        return row
+    report = result.report
+    row.folded, row.dropped = len(report["folded"]), len(report["dropped"])
+    row.kept = dict(collections.Counter(cause(k["reason"]) for k in report["kept"]))
+    row.read = dict(collections.Counter(n["action"] for n in report["structure"]))
+    row.parity, row.passed = result.parity.max_rel, result.parity.passed
+    x = zoo.random_batch(name, batch_size=1, seed=1)
+    models = {"original": model, "folded": result.model, "limit": limit_model(result.plain.model)}
+    row.ms = latencies(models, x, args.calls)
+    return row
+
+
+def _f(value, digits=2):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[Row], machine: str, args) -> str:
+    stats = "positive gammas" if args.positive else "a fifth of the gammas negative"
+    out = [START, "## KerasHub zoo", "",
+           f"Generated by `python scripts/bench_kerashub.py --calls {args.calls}"
+           f"{' --positive' if args.positive else ''}` on {machine}. Every KerasHub vision model in "
+           "`tests/kerashub_zoo.py` (keras-hub 0.32; small widths and a 32-64 px input; random weights; BN "
+           f"statistics far from identity, {stats}). *read*: classes read as their Functional graph (F), layers "
+           "with their own call traced into Functional graphs (T) or kept as they are (O), preprocessing layers "
+           "pinned to training=False (P). *limit*: the folded plain model's network with every BN bypassed; "
+           "*share* = limit ms / folded ms, the part of the no-BN speed-up the fold reaches (TF, CPU, batch 1, "
+           "medians of interleaved calls; these models are tiny, so the ratios are noisy).", "",
+           "| model | class | BN | folded | kept (cause) | dropped | read | parity max_rel | fold s | "
+           "original ms | folded ms | limit ms | share |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.error:
+            out.append(f"| {r.name} | {r.cls} | {r.bn} | – | refused: {r.error} | – | – | – | – | – | – | – | – |")
+            continue
+        kept = ", ".join(f"{n} {c}" for c, n in r.kept.items()) or "0"
+        read = " ".join(f"{letter}{r.read[action]}" for action, letter in
+                        (("read as Functional", "F"), ("traced", "T"), ("opaque", "O"), ("pinned", "P"),
+                         ("dropped", "D")) if r.read.get(action))
+        share = r.ms["limit"] / r.ms["folded"] if r.ms.get("folded") else None
+        out.append(f"| {r.name} | {r.cls} | {r.bn} | {r.folded} | {kept} | {r.dropped} | {read} | "
+                   f"{r.parity:.1e}{'' if r.passed else ' FAILED'} | {_f(r.fold_s, 1)} | {_f(r.ms.get('original'))} | "
+                   f"{_f(r.ms.get('folded'))} | {_f(r.ms.get('limit'))} | {_f(share)} |")
+    out += ["", END, ""]
+    return "\n".join(out)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace the section between the markers in ``path``, or append it; keep everything else."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if START in text and END in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        text = before + section.rstrip("\n") + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", help="zoo entries (default: every one but the heavy ones)")
+    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--positive", action="store_true", help="BN statistics with positive gammas only")
+    parser.add_argument("--out", type=Path, help="write the markdown section into this file")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import kerashub_zoo as zoo
+
+    registry = {**zoo.BACKBONES, **zoo.TASKS, **zoo.CHANNELS_FIRST}
+    names = args.models or [n for n in registry if n not in zoo.HEAVY]
+    rows = []
+    for name in names:
+        row = bench(name, registry[name], args)
+        rows.append(row)
+        print(f"{name}: BN {row.bn}, folded {row.folded}, kept {row.kept}, dropped {row.dropped}, read {row.read}, "
+              f"parity {row.parity}, ms {row.ms}{', ' + row.error if row.error else ''}", flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    section = markdown(rows, machine, args)
+    print(section)
+    if args.out:
+        write_section(args.out, section)
+
+
+if __name__ == "__main__":
+    main()
