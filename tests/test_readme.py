@@ -97,5 +97,5 @@ def test_test_only_dependencies_are_used_by_tests():
     sources = "\n".join(p.read_text() for p in (REPO / "tests").rglob("*.py"))
     for requirement in extras:
         name = re.split(r"[<>=\[ ;]", requirement)[0]
-        module = {"scikit-learn": "sklearn"}.get(name, name)
+        module = {"scikit-learn": "sklearn"}.get(name, name.replace("-", "_"))
         assert re.search(rf"^\s*(import|from) {module}\b", sources, re.M), f"no test imports {name}"

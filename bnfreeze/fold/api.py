@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from bnfreeze.compare import Tolerance
-from bnfreeze.errors import KeptError, ParityError
+from bnfreeze.errors import InputError, KeptError, ParityError
 from bnfreeze.io.models import model_label
 from bnfreeze.parity import ParityResult, check_models
 from bnfreeze.fold.plain import PlainModel, plain_model
@@ -124,6 +124,8 @@ def fold(
     """
     tolerance = Tolerance(atol=atol, rtol=rtol).resolved(model)
     plain = plain_model(model)
+    if plain.unwritable:
+        raise InputError(plain.unwritable)
     folded, fold_plan = fold_in_rounds(plain.model, rules, opaque=plain.opaque, fresh=plain.changed)
     fold_plan.dropped = [Dropped(name, reason) for name, reason in plain.unused_bns]
     if max_kept is not None and len(fold_plan.kept) > max_kept:

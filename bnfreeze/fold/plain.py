@@ -87,6 +87,9 @@ class PlainModel:
     unused_bns: list[tuple[str, str]] = field(default_factory=list)
     #: Qualified names of layers kept as they are, and why bnfreeze could not look inside.
     opaque: dict[str, Opaque] = field(default_factory=dict)
+    #: Why a model rebuilt from this one's config would not be this model (a layer that does not come
+    #: back from its own config), or None. Reading and planning work; writing does not.
+    unwritable: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -605,12 +608,15 @@ def plain_model(model) -> PlainModel:
 
     reader = _Reader(model_label(model))
     entry = reader.top(model)
+    unwritable = None
     if reader.unrebuildable:
         name, why = next(iter(reader.unrebuildable.items()))
-        raise InputError(f"{reader.label}: bnfreeze cannot write a model holding {name}: {why}")
+        unwritable = f"{reader.label}: bnfreeze cannot write a model holding {name}: {why}"
     if not reader.changed:
         return PlainModel(model=model, original=model, notes=reader.notes, unused_bns=reader.unused_bns,
-                          opaque=reader.opaque)
+                          opaque=reader.opaque, unwritable=unwritable)
+    if unwritable:
+        raise InputError(unwritable)
     try:
         rebuilt = keras.saving.deserialize_keras_object(entry, safe_mode=False)
     except Exception as exc:

@@ -213,6 +213,16 @@ def merge_templates(templates: list[CallTemplate], label: str) -> CallTemplate:
 
 
 # -- the trace -------------------------------------------------------------------------------
+def _numeric(dtype: str) -> bool:
+    if dtype == "bfloat16":
+        return True
+    try:
+        kind = np.dtype(dtype).kind
+    except TypeError:
+        return False
+    return kind in "biuf"
+
+
 def _accepts(layer, name: str) -> bool:
     try:
         return name in inspect.signature(layer.call).parameters
@@ -292,9 +302,20 @@ def trace_layer(layer, template: CallTemplate, *, owned_layers=None) -> Trace:
     """Trace ``layer.call`` on ``template``'s arguments into a Functional graph, and prove it (see the module).
 
     Raises :class:`TraceRefused` with a reason naming the class when the trace
-    does not hold. The layer's variables are as they were afterwards, and the
-    node lists of its sublayers too (the trace's own graph is read first).
+    does not hold, whatever the user's code raised on the way. The layer's
+    variables are as they were afterwards, and the node lists of its sublayers
+    too (the trace's own graph is read first).
     """
+    try:
+        return _trace_layer(layer, template, owned_layers)
+    except TraceRefused:
+        raise
+    except Exception as exc:  # the layer's own code (build, call, get_config) failed in a way not foreseen here
+        raise TraceRefused(f"{layer.name} ({class_label(layer)}) cannot be traced "
+                           f"({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _trace_layer(layer, template: CallTemplate, owned_layers) -> Trace:
     import keras
 
     label = f"{layer.name} ({class_label(layer)})"
@@ -308,6 +329,10 @@ def trace_layer(layer, template: CallTemplate, *, owned_layers=None) -> Trace:
     slots = template.slots()
     if not slots:
         raise TraceRefused(f"{label} is called with no tensor")
+    odd = [slot.dtype for slot in slots if not _numeric(slot.dtype)]
+    if odd:
+        raise TraceRefused(f"{label} takes {odd[0]} tensors, which bnfreeze cannot make random inputs of to check "
+                           "a trace")
     from bnfreeze.parity import preserved_state
 
     inputs = [keras.Input(batch_shape=slot.shape, dtype=slot.dtype) for slot in slots]

@@ -110,8 +110,9 @@ def _check_keras_archive(path: Path) -> None:
 
 
 #: pip names of packages whose import name differs from what ``pip install`` takes
-_PIP_NAMES = {"keras_hub": "keras-hub", "keras_nlp": "keras-nlp", "keras_cv": "keras-cv",
-              "tensorflow_hub": "tensorflow-hub", "tensorflow_text": "tensorflow-text", "sklearn": "scikit-learn"}
+_PIP_NAMES = {"keras_hub": "keras-hub", "keras_nlp": "keras-nlp", "keras_cv": "keras-cv", "keras_rs": "keras-rs",
+              "tensorflow_hub": "tensorflow-hub", "tensorflow_text": "tensorflow-text",
+              "tensorflow_addons": "tensorflow-addons"}
 #: modules a Keras config names that are not packages to install
 _NOT_PACKAGES = {"keras", "builtins", "__main__", "tensorflow", "numpy"}
 
@@ -130,20 +131,35 @@ def _modules(config) -> Iterator[tuple[str, str]]:
 
 
 def missing_package(config) -> str | None:
-    """The first package a model config's classes come from that is not installed here, as a sentence."""
+    """The first class of a model config that nothing here provides, as a sentence, or None.
+
+    A class registered in this process (``--custom-objects``, an imported
+    package) is found by its registered name; otherwise Keras imports the module
+    the config names. Where that module is a package Keras models commonly come
+    from (KerasHub, KerasCV...) and is not installed, the sentence names it and
+    the pip command; a user's own module is left to Keras's lookup (and the
+    message for an unknown custom object).
+    """
     import importlib.util
+
+    import keras
 
     for module, name in _modules(config):
         top = module.split(".")[0]
         if not top or top in _NOT_PACKAGES or top.startswith("bnfreeze_custom_objects"):
             continue
+        if keras.saving.get_registered_object(name) is not None:
+            continue
         try:
             found = importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):
             found = False
-        if not found:
+        if found:
+            continue
+        if top in _PIP_NAMES or top.startswith("keras_"):
             return (f"its class {name} comes from the package {top} ({module}), which is not installed here: "
                     f"install it (pip install {_PIP_NAMES.get(top, top.replace('_', '-'))}) and try again")
+        # a user's own module: Keras's lookup and its message for unknown custom objects follow
     return None
 
 

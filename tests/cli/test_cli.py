@@ -29,7 +29,7 @@ def test_fold_writes_default_output_and_report(model_copy, tmp_path):
     assert out.exists()
     assert digest(model_copy) == before
     data = json.loads(report.read_text())
-    assert set(data) == {"model", "output", "folded", "kept", "parity"}
+    assert set(data) == {"model", "output", "folded", "kept", "dropped", "structure", "default_call", "parity"}
     assert data["output"] == str(out)
     assert [f["bn"] for f in data["folded"]] == ["bn1", "bn2", "bn3"]
     assert all(f["direction"] == "backward" for f in data["folded"])
