@@ -12,7 +12,7 @@ from bnfreeze.fold.rules import RULES
 class NormalizationRow:
     layer: str
     kind: str  # "batch" or "per-sample"
-    action: str  # "fold backward into X", "fold forward into X", "keep", "nothing to fold"
+    action: str  # "fold backward into X", "fold forward into X", "fold pre-activation into X, Y", "keep", ...
     detail: str
 
     def as_dict(self) -> dict:
@@ -33,7 +33,7 @@ def plan_rows(fold_plan) -> list[NormalizationRow]:
             continue
         entry = outcome.report_entry()
         through = entry.get("through")
-        detail = f"through {', '.join(through)}" if through else f"rule {outcome.rule.name}"
+        detail = entry.get("detail") or (f"through {', '.join(through)}" if through else f"rule {outcome.rule.name}")
         rows.append(NormalizationRow(entry["bn"], "batch", f"fold {entry['direction']} into {entry['into']}", detail))
     for name, class_name in fold_plan.per_sample:
         rows.append(
