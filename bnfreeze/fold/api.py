@@ -57,7 +57,8 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES):
         if ready:
             current = apply_plan(current, ready)
             folds.extend(ready)
-        merged = any(m.target_layer is not None and is_batch_norm(m.target_layer) for m in ready)
+        # a BN that took another's map (a merge; a pre-activation shift in its beta) has new neighbours
+        merged = any(is_batch_norm(m.site.graph.layer(name)) for m in ready for name in m.targets)
         waiting = len(ready) < len(round_plan.folds)
         if not ready or not (waiting or merged):
             break  # a merge makes new neighbours (BN1 -> BN2 -> L becomes BN1 -> L): plan again

@@ -170,7 +170,7 @@ def _back(graph, ref: TensorRef, reader: str, axis: int, rank: int, channels: np
             start += int(size)
             if not np.any(shift[part] != 0):
                 continue
-            found = onward(index, axis, rank, part)
+            found = _back(graph, call.inputs[index], name, axis, rank, part, shift)
             if isinstance(found, str):
                 return found
             targets.extend(found.targets)
