@@ -48,4 +48,9 @@ RULES: tuple[FoldRule, ...] = (
     PreActivationAdd(),
 )
 
-__all__ = ["RULES", "BNSite", "FoldRule", "Match", "ShiftAdd", "TargetUpdate"]
+#: The rules ``bnfreeze quantize`` folds with: a pre-activation BN whose shift would stay as an add is left to
+#: the converter (:mod:`bnfreeze.fold.rules.preactivation_add` says why).
+INT8_RULES: tuple[FoldRule, ...] = tuple(
+    PreActivationAdd(for_int8=True) if isinstance(rule, PreActivationAdd) else rule for rule in RULES)
+
+__all__ = ["INT8_RULES", "RULES", "BNSite", "FoldRule", "Match", "ShiftAdd", "TargetUpdate"]

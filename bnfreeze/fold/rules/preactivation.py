@@ -422,7 +422,7 @@ class PreActivationFold(FoldRule):
         through = f" (through {', '.join(graph.qualified(n) for n in tree.through)})" if tree.through else ""
         keys, words = self.shift_report(match)
         return {"into": ", ".join(scale_into), "scale_into": scale_into, **keys,
-                "detail": f"pre-activation: scale into {', '.join(scale_into)}{through}; {words}"}
+                "detail": f"scale into {', '.join(scale_into)}{through}; {words}"}
 
 
 def scale_problem(site: BNSite, tree: ScaleTree) -> str | None:

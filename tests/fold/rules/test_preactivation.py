@@ -373,6 +373,6 @@ def test_inspect_and_the_report_name_the_fold_kind():
     randomize_bn(model, negative=False)
     (row,) = [r for r in bnfreeze.inspect(model) if r.layer == "bn"]
     assert row.action == "fold pre-activation into conv_a, conv_b"
-    assert row.detail == "pre-activation: scale into conv_a, conv_b (through relu); shift stays as an add (bn_shift)"
+    assert row.detail == "scale into conv_a, conv_b (through relu); shift stays as an add (bn_shift)"
     result = bnfreeze.fold(model)
     assert entry(result)["direction"] == "pre-activation" and entry(result)["shift_add"] == "bn_shift"
