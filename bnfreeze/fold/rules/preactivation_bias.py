@@ -81,10 +81,6 @@ class ShiftWay:
     through: tuple[str, ...]
 
 
-def _rank(shape) -> int | None:
-    return len(shape) if shape is not None else None
-
-
 def walk_shift_back(site: BNSite) -> ShiftWay | None:
     """The earlier layers that can compute ``x + a`` for the BN, or None where there are none."""
     shift = shift_before(site.affine)
@@ -128,17 +124,15 @@ def _back(graph, ref: TensorRef, reader: str, axis: int, rank: int, channels: np
         if recorded_training(call.kwargs.get("training")) or graph.in_training(name) or len(call.inputs) != 1:
             return f"{name} runs in training mode"
         return onward(0, axis, rank)
-    in_rank = _rank(call.input_shapes[0]) if call.input_shapes else None
     if is_exactly(layer, *POOLING, "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
-                  "UpSampling3D"):
+                  "UpSampling3D"):  # the rank of the input is the rank of the output
         if getattr(layer, "interpolation", "nearest") not in AVERAGING_INTERPOLATIONS:
             return f"{name} interpolates with {layer.interpolation!r}"
-        if in_rank != rank or axis != channel_axis(layer, rank):
+        if axis != channel_axis(layer, rank):
             return f"{name} does not keep the channels on axis {axis}"
         return onward(0, axis, rank)
     if is_exactly(layer, *GLOBAL_POOLING):
-        if in_rank is None:
-            return f"{name}'s input rank is unknown"
+        in_rank = int(type(layer).__name__[-2]) + 2  # Global...Pooling{1,2,3}D: (batch, *spatial, channels)
         inner = channel_axis(layer, in_rank)
         if axis != (inner if rank == in_rank else 1):
             return f"{name} does not keep the channels on axis {axis}"

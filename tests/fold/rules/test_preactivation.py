@@ -376,3 +376,23 @@ def test_inspect_and_the_report_name_the_fold_kind():
     assert row.detail == "scale into conv_a, conv_b (through relu); shift stays as an add (bn_shift)"
     result = bnfreeze.fold(model)
     assert entry(result)["direction"] == "pre-activation" and entry(result)["shift_add"] == "bn_shift"
+
+
+def test_verify_locate_finds_no_divergence_in_a_correct_fold():
+    """verify --locate skips the tensors a pre-activation fold changes on purpose (the activation's output is
+    the original divided by the scale; the layer that took the shift computes more), and finds a broken one."""
+    from bnfreeze.verify.locate import first_divergence
+
+    inputs = keras.Input((8, 8, 3), name="x")
+    a = layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = layers.Conv2D(4, 1, name="b")(inputs)
+    x = layers.BatchNormalization(name="bn")(layers.Add(name="add")([a, b]))
+    x = layers.MaxPooling2D(2, name="pool")(layers.ReLU(name="relu")(x))
+    model = keras.Model(inputs, layers.Conv2D(3, 3, padding="same", name="conv")(x))
+    result = fold_exactly(model)
+    assert entry(result)["shift_into"] == ["a"]
+    feed = {"x": inputs_for(model, batch=2)[0]}
+    assert first_divergence(model, result.model, feed) is None
+    conv = result.model.get_layer("conv")
+    conv.kernel.assign(conv.kernel.numpy() * 1.01)
+    assert first_divergence(model, result.model, feed) == "conv"

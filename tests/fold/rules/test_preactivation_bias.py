@@ -208,3 +208,18 @@ def test_a_channels_first_layer_whose_last_size_is_its_channel_count_keeps_the_a
     randomize_bn(model, negative=False)
     result = bnfreeze.fold(model, check=False)
     assert entry(result)["rule"] == "pre-activation-add"
+
+
+def test_a_sequential_model_folds_when_the_shift_has_an_earlier_bias():
+    """A Sequential model cannot hold an add, but needs none here (and its pooling layers record no shapes)."""
+    model = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, padding="same", name="stem"),
+                              layers.MaxPooling2D(2), layers.BatchNormalization(name="bn"), layers.ReLU(),
+                              layers.Conv2D(2, 3, padding="same")])
+    result = fold_exactly(model)
+    assert entry(result)["shift_into"] == ["stem"] and bn_count(result.model) == 0
+
+
+def test_a_sequential_model_through_global_pooling():
+    model = keras.Sequential([keras.Input((6, 6, 3)), layers.Conv2D(4, 3, name="stem"), layers.GlobalMaxPooling2D(),
+                              layers.BatchNormalization(name="bn"), layers.ReLU(), layers.Dense(2)])
+    assert entry(fold_exactly(model))["shift_into"] == ["stem"]
