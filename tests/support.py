@@ -46,6 +46,13 @@ def randomize_weights(model, seed: int = 0) -> None:
                 variable.assign(rng.normal(0, 0.5, variable.shape).astype(variable.dtype))
 
 
+def rules_without_preactivation():
+    """The registered fold rules without the pre-activation ones: what the other rules alone decide."""
+    from bnfreeze.fold.rules import RULES
+
+    return tuple(rule for rule in RULES if rule.direction != "pre-activation")
+
+
 def run(model, arrays):
     import keras
 

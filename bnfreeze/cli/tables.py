@@ -56,7 +56,9 @@ def print_fold_report(console, report: dict) -> None:
     rows, styles = [], []
     for entry in folded:
         detail = f"into {entry['into']}"
-        if entry.get("through"):
+        if entry.get("detail"):  # a pre-activation fold: where the scale and the shift went
+            detail = entry["detail"]
+        elif entry.get("through"):
             detail += f" through {', '.join(entry['through'])}"
         rows.append((entry["bn"], f"folded {entry['direction']}", detail))
         styles.append(None)

@@ -66,9 +66,10 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES, *, opaque: dict | N
                    fresh: bool = False):
     """Plan and rewrite until no fold waits on another; return the folded model and the combined plan.
 
-    A fold whose target is a BN that folds away in the same round (a BN merged
+    A fold that rewrites a BN that folds away in the same round (a BN merged
     into the BN before it, :mod:`bnfreeze.fold.rules.backward_batch_norm`, while
-    that BN folds into its convolution) waits, and a merge gives the merged BN
+    that BN folds into its convolution; a pre-activation BN whose shift would go
+    into the beta of such a BN) waits, and a merge gives the merged BN
     new neighbours: in both cases the next round plans again on the rewritten
     model. Graphs are
     acyclic, so every round with a waiting fold also applies one, and the
@@ -82,11 +83,13 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES, *, opaque: dict | N
     while True:
         round_plan = plan(current, rules, opaque=opaque)
         removed = {(m.site.graph.path, m.site.name) for m in round_plan.folds}
-        ready = [m for m in round_plan.folds if (m.site.graph.path, m.target) not in removed]
+        ready = [m for m in round_plan.folds
+                 if not any((m.site.graph.path, name) in removed for name in m.targets)]
         if ready:
             current = apply_plan(current, ready)
             folds.extend(ready)
-        merged = any(m.target_layer is not None and is_batch_norm(m.target_layer) for m in ready)
+        # a BN that took another's map (a merge; a pre-activation shift in its beta) has new neighbours
+        merged = any(is_batch_norm(m.site.graph.layer(name)) for m in ready for name in m.targets)
         waiting = len(ready) < len(round_plan.folds)
         if not ready or not (waiting or merged):
             break  # a merge makes new neighbours (BN1 -> BN2 -> L becomes BN1 -> L): plan again

@@ -15,7 +15,9 @@ class NormalizationRow:
 
     layer: str
     kind: str  # "batch", "per-sample" or "structure"
-    action: str  # "fold backward into X", "fold forward into X", "keep", "drop", "nothing to fold"; a structure action
+    #: "fold backward into X", "fold forward into X", "fold pre-activation into X, Y", "keep", "drop",
+    #: "nothing to fold"; for a structure row its action and class ("traced (keras_hub>MBConvBlock)")
+    action: str
     detail: str
 
     def as_dict(self) -> dict:
@@ -38,7 +40,7 @@ def plan_rows(fold_plan, plain=None) -> list[NormalizationRow]:
             continue
         entry = outcome.report_entry()
         through = entry.get("through")
-        detail = f"through {', '.join(through)}" if through else f"rule {outcome.rule.name}"
+        detail = entry.get("detail") or (f"through {', '.join(through)}" if through else f"rule {outcome.rule.name}")
         rows.append(NormalizationRow(entry["bn"], "batch", f"fold {entry['direction']} into {entry['into']}", detail))
     for dropped in fold_plan.dropped:
         rows.append(NormalizationRow(dropped.bn, "batch", "drop", dropped.reason))

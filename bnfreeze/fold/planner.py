@@ -151,7 +151,7 @@ def _dtype_problem(match: Match) -> str | None:
     (range 65504) and overflow where the original did not."""
     graph, bn = match.site.graph, match.site.layer
     wanted = str(bn.compute_dtype)
-    if match.direction == "forward":
+    if match.direction != "backward":
         # A BN on an integer tensor (a uint8 image input, say) also casts it to float: folded away, the
         # layer after it would receive the integers (a Conv2D cannot run on uint8; pooling would round)
         source = graph.layer(match.site.name)
@@ -160,7 +160,7 @@ def _dtype_problem(match: Match) -> str | None:
             first = (*match.through, match.target)[0]
             return (f"{match.site.name}'s input is {dtype}: the BN also makes it float, and folded away "
                     f"{first} would receive {dtype}")
-    for name in (*match.through, match.target):
+    for name in match.involved:
         layer = graph.layer(name)
         for part in (layer, getattr(layer, "layer", None)):
             dtype = getattr(part, "compute_dtype", None)

@@ -14,7 +14,11 @@ file compute.
 
 A folded BN is removed and its consumers read the BN's input instead. When
 the BN's output is a model output, the BN is replaced by a Keras ``Identity``
-layer of the same name, so the model's output names do not change.
+layer of the same name, so the model's output names do not change. A fold
+whose rule leaves a per-channel shift (:class:`~bnfreeze.fold.rules.ShiftAdd`)
+puts a ``keras.ops.add`` of that constant in the BN's place instead: the node
+Keras itself records for ``x + constant`` in a Functional graph, so the model
+loads in plain Keras and converts to one Add.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Iterable
 import numpy as np
 
 from bnfreeze.fold.graph import model_kind_of_layer, tensor_configs, walk_histories
-from bnfreeze.fold.rules import Match
+from bnfreeze.fold.rules import Match, ShiftAdd
 
 Key = tuple[tuple[str, ...], str]
 
@@ -91,6 +95,36 @@ def bypass_layer(scope: dict, name: str) -> None:
                 tensor["keras_history"] = list(source)
 
 
+def replace_with_add(scope: dict, name: str, stand_in: ShiftAdd) -> None:
+    """Put ``x + stand_in.shift`` (a ``keras.ops.add`` node) where single-input layer ``name`` was.
+
+    The node's entry is written the way Keras serializes the op and its
+    constant (``__numpy__``), so the saved model needs nothing but Keras.
+    Consumers of ``name`` read the new node.
+    """
+    import keras
+    from keras.src.ops.numpy import Add
+
+    if "output_layers" not in scope:
+        raise ValueError(f"a Sequential model cannot hold the add that replaces {name}")
+    layers = scope["layers"]
+    index = next(i for i, e in enumerate(layers) if _entry_name(e) == name)
+    source = _only_tensor(layers[index]["inbound_nodes"][0])
+    entry = keras.saving.serialize_keras_object(Add(name=stand_in.name))
+    entry["name"] = stand_in.name
+    args = [{"class_name": "__keras_tensor__", "config": copy.deepcopy(source)},
+            keras.saving.serialize_keras_object(np.asarray(stand_in.shift))]
+    entry["inbound_nodes"] = [{"args": args[::-1] if stand_in.constant_first else args, "kwargs": {}}]
+    layers[index] = entry
+    for other in layers:
+        for tensor in tensor_configs(other.get("inbound_nodes", [])):
+            if tensor["keras_history"][0] == name:
+                tensor["keras_history"] = [stand_in.name, 0, tensor["keras_history"][2]]
+    for history in walk_histories(scope["output_layers"]):
+        if history[0] == name:
+            history[0] = stand_in.name
+
+
 def _update_layer_config(scope: dict, name: str, changes: dict, path: tuple[str, ...] = ()) -> None:
     entry = next(e for e in scope["layers"] if _entry_name(e) == name)
     config = entry["config"]
@@ -99,24 +133,35 @@ def _update_layer_config(scope: dict, name: str, changes: dict, path: tuple[str,
     config.update(changes)
 
 
-def _current_weights(match: Match) -> dict[str, np.ndarray]:
-    return {v.name: np.asarray(v.numpy()) for v in match.target_layer.weights}
+def _layer_weights(layer) -> dict[str, np.ndarray]:
+    return {v.name: np.asarray(v.numpy()) for v in layer.weights}
 
 
 def apply_plan(model, folds: list[Match]):
-    """Return a new model with every fold in ``folds`` applied."""
+    """Return a new model with every fold in ``folds`` applied.
+
+    Folds that rewrite the same layer compose: each rule computes from the
+    weights the folds before it left.
+    """
     config = copy.deepcopy(model.get_config())
     new_weights: dict[Key, dict[str, np.ndarray]] = {}
     for match in folds:
-        path = match.site.graph.path
-        key = (path, match.target)
-        current = new_weights.get(key) or _current_weights(match)
-        update = match.rule.rewrite(match, current)
-        new_weights[key] = update.weights
+        path, graph = match.site.graph.path, match.site.graph
+
+        def weights_of(name: str, path=path, graph=graph) -> dict[str, np.ndarray]:
+            current = new_weights.get((path, name))
+            return current if current is not None else _layer_weights(graph.layer(name))
+
         scope = _scope_config(config, path)
-        if update.config:
-            _update_layer_config(scope, match.target, update.config, update.config_path)
-        bypass_layer(scope, match.site.name)
+        for name, update in match.rule.rewrite_layers(match, weights_of).items():
+            new_weights[(path, name)] = update.weights
+            if update.config:
+                _update_layer_config(scope, name, update.config, update.config_path)
+        stand_in = match.rule.replacement(match)
+        if stand_in is None:
+            bypass_layer(scope, match.site.name)
+        else:
+            replace_with_add(scope, match.site.name, stand_in)
     rebuilt = rebuild(model, config)
     changed_paths = {path[:i] for path, _name in new_weights for i in range(len(path) + 1)}
     _transfer_weights(model, rebuilt, (), new_weights, changed_paths)

@@ -25,6 +25,7 @@ from bnfreeze.export import check_destinations
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError
 from bnfreeze.fold.api import FoldResult, fold as fold_model
 from bnfreeze.fold.classes import is_batch_norm
+from bnfreeze.fold.rules import INT8_RULES
 from bnfreeze.io.files import atomic_path, committed_together
 from bnfreeze.io.signature import input_specs
 from bnfreeze.quantize.agreement import Agreement, criteria, measure
@@ -157,7 +158,9 @@ def quantize(
     ``data`` and ``eval_data`` are sources from :func:`bnfreeze.open_data`
     or paths (``.npy``, ``.npz``, an image folder). ``model`` is not modified.
     ``recalibrate`` (``"exact"``/``"precise"``) first recalibrates the BN
-    statistics on ``data``; ``fold`` folds every BN that folds exactly.
+    statistics on ``data``; ``fold`` folds every BN that folds exactly (a
+    pre-activation BN whose shift would stay as an add is left to the converter:
+    :data:`bnfreeze.fold.rules.INT8_RULES`).
     ``io`` (TFLite only): ``"int8"`` (default), ``"uint8"`` or ``"float"``
     inputs and outputs. ``per_tensor``: one weight scale per tensor instead of
     per output channel. ``calibrate`` (ONNX): ``"minmax"`` (default),
@@ -203,7 +206,7 @@ def quantize(
     source = reference
     moved = None
     if fold:
-        folded = fold_model(reference, seed=seed, data=data)
+        folded = fold_model(reference, seed=seed, data=data, rules=INT8_RULES)
         source = folded.model
         if place_scales:
             from bnfreeze.quantize.placement import place_scales as move_scales

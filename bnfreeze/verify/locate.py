@@ -5,8 +5,9 @@ in the reference's topological order, where the candidate has a layer of the
 same name. A candidate made by ``bnfreeze fold`` computes some tensors under
 other names, so the reference's fold plan maps them: where a BN was folded
 backward into L, the candidate's L is compared with the reference's BN; the
-ops a BN was moved through in a forward fold have no counterpart and are
-skipped.
+ops a BN was moved through in a forward or pre-activation fold have no
+counterpart and are skipped, and so are the earlier layers that took a
+pre-activation BN's shift and the ops between them and the BN.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def _counterparts(reference, candidate_names: set[str]) -> dict[str, str | None]
         if match.direction == "backward":
             mapping[match.target] = None
             mapping[match.site.name] = match.target
-        else:
-            for name in match.through:
+        else:  # the ops a BN's map moved through (and, pre-activation, the earlier layers that took its shift)
+            for name in (*match.through, *match.shift_through, *match.also):
                 mapping[name] = None
     return mapping
 

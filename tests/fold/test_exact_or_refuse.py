@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 from keras import layers, ops
-from support import bn_count, randomize_bn, randomize_weights
+from support import bn_count, randomize_bn, randomize_weights, rules_without_preactivation
 
 import bnfreeze
 from bnfreeze.errors import KeptError
@@ -216,10 +216,14 @@ def test_pitch_tracker_permute_flatten_dense_folds_forward():
         x = layers.Dropout(0.25)(x)
     x = layers.Permute((2, 1, 3))(x)
     x = layers.Flatten()(x)
-    result = fold(keras.Model(inputs, layers.Dense(6, name="classifier")(x)), positive=True)
+    model = keras.Model(inputs, layers.Dense(6, name="classifier")(x))
+    result = fold(model, positive=True, rules=rules_without_preactivation())
     assert folded_entry(result, "bn1")["into"] == "classifier"
     # the first BN meets a 'same' convolution: its shift would not reach the zero-padded border
     assert "zero padding" in kept_reason(result, "bn0")
+    # the pre-activation rule keeps that shift as an add before the padding, exact at the border
+    result = fold(model, positive=True)
+    assert folded_entry(result, "bn0")["rule"] == "pre-activation-add" and not result.report["kept"]
 
 
 @pytest.mark.parametrize("op", [
@@ -251,8 +255,11 @@ def test_zero_padding_keeps_a_shifted_bn_with_the_reason():
     x = layers.Conv2D(4, 3, activation="relu")(inputs)
     x = layers.BatchNormalization(name="bn")(x)
     x = layers.ZeroPadding2D(1, name="pad")(x)
-    result = fold(keras.Model(inputs, layers.Conv2D(2, 3)(x)))
+    model = keras.Model(inputs, layers.Conv2D(2, 3)(x))
+    result = fold(model, rules=rules_without_preactivation())
     assert "zero padding pad pads zeros after bn" in kept_reason(result, "bn")
+    result = fold(model)  # the pre-activation rule: the shift stays as an add before the padding
+    assert folded_entry(result, "bn")["rule"] == "pre-activation-add"
 
 
 def test_bn_after_bn_merges_and_the_result_folds():
@@ -296,12 +303,16 @@ def test_forward_into_conv_transpose_only_where_exact(kernel, strides, center, f
     if not center:  # a scale-only BN: zero moving mean too
         bn = model.get_layer("bn")
         bn.moving_mean.assign(np.zeros(3, "float32"))
-    result = bnfreeze.fold(model)
+    result = bnfreeze.fold(model, rules=rules_without_preactivation())
     assert_same_function(model, result.model)
     if folds:
         assert folded_entry(result, "bn")["into"] == "up"
     else:
         assert "varying number of kernel taps" in kept_reason(result, "bn")
+        # the pre-activation rule folds the scale alone into the kernel; the shift stays as an add before it
+        result = bnfreeze.fold(model)
+        assert_same_function(model, result.model)
+        assert folded_entry(result, "bn")["rule"] == "pre-activation-add"
 
 
 # -- for CI -------------------------------------------------------------------------------------

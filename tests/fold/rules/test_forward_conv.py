@@ -2,11 +2,13 @@ import keras
 import numpy as np
 import pytest
 from keras import layers
-from support import assert_parity, fold_and_check, fold_channels_first_and_check, randomize_bn, randomize_weights
+from support import (assert_parity, fold_and_check, fold_channels_first_and_check, randomize_bn, randomize_weights,
+                     rules_without_preactivation)
 
 import bnfreeze
 
 CONVS = {1: layers.Conv1D, 2: layers.Conv2D, 3: layers.Conv3D}
+FORWARD_RULES = rules_without_preactivation()
 SPATIAL = {1: (13,), 2: (9, 10), 3: (6, 7, 5)}
 
 
@@ -37,9 +39,17 @@ def test_grouped_targets(rank, groups):
 
 @pytest.mark.parametrize("padding", ["same", "causal"])
 def test_zero_padding_with_a_shift_is_kept(padding):
+    """The forward rule declines; the pre-activation rule (tried after it) folds the scale and keeps the shift
+    as an add before the padding, exact at the borders."""
     rank = 1 if padding == "causal" else 2
-    result = fold_and_check(_model(rank, padding=padding), folded=0)
+    model = _model(rank, padding=padding)
+    randomize_weights(model)
+    randomize_bn(model)
+    result = bnfreeze.fold(model, rules=FORWARD_RULES)
     assert "zero padding of target makes the shift position dependent" in result.report["kept"][0]["reason"]
+    result = bnfreeze.fold(model)
+    assert [f["rule"] for f in result.report["folded"]] == ["pre-activation-add"]
+    assert_parity(model, result.model)
 
 
 @pytest.mark.parametrize("rank,padding", [(2, "same"), (1, "causal"), (3, "same")])
@@ -105,8 +115,10 @@ def test_channels_first_target():
 
 
 def test_relu_between_stops_the_walk():
+    """The forward walk stops at a ReLU (the pre-activation rules, tested in test_preactivation, go on)."""
     model = _model(2, between=(layers.ReLU(name="act"),), padding="valid")
-    result = fold_and_check(model, folded=0)
+    randomize_bn(model)
+    result = bnfreeze.fold(model, rules=FORWARD_RULES)
     assert "act applies relu after" in result.report["kept"][0]["reason"]
 
 
@@ -120,6 +132,9 @@ def test_channels_first_target_whose_last_axis_is_as_long_as_its_channels_keeps_
     x = layers.Conv2D(6, 3, data_format="channels_first", name="conv")(x)  # output (6, 6, 6)
     model = keras.Model(inputs, x)
     randomize_bn(model)
-    result = bnfreeze.fold(model)
+    result = bnfreeze.fold(model, rules=FORWARD_RULES)
     [kept] = result.report["kept"]
     assert "conv is channels_first with a last axis of size 6, the channel count" in kept["reason"]
+    # the pre-activation rule leaves the bias alone (the scale goes into the kernel, the shift stays as an add)
+    result = bnfreeze.fold(model)
+    assert [f["rule"] for f in result.report["folded"]] == ["pre-activation-add"]
