@@ -36,7 +36,10 @@ def _probe(model):
 
 
 def _counterparts(reference, candidate_names: set[str]) -> dict[str, str | None]:
-    """Reference layer name -> candidate layer name to compare it with (None: skip)."""
+    """Reference layer name -> candidate layer name to compare it with (None: skip).
+
+    ``reference`` is a plain model (:mod:`bnfreeze.fold.plain`), as a fold plans on.
+    """
     from bnfreeze.fold.planner import plan
 
     mapping: dict[str, str | None] = {}
@@ -53,12 +56,21 @@ def _counterparts(reference, candidate_names: set[str]) -> dict[str, str | None]
 
 
 def first_divergence(reference, candidate, feed: dict, tolerance: Tolerance = Tolerance()) -> str | None:
-    """Name of the first reference layer whose output the candidate does not reproduce."""
+    """Name of the first reference layer whose output the candidate does not reproduce.
+
+    A reference that is not a plain Keras graph (a KerasHub backbone, a model with layers of its own
+    call) is compared as bnfreeze reads it: the plain model computes what it computes at inference.
+    """
     import keras
 
+    from bnfreeze.fold.plain import plain_model
+
+    inputs = reference.inputs if hasattr(reference, "inputs") else None
+    reference = plain_model(reference).model
+    inputs = inputs or reference.inputs
     ref_probe, ref_names = _probe(reference)
     cand_probe, cand_names = _probe(candidate)
-    arrays = [feed[t.name] for t in reference.inputs] if all(t.name in feed for t in reference.inputs) else list(feed.values())
+    arrays = [feed[t.name] for t in inputs] if all(t.name in feed for t in inputs) else list(feed.values())
     ref_out = ref_probe(arrays, training=False)
     cand_out = dict(zip(cand_names, cand_probe(arrays, training=False)))
     mapping = _counterparts(reference, set(cand_names))

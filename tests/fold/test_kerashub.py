@@ -141,3 +141,15 @@ def test_a_file_needing_a_package_that_is_not_installed_is_one_line(tmp_path):
     assert len(lines) == 1 and str(bad) in lines[0]
     assert "keras_hub_missing" in lines[0] and "not installed" in lines[0] and "pip install" in lines[0]
     assert not (tmp_path / "out.keras").exists()
+
+
+def test_locate_reads_a_kerashub_reference_plainly():
+    from bnfreeze.verify.locate import first_divergence
+
+    model = _build("xception")
+    folded = bnfreeze.fold(model).model
+    name = next(layer.name for layer in folded.layers if isinstance(layer, keras.layers.SeparableConv2D))
+    layer = folded.get_layer(name)
+    layer.pointwise_kernel.assign(layer.pointwise_kernel.numpy() * 1.5)
+    feed = {input_specs(model)[0].name: zoo.random_batch("xception", 2)}
+    assert first_divergence(model, folded, feed) == name
