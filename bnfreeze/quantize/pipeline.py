@@ -234,7 +234,8 @@ def quantize(
                         "method": {kind: ("minmax (the converter's)" if kind == "tflite" else calibrate)
                                    for kind in targets}},
         "recalibration": None if recalibrated is None else _recalibration_entry(recalibrated),
-        "fold": None if folded is None else {k: folded.report[k] for k in ("folded", "kept", "parity")},
+        "fold": None if folded is None else {k: folded.report[k] for k in ("folded", "kept", "dropped", "structure",
+                                                                            "default_call", "parity")},
         "weights": "per-tensor" if per_tensor else "per-channel",
         "scales_moved_back": moved,
         "equalization": equalization,
