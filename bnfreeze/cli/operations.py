@@ -18,7 +18,7 @@ from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
 from bnfreeze.io.files import atomic_path, check_writable, committed_together, derived_path, same_file, to_json
-from bnfreeze.io.models import load_model, model_label
+from bnfreeze.io.models import check_model_file, load_model, model_label
 
 
 def _input_paths(inputs) -> Iterator[Path]:
@@ -124,7 +124,14 @@ def _export_kwargs(exports: ExportOptions) -> dict:
 def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False, atol: float, rtol: float, seed=0):
     """Export the model in ``model_path``; every artifact is checked before it is written."""
     model_path = Path(model_path)
+    if not exports.targets:  # before the model is loaded (and TensorFlow imported)
+        raise InputError("nothing to export: give --onnx, --savedmodel and/or --tflite")
     check_outputs([model_path], [], force, exports.targets)
+    check_model_file(model_path)
+    if "onnx" in exports.targets:
+        from bnfreeze.export.formats import check_opset
+
+        check_opset(exports.opset)
     model = load_model(model_path, unsafe=unsafe)
     return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
 
@@ -182,17 +189,19 @@ def recalibrate_file(
         if path is not None and path.suffix != ".keras":
             raise InputError(f"{path}: models are saved as .keras; give an output ending in .keras")
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
-    if not model_path.exists():
-        raise InputError(f"{model_path}: no such file")
+    check_model_file(model_path)
     check_data_path(calib_data, feature_type)
     if eval_data is not None:
         check_data_path(eval_data)
+    inputs, outputs = [model_path, calib_data, eval_data], [output, folded, report]
+    if distribute is None:  # one process, the chief: before TensorFlow is imported
+        check_outputs(inputs, outputs, force, exports.targets)
     if threads is not None:
         _limit_threads(threads)
     strategy = _strategy(distribute, worker_timeout)
     cluster = cluster_of(strategy)
-    if cluster.is_chief:
-        check_outputs([model_path, calib_data, eval_data], [output, folded, report], force, exports.targets)
+    if distribute is not None and cluster.is_chief:
+        check_outputs(inputs, outputs, force, exports.targets)
     model = load_model(model_path, unsafe=unsafe)
     specs = input_specs(model)
     data = open_data(calib_data, specs, rescale, feature=feature, feature_type=feature_type)
@@ -358,6 +367,11 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     if output.suffix not in (".html", ".htm"):
         raise InputError(f"{output}: the report is HTML; give an output ending in .html")
     check_outputs([model_path, compare, data], [output], force)
+    for path in (model_path, compare):
+        if path is not None:
+            check_model_file(path)
+    if data is not None and not Path(data).exists():
+        raise InputError(f"{data}: no such file or folder")
     model = load_model(model_path, unsafe=unsafe)
     other = load_model(compare, unsafe=unsafe) if compare is not None else None
     specs = input_specs(model)

@@ -167,6 +167,10 @@ def verify(
     options = {"unsafe": unsafe, "signature": signature}
     runner_class(reference)
     classes = [(Path(c), runner_class(c)) for c in candidates]  # bad paths fail before any run
+    if data is not None:
+        from bnfreeze.io.sources import check_data_path
+
+        check_data_path(data)  # before any runner starts (and TensorFlow is imported)
     opened: list[Runner] = []
     try:
         ref_runner = open_runner(reference, "cpu", **options)
