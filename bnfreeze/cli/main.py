@@ -298,7 +298,7 @@ def report(model, output, compare, data, samples, seed, force, unsafe):
                          unsafe=unsafe)
     for warning in result.warnings:
         click.echo(f"bnfreeze: warning: {warning}", err=True)
-    make_console().print(f"wrote {result.path}")
+    say_written(make_console(), [result.path])
 
 
 @main.command(short_help="List every BN with its fold plan or why it stays.")
