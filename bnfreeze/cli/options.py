@@ -62,7 +62,8 @@ class _Rescale(click.ParamType):
 def rescale_option(func):
     return click.option(
         "--rescale", type=_Rescale(), default=None,
-        help="With an image folder: multiply pixels by this, a number or a fraction (1/255 = 0.00392156862745098).",
+        help="Multiply the data's float inputs by this as they are read (images, .npy/.npz arrays, TFRecords), "
+             "a number or a fraction: 1/255 for raw 0..255 pixels (default: fed as they are).",
     )(func)
 
 

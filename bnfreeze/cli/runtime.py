@@ -167,10 +167,32 @@ class BnfreezeCommand(click.Command):
 
         # legacy .h5 models declare their single input as a list; Keras warns on every call
         warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        _show_data_warnings()
         root = ctx.find_root()
         if not root.params.get("debug"):
             quiet_tensorflow()
         return super().invoke(ctx)
+
+
+def _show_data_warnings() -> None:
+    """bnfreeze's own warnings (:class:`~bnfreeze.errors.DataWarning`) as one ``bnfreeze: warning:`` line on
+    stderr, when they happen; any other warning as Python shows it."""
+    import warnings
+
+    from bnfreeze.errors import DataWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "_bnfreeze", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            click.echo(f"bnfreeze: warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show._bnfreeze = True
+    warnings.showwarning = show
 
 
 BnfreezeGroup.command_class = BnfreezeCommand

@@ -59,10 +59,13 @@ def print_inspection(console, model_label: str, rows) -> None:
     if not rows:
         say(console, f"{model_label} has no normalization layers")
         return
+    # how a BN folds (its rule and the layers it crosses) and why one stays are two kinds of fact: two columns
     print_table(console, f"normalization layers of {model_label}",
-                [Column("layer"), Column("kind", ""), Column("action", ""), Column("detail", "")],
-                [(r.layer, r.kind, r.action, r.detail) for r in rows],
-                plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}: {row[3]}")
+                [Column("layer"), Column("kind", ""), Column("action", ""), Column("how it folds", ""),
+                 Column("why it stays", "")],
+                [(r.layer, r.kind, r.action, r.how, r.reason or "") for r in rows],
+                plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}" + (f" ({row[3]})" if row[3] else "")
+                + (f": {row[4]}" if row[4] else ""))
 
 
 def print_artifacts(console, artifacts: list[dict]) -> None:
@@ -127,7 +130,8 @@ def print_quantize_report(console, report: dict) -> None:
         exact = sum(1 for op in a["float_ops"] if op["exact"])
         floats = f"{len(a['float_ops']) - exact}" + (f" (+{exact} exact)" if exact else "")
         verdict = "passed" if a.get("passed") else "FAILED"
-        rows.append((a["path"], f"{a['kind']}, {a['io']} I/O", _size(a["bytes"]), _ops_text(a["ops"]), floats,
+        batch = f", batch {a['batch_size']}" if a.get("batch_size") else ""
+        rows.append((a["path"], f"{a['kind']}, {a['io']} I/O{batch}", _size(a["bytes"]), _ops_text(a["ops"]), floats,
                      str(a["bn_derived_ops"]), top1, _number(a.get("snr_db")), accuracy, verdict))
         styles.append(None if a.get("passed") else "red")
     print_table(
@@ -177,23 +181,35 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def print_verify(console, report) -> None:
-    """One block per candidate and device: a verdict line, then one line per output.
-
-    Plain lines written with ``soft_wrap`` (rich neither cuts nor folds them),
-    so paths and numbers survive any terminal width and a pipe (no terminal:
-    80 columns and no colour).
-    """
+def _verify_line(console, *parts) -> None:
     from rich.text import Text
 
-    def line(*parts):
-        console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
+    console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
 
+
+def print_verify_header(console, report) -> None:
+    """``bnfreeze verify: REFERENCE (backend) on N samples from DATA``: printed before the comparison runs."""
     quantized = f", {report.reference_quantization}" if report.reference_quantization else ""
     data = str(report.data)
     if "random sample" not in data:
         data = f"{report.samples} sample{'s' if report.samples != 1 else ''} from {data}"
-    line(("bnfreeze verify: ", "bold"), f"{report.reference} ({report.reference_backend}{quantized}) on {data}")
+    _verify_line(console, ("bnfreeze verify: ", "bold"),
+                 f"{report.reference} ({report.reference_backend}{quantized}) on {data}")
+
+
+def print_verify(console, report, header: bool = True) -> None:
+    """The header (unless already printed), then one block per candidate and device: a verdict line, then
+    one line per output.
+
+    Plain lines written with ``soft_wrap`` (rich neither cuts nor folds them),
+    so paths and numbers survive any terminal width and a pipe (no terminal:
+    each line whole, no colour).
+    """
+    def line(*parts):
+        _verify_line(console, *parts)
+
+    if header:
+        print_verify_header(console, report)
     for row in report.rows:
         if row.skipped:
             verdict = ("FAILED ", "red") if row.required else ("skipped", "yellow")
@@ -252,13 +268,13 @@ def print_recalibration(console, model_label: str, report: dict) -> None:
 
 
 class RichProgress:
-    """A progress bar with samples per second, for :mod:`bnfreeze.recalibration`."""
+    """A progress bar with samples per second on a terminal (:func:`make_progress`)."""
 
     def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False,
         )
         self._task = None
@@ -267,17 +283,78 @@ class RichProgress:
         return self
 
     def __exit__(self, *exc):
-        if self._task is not None:  # started by the first pass: an error before it prints no empty bar line
+        if self._task is not None:  # started by the first step: an error before it prints no empty bar line
+            if self._progress.tasks[-1].total is None:  # a step (loading, exporting) leaves no bar behind
+                self._progress.update(self._task, visible=False)
             self._progress.stop()
 
     def start(self, description: str, total: int | None) -> None:
+        """A new step (``total`` samples, or None: a step that is not counted, such as loading a model)."""
         if self._task is None:
             self._progress.start()
         else:
             self._progress.update(self._task, visible=False)
-        self._task = self._progress.add_task(description, total=total, rate="")
+        self._task = self._progress.add_task(description, total=total, rate="",
+                                             count=f"0/{total}" if total is not None else "")
 
     def advance(self, samples: int) -> None:
         self._progress.advance(self._task, samples)
-        speed = self._progress.tasks[-1].speed
-        self._progress.update(self._task, rate=f"{speed:,.0f} samples/s" if speed else "")
+        task = self._progress.tasks[-1]
+        self._progress.update(self._task, rate=f"{task.speed:,.0f} samples/s" if task.speed else "",
+                              count=f"{task.completed:.0f}/{task.total:.0f}" if task.total is not None
+                              else f"{task.completed:.0f}")
+
+
+class LineProgress:
+    """Progress in a log (no terminal): a line when a step starts, one every ``interval`` seconds while it
+    runs, and one when its samples are done. A bar redrawn in place would leave every frame in a log (or,
+    as rich does off a terminal, nothing until the end); these lines arrive as the work goes."""
+
+    def __init__(self, console, interval: float = 10.0, clock=None):
+        import time
+
+        self._console, self._interval, self._clock = console, interval, clock or time.monotonic
+        self._description: str | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self._finish()
+        self._description = None
+
+    def start(self, description: str, total: int | None) -> None:
+        self._finish()
+        self._description, self._total, self._done = description, total, 0
+        self._started = self._last = self._clock()
+        self._said_done = False
+        say(self._console, f"{description}: 0/{total} samples" if total else f"{description} ...")
+
+    def advance(self, samples: int) -> None:
+        if self._description is None:
+            return
+        self._done += samples
+        now = self._clock()
+        if self._total and self._done >= self._total:
+            self._line(now)
+            self._said_done = True
+        elif now - self._last >= self._interval:
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        elapsed = now - self._started
+        rate = f", {self._done / elapsed:,.0f} samples/s" if elapsed > 0 else ""
+        total = f"/{self._total}" if self._total else ""
+        say(self._console, f"{self._description}: {self._done}{total} samples{rate}, {elapsed:.1f} s")
+        self._last = now
+
+    def _finish(self) -> None:
+        if self._description is not None and self._done and not self._said_done:
+            self._line(self._clock())
+        self._description = None
+
+
+def make_progress(console):
+    """A bar on a terminal, lines in a pipe or CI log (:class:`LineProgress`)."""
+    return RichProgress(console) if console.is_terminal else LineProgress(console)

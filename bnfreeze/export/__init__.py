@@ -72,12 +72,14 @@ def export(
     tolerance: Tolerance = Tolerance(),
     seed: int = 0,
     outputs: contextlib.ExitStack | None = None,
+    progress=None,
 ) -> list[Artifact]:
     """Write the requested artifacts of ``model``; raise ParityError (writing nothing) if one differs.
 
     ``outputs`` (from :func:`bnfreeze.io.files.committed_together`) puts the
     artifacts in place together with the caller's other outputs; by default
-    they are committed together when every artifact has passed.
+    they are committed together when every artifact has passed. ``progress`` hears of each artifact as its
+    conversion starts (:mod:`bnfreeze.io.progress`).
     """
     import time
 
@@ -102,6 +104,8 @@ def export(
         for kind, destination in targets.items():
             writer, runner_cls = FORMATS[kind]
             tmp = stack.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel"))
+            if progress is not None:
+                progress.start(f"exporting {destination} ({kind}) and checking it", None)
             started = time.perf_counter()
             kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
             try:

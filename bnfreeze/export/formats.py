@@ -117,20 +117,33 @@ def _inline_captured_constants(proto, concrete, input_names) -> None:
 
 
 def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Written:
-    """A SavedModel with a ``serving_default`` signature (Keras ``model.export``), for TF Serving.
+    """A SavedModel for TF Serving: a ``serving_default`` signature whose inputs and outputs carry the Keras
+    input and output names (as the ONNX and TFLite files do; Keras's ``model.export`` names the outputs
+    ``output_0``, ...), beside Keras's own ``serve`` endpoint (the model's call, its output structure).
 
     Keras's own tracing is kept here: TensorFlow runs grouped convolutions on
     the CPU only through the XLA function Keras emits for them.
     """
+    import keras
     import tensorflow as tf
 
-    from bnfreeze.io.signature import input_specs, pack_inputs
+    from bnfreeze.io.signature import input_specs, output_names, pack_inputs
 
     specs = [tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
-    # one entry per positional argument of call(): the model's inputs in their own structure (list, dict)
+    names = output_names(model)
+
+    def serve(*args):
+        outputs = model(pack_inputs(model, list(args)), training=False)
+        return {name: value for name, value in zip(names, keras.tree.flatten(outputs))}
+
+    archive = keras.export.ExportArchive()
     with tracing_errors(specs):
-        model.export(str(path), format="tf_saved_model", verbose=False, input_signature=[pack_inputs(model, specs)])
-    return Written("savedmodel", {"signature": "serving_default"})
+        archive.track(model)
+        # one entry per positional argument of call(): the model's inputs in their own structure (list, dict)
+        archive.add_endpoint("serve", model.__call__, input_signature=[pack_inputs(model, specs)])
+        archive.add_endpoint("serving_default", tf.function(serve, input_signature=specs, autograph=False))
+        archive.write_out(str(path), verbose=False)
+    return Written("savedmodel", {"signature": "serving_default", "outputs": names})
 
 
 def write_tflite(model, path: Path, *, batch_size: int | None = None) -> Written:

@@ -146,13 +146,17 @@ def verify(
     input_map=None,
     output_map=None,
     rescale: float | None = None,
+    progress=None,
+    on_header=None,
 ) -> VerifyReport:
     """Compare every candidate artifact with the ``reference`` artifact (any format, run on the CPU).
 
     ``signature`` picks the SavedModel (and multi-signature TFLite) signature;
     ``input_map``/``output_map`` pair names the automatic matching cannot
     (``"ref=cand,..."`` or a dict); ``data`` is a ``.npy``/``.npz`` file or a
-    folder of images (``rescale`` multiplies its pixels).
+    folder of images (``rescale`` multiplies its float inputs). ``progress`` (``start(description, total)``,
+    ``advance(samples)``) hears of each step as it begins and of the samples compared; ``on_header`` is called
+    with the report before any sample is compared (no rows yet), so a caller can show what runs on what.
     """
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose cpu, gpu or all")
@@ -161,7 +165,7 @@ def verify(
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if data is None and rescale is not None:
-        raise InputError("--rescale applies to a folder of images given with --data")
+        raise InputError("--rescale multiplies the inputs given with --data; give --data too")
     inputs_map = parse_map(input_map, "--input-map")
     outputs_map = parse_map(output_map, "--output-map")
     options = {"unsafe": unsafe, "signature": signature}
@@ -171,8 +175,12 @@ def verify(
         from bnfreeze.io.sources import check_data_path
 
         check_data_path(data)  # before any runner starts (and TensorFlow is imported)
+    from bnfreeze.io.progress import NoProgress
+
+    progress = progress or NoProgress()
     opened: list[Runner] = []
     try:
+        progress.start(f"loading the reference {reference}", None)
         ref_runner = open_runner(reference, "cpu", **options)
         try:
             ref_runner.load()
@@ -192,7 +200,7 @@ def verify(
         if data is not None:
             from bnfreeze.io.sources import open_data
 
-            dataset = open_data(data, specs, rescale)
+            dataset = open_data(data, specs, rescale, model=keras_model)
         else:
             dataset = None
         rows: list[VerifyRow] = []
@@ -205,6 +213,7 @@ def verify(
                     continue
                 row = VerifyRow(str(path), cls.backend, dev, batch_size)
                 rows.append(row)
+                progress.start(f"loading {path} ({cls.backend}, {dev})", None)
                 runner = open_runner(path, dev, **options)
                 try:
                     runner.load()
@@ -232,6 +241,12 @@ def verify(
             _check_maps_used(outputs_map, ref_outputs, used_outputs, "output")
         if dataset is None:  # random samples over the integer ranges of every Keras model compared
             dataset = random_data(specs, samples, seed, int_high=ranges)
+        total = dataset.count()
+        if on_header is not None:
+            on_header(VerifyReport(str(reference), str(dataset.source), tolerance, [], ref_runner.backend,
+                                   ref_runner.quantization, total))
+        progress.start(f"comparing {len(plans)} candidate run{'s' if len(plans) != 1 else ''} with {reference}",
+                       total)
         first_feed = None
         start = 0
         for feed in dataset.batches(batch_size):
@@ -240,7 +255,9 @@ def verify(
             expected = infer(ref_runner, {ref_inputs[name]: value for name, value in feed.items()})
             for _row, comparison in plans:
                 comparison.add(feed, expected, start)
-            start += next(iter(feed.values())).shape[0]
+            count = next(iter(feed.values())).shape[0]
+            start += count
+            progress.advance(count)
         for row, comparison in plans:
             _summarize(row, comparison.results())
             if (locate and not row.passed and isinstance(comparison.runner, KerasRunner)
