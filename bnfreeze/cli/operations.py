@@ -382,7 +382,8 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
 
     The warnings (``--compare`` lacking some of the model's BNs) are on the page too.
     """
-    from bnfreeze.html.page import bn_facts, compare_warning, describe_data, match_bns, parity_facts, render
+    from bnfreeze.html.page import (bn_facts, compare_warning, describe_data, has_max_pooling, match_bns,
+                                    parity_facts, render)
     from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
     from bnfreeze.parity import fixed_batch, random_data
@@ -421,7 +422,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
         warning = compare_warning(str(model_path), str(compare), match_bns(facts, compared))
         warnings += [warning] if warning else []
     page = render(str(model_path), plan_rows(folded.plan), facts, parity_facts(model, folded.model, feeds, described),
-                  str(compare) if compare else None, compared)
+                  str(compare) if compare else None, compared, max_pooling=has_max_pooling(model))
     with atomic_path(output, force=force) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     return ReportResult(output, warnings)

@@ -7,6 +7,10 @@ import collections
 from bnfreeze.cli.render import Column, print_table, say
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -18,37 +22,62 @@ def _tolerance_note(tolerance: dict | None) -> str:
     return f" (atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g}{dtype})"
 
 
+def _layers(count: int) -> str:
+    return f"{count} BatchNormalization layer" + ("" if count == 1 else "s")
+
+
+def _parity_runs(runs: list[dict]) -> str:
+    """``5 runs: inference at x1, x10 and x100, the default call, data``: what the fold's check compared."""
+    scales = []
+    for run in runs:
+        inputs = str(run.get("inputs", ""))
+        if run.get("call") == "training=False" and inputs.startswith("random x"):
+            scale = inputs.split(",")[0][len("random "):]
+            if scale not in scales:
+                scales.append(scale)
+    parts = []
+    if scales:
+        parts.append("inference at " + (scales[0] if len(scales) == 1 else ", ".join(scales[:-1]) + " and "
+                                        + scales[-1]))
+    if any(run.get("call") == "default call" for run in runs):
+        parts.append("the default call")
+    if any("samples" in str(run.get("inputs", "")) for run in runs):
+        parts.append("data")
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {', '.join(parts)}"
+
+
 def print_fold_report(console, report: dict) -> None:
     folded, kept = report["folded"], report["kept"]
     rows, styles = [], []
     for entry in folded:
-        detail = f"into {entry['into']}"
+        result = f"folded {entry['direction']} into {entry['into']}"
         if entry.get("through"):
-            detail += f" through {', '.join(entry['through'])}"
-        rows.append((entry["bn"], f"folded {entry['direction']}", detail))
+            result += f" through {', '.join(entry['through'])}"
+        rows.append((entry["bn"], result, ""))
         styles.append(None)
     for entry in kept:
         rows.append((entry["bn"], "kept", entry["reason"]))
         styles.append("yellow")
     total = len(folded) + len(kept)
-    if rows:
+    if rows:  # what happens to a BN, and (a second kind of fact) why it stays
         print_table(console, f"bnfreeze fold: {report['model']}",
-                    [Column("BatchNormalization"), Column("result", ""), Column("detail", "")], rows, styles=styles,
-                    plain=lambda row: f"{row[0]}: {row[1]} {row[2]}" if row[1] != "kept" else f"{row[0]}: kept: {row[2]}")
+                    [Column("BatchNormalization"), Column("result", ""), Column("why it stays", "")], rows,
+                    styles=styles,
+                    plain=lambda row: f"{row[0]}: {row[1]}" if row[1] != "kept" else f"{row[0]}: kept: {row[2]}")
     if total == 0:
         say(console, f"{report['model']} has no BatchNormalization layer: nothing to fold")
     elif not folded:
-        say(console, f"no BatchNormalization layer could be folded: all {total} stay (reasons above)")
+        say(console, "no BatchNormalization layer could be folded: "
+                     + ("it stays (reason above)" if total == 1 else f"all {total} stay (reasons above)"))
     else:
-        say(console, f"folded {len(folded)} of {total} BatchNormalization layers"
-                     + (f"; {len(kept)} stay (reasons above)" if kept else ""))
+        say(console, f"folded {len(folded)} of {_layers(total)}"
+                     + (f"; {len(kept)} stay{'s' if len(kept) == 1 else ''} (reasons above)" if kept else ""))
     parity = report.get("parity")
     if parity:
         verdict = "passed" if parity["passed"] else "FAILED"
         runs = parity.get("runs") or []
         noted = [r for r in runs if r.get("note")]
-        say(console, f"parity on {parity['samples']} samples ({len(runs)} runs: inference at x1 and x10, "
-                     f"the default call{', data' if any('samples' in r['inputs'] for r in runs) else ''}): "
+        say(console, f"parity on {parity['samples']} samples ({_parity_runs(runs)}): "
                      f"max_abs {_fmt(parity['max_abs'])}, max_rel {_fmt(parity['max_rel'])}"
                      f"{_tolerance_note(parity.get('tolerance'))}: {verdict}")
         for run in noted:
@@ -114,11 +143,12 @@ def print_quantize_report(console, report: dict) -> None:
                      f"{entry['scale_into']} (through its ReLU), shift folded into {entry['shift_into']}")
     equalization = report.get("equalization")
     if equalization is not None:
-        say(console, f"cross-layer equalization: {len(equalization['pairs'])} layer pairs in "
-                     f"{equalization['sweeps']} sweeps")
+        say(console, f"cross-layer equalization: {_plural(len(equalization['pairs']), 'layer pair')} in "
+                     f"{_plural(equalization['sweeps'], 'sweep')}")
     corrected = report.get("bias_correction")
     if corrected is not None:
-        say(console, f"bias correction: {len(corrected['layers'])} layers, on {corrected.get('samples', 0)} samples")
+        say(console, f"bias correction: {_plural(len(corrected['layers']), 'layer')}, on "
+                     f"{_plural(corrected.get('samples', 0), 'sample')}")
     artifacts = report.get("artifacts") or []
     if not artifacts:
         return
