@@ -2,7 +2,9 @@
 tolerances of :data:`bnfreeze.compare.tolerance.RUNTIME_TOLERANCES`.
 
 For each model (the trained digits CNN in models/, and keras.applications architectures built with
-weights=None and BN statistics randomised far from identity, a third of the gammas negative), in one process:
+weights=None, BN statistics randomised far from identity, a third of the gammas negative, and their logits
+as the output: ``classifier_activation=None``, since a softmax over 1000 near-uniform classes hides the
+float noise that a regression head or a backbone's features show in full), in one process:
 fold it, export the original and the folded model to SavedModel, ONNX and TFLite, and run ``bnfreeze.verify``
 with the original Keras model as the reference and every artifact (and the folded Keras model) as a candidate,
 batch 1 (the single-sample deployment case), on SAMPLES inputs: the digits' held-out images for the digits
@@ -35,14 +37,15 @@ import numpy as np  # noqa: E402
 MODELS = ["digits_cnn", "MobileNetV2", "ResNet50", "EfficientNetB0", "DenseNet121"]
 
 
-def build(name: str):
+def build(name: str, softmax: bool = False):
     import keras
 
     from support import randomize_bn, randomize_weights
 
     if name == "digits_cnn":
         return keras.models.load_model(REPO / "models" / "digits_cnn.keras", compile=False)
-    model = getattr(keras.applications, name)(weights=None, input_shape=(224, 224, 3))
+    model = getattr(keras.applications, name)(weights=None, input_shape=(224, 224, 3),
+                                              classifier_activation="softmax" if softmax else None)
     randomize_bn(model, seed=0)
     randomize_weights(model, seed=0)
     return model
@@ -59,13 +62,13 @@ def data_for(name: str, model, samples: int, scale: float, folder: Path) -> Path
     return path
 
 
-def measure(name: str, samples: int, device: str, folder: Path) -> list[dict]:
+def measure(name: str, samples: int, device: str, folder: Path, softmax: bool = False) -> list[dict]:
     import bnfreeze
     from bnfreeze.compare import Tolerance
     from bnfreeze.export import export
     from bnfreeze.verify import verify
 
-    model = build(name)
+    model = build(name, softmax)
     original = folder / f"{name}.keras"
     model.save(original)
     folded = bnfreeze.fold(model, check=False).model
@@ -84,7 +87,8 @@ def measure(name: str, samples: int, device: str, folder: Path) -> list[dict]:
         report = verify(str(original), [str(c) for c in candidates], data=str(data), device=device,
                         tolerance=Tolerance(0.0, 0.0))
         for row in report.rows:
-            rows.append({"model": name, "scale": scale, "candidate": Path(row.candidate).name,
+            rows.append({"model": name, "head": "softmax" if softmax or name == "digits_cnn" else "logits",
+                         "scale": scale, "candidate": Path(row.candidate).name,
                          "folded": ".folded" in Path(row.candidate).name, "backend": row.backend,
                          "device": row.device, "skipped": row.skipped, "samples": row.samples,
                          "max_abs": row.max_abs, "max_rel": row.max_rel, "reason": row.reason if row.skipped else None})
@@ -97,6 +101,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100, help="Inputs per model and scale (digits: up to 360).")
     parser.add_argument("--device", default="all", choices=["cpu", "gpu", "all"])
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--softmax", action="store_true", help="keras.applications with their softmax head.")
     args = parser.parse_args()
     import onnxruntime
     import tensorflow as tf
@@ -105,7 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             started = time.perf_counter()
-            found = measure(name, 300 if name == "digits_cnn" else args.samples, args.device, Path(folder))
+            found = measure(name, 300 if name == "digits_cnn" else args.samples, args.device, Path(folder),
+                            args.softmax)
             rows += found
             for row in found:
                 figures = "skipped" if row["skipped"] else f"max_abs {row['max_abs']:.3g}, max_rel {row['max_rel']:.3g}"

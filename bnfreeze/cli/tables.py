@@ -247,7 +247,11 @@ def print_verify(console, report, header: bool = True) -> None:
             continue
         verdict = ("passed ", "green") if row.passed else ("FAILED ", "red")
         quantization = f"  quantized: {row.quantization}" if row.quantization else ""
-        line(verdict, f"  {row.candidate}  {row.backend}/{row.device} ({row.provider}), batch {row.batch_size}{quantization}")
+        bounds = ""
+        if row.tolerance is not None and row.tolerance.explain() != report.tolerance.explain():
+            bounds = f"; {row.tolerance.explain()}"  # this runtime's own defaults
+        line(verdict, f"  {row.candidate}  {row.backend}/{row.device} ({row.provider}), batch {row.batch_size}"
+                      f"{quantization}{bounds}")
         for output in row.outputs:
             name = output.name
             other = row.output_names.get(name)
@@ -263,7 +267,12 @@ def print_verify(console, report, header: bool = True) -> None:
         if row.first_diverging_layer:  # --locate
             line(("    ", ""), ("first diverging layer: ", "red"), row.first_diverging_layer)
     verdict = ("passed", "green") if report.passed else ("FAILED", "red")
-    line(f"criterion: {report.tolerance.explain()}: ", verdict)
+    held = {row.tolerance.explain() for row in report.rows if row.tolerance is not None and not row.skipped}
+    if held and held != {report.tolerance.explain()}:
+        criterion = f"each candidate within the bounds of its runtime, on its line ({report.tolerance.check})"
+    else:
+        criterion = report.tolerance.explain()
+    line(f"criterion: {criterion}: ", verdict)
 
 
 def print_recalibration(console, model_label: str, report: dict) -> None:

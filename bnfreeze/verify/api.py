@@ -62,10 +62,13 @@ class VerifyRow:
     output_names: dict[str, str] = field(default_factory=dict)
     #: with ``locate``: the first layer of a failing Keras candidate that differs from the reference's
     first_diverging_layer: str | None = None
+    #: what this row is held to: the defaults of its runtime and the reference's (:meth:`Tolerance.for_runtimes`)
+    tolerance: Tolerance | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["outputs"] = [o.as_dict() for o in self.outputs]
+        data["tolerance"] = self.tolerance.as_dict() if self.tolerance is not None else None
         return data
 
 
@@ -235,7 +238,8 @@ def verify(
                     _narrow(ranges, _integer_ranges(runner.model, names))
                 row.output_names = {p.reference.name: p.candidate.name for p in pairs
                                     if p.reference.name != p.candidate.name}
-                plans.append((row, Comparison(runner, names, pairs, tolerance)))
+                row.tolerance = tolerance.for_runtimes((ref_runner.backend, "cpu"), (cls.backend, dev))
+                plans.append((row, Comparison(runner, names, pairs, row.tolerance)))
         if plans:
             _check_maps_used(inputs_map, specs, used_inputs, "input")
             _check_maps_used(outputs_map, ref_outputs, used_outputs, "output")
@@ -264,7 +268,8 @@ def verify(
                     and isinstance(ref_runner, KerasRunner) and first_feed is not None):
                 from bnfreeze.verify.locate import first_divergence
 
-                where = first_divergence(ref_runner.model, comparison.runner.model, first_feed, tolerance.elementary())
+                where = first_divergence(ref_runner.model, comparison.runner.model, first_feed,
+                                         row.tolerance.elementary())
                 if where:
                     row.first_diverging_layer = where
                     row.reason = f"{row.reason}; first diverging layer: {where}"

@@ -1,0 +1,50 @@
+"""Default tolerances by runtime: each runtime's measured float noise, the loosest of the two compared."""
+
+import pytest
+
+from bnfreeze.compare.tolerance import (DTYPE_TOLERANCES, RUNTIME_TOLERANCES, Tolerance, criteria,
+                                        runtime_defaults)
+
+
+def test_every_runtime_and_device_has_a_default():
+    for backend in ("keras", "savedmodel", "onnxruntime", "tflite"):
+        assert (backend, "cpu") in RUNTIME_TOLERANCES
+    for backend in ("keras", "savedmodel", "onnxruntime"):  # tflite runs on the CPU only
+        assert (backend, "gpu") in RUNTIME_TOLERANCES
+        assert RUNTIME_TOLERANCES[(backend, "gpu")] >= RUNTIME_TOLERANCES[(backend, "cpu")]
+    # Keras against Keras on the CPU is the fold's own check: held to float32's defaults
+    assert RUNTIME_TOLERANCES[("keras", "cpu")] == DTYPE_TOLERANCES["float32"]
+
+
+def test_the_loosest_of_the_runtimes_compared_applies():
+    loosest = max(RUNTIME_TOLERANCES.values())
+    assert runtime_defaults(*RUNTIME_TOLERANCES) == (max(a for a, _ in RUNTIME_TOLERANCES.values()),
+                                                     max(r for _, r in RUNTIME_TOLERANCES.values()))
+    assert runtime_defaults(("keras", "cpu")) == DTYPE_TOLERANCES["float32"]
+    assert max(runtime_defaults(("tflite", "cpu"), ("onnxruntime", "gpu"))) <= max(loosest)
+    tflite = Tolerance().resolved_for("float32").for_runtimes(("keras", "cpu"), ("tflite", "cpu"))
+    assert (tflite.atol, tflite.rtol) == RUNTIME_TOLERANCES[("tflite", "cpu")]
+    assert tflite.as_dict()["runtimes"] == ["tflite/cpu"] and "float32 tflite/cpu defaults" in tflite.explain()
+    gpu = Tolerance().resolved_for("float32").for_runtimes(("tflite", "cpu"), ("onnxruntime", "gpu"))
+    assert (gpu.atol, gpu.rtol) == runtime_defaults(("tflite", "cpu"), ("onnxruntime", "gpu"))
+
+
+def test_given_bounds_are_kept_and_other_precisions_keep_their_own():
+    given = criteria(atol=1e-7, rtol=None).resolved_for("float32").for_runtimes(("onnxruntime", "gpu"))
+    assert given.atol == 1e-7 and given.rtol == RUNTIME_TOLERANCES[("onnxruntime", "gpu")][1]
+    both = criteria(atol=1e-7, rtol=1e-6).resolved_for("float32").for_runtimes(("tflite", "cpu"))
+    assert (both.atol, both.rtol) == (1e-7, 1e-6)
+    half = Tolerance().resolved_for("float16").for_runtimes(("tflite", "cpu"))
+    assert half.atol >= DTYPE_TOLERANCES["float16"][0] and half.rtol >= DTYPE_TOLERANCES["float16"][1]
+    double = Tolerance().resolved_for("float64").for_runtimes(("savedmodel", "cpu"))
+    assert (double.atol, double.rtol) == DTYPE_TOLERANCES["float64"]  # a float64 model's artifact: float64
+    keras = Tolerance().resolved_for("float32").for_runtimes(("keras", "cpu"), ("keras", "cpu"))
+    assert keras == Tolerance().resolved_for("float32")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_per_output_precision_keeps_the_runtime(dtype):
+    tolerance = Tolerance(output_dtypes=(("a", "float32"), ("b", dtype))).resolved_for("float16")
+    tolerance = tolerance.for_runtimes(("tflite", "cpu"))
+    a = tolerance.for_output("a")
+    assert (a.atol, a.rtol) == RUNTIME_TOLERANCES[("tflite", "cpu")]  # a float32 output: tflite's noise
