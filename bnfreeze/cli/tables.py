@@ -108,8 +108,8 @@ def print_artifacts(console, artifacts: list[dict]) -> None:
     print_table(console, "artifacts (each checked against the Keras model before it was written)",
                 [Column("kind"), Column("path", ""), Column("max_abs"), Column("max_rel"), Column("tolerance"),
                  Column("result", ""), Column("seconds"), Column("BN nodes left")], rows,
-                plain=lambda r: (f"{r[0]} {r[1]}: max_abs {r[2]}, max_rel {r[3]} ({r[4]}): {r[5]}; "
-                                 f"{r[6]} s; BN nodes left {r[7]}"))
+                plain=lambda r: (f"{r[0]} {r[1]}: {r[5]}, max_abs {r[2]}, max_rel {r[3]}, {r[4]}, "
+                                 f"{r[6]} s, BN nodes left {r[7]}"))
 
 
 def _ops_text(ops: dict) -> str:
@@ -313,7 +313,7 @@ class RichProgress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+            TextColumn("{task.description}"), BarColumn(bar_width=20), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False,
         )
         self._task = None

@@ -31,22 +31,27 @@ DTYPE_TOLERANCES = {
 _PRECISION_ORDER = ["bfloat16", "float16", "float32", "float64"]
 
 #: Default float32 (atol, rtol) by the runtime an artifact runs on, compared with Keras on the CPU (or with
-#: another runtime: the looser of the two). The CPU rows are the worst error measured on real models
-#: (``scripts/measure_tolerances.py``: the trained digits CNN and keras.applications networks with randomised
-#: BN statistics, folded and not, 1x and 10x inputs; numbers and method in BENCHMARKS.md and
-#: docs/tolerances.md) times a margin of at least 10, rounded up to 1, 2 or 5 x 10^k. Keras against Keras is
-#: the fold's own check: a fold only reorders roundings. The GPU rows are not measured here (no GPU): TF and
-#: onnxruntime's CUDA provider compute float32 convolutions and matrix products in TF32 (10-bit mantissa,
-#: unit roundoff 2^-11) by default on Ampere and later, and onnxruntime's own model tests hold CUDA to a
-#: relative 1e-2 where they hold the CPU to 1e-3; the rows follow that.
+#: another runtime: the looser of the two). An output passes a batch when its max |error| is within atol or
+#: within rtol x its largest |reference value|. Measured (``scripts/measure_tolerances.py``; method and every
+#: number in docs/tolerances.md and BENCHMARKS.md): the worst error over the trained digits CNN on real and
+#: random data and keras.applications networks (logits, randomised BN statistics) at 1x and 10x inputs,
+#: folded and not, times a margin of at least 10, rounded up to 1, 2 or 5 x 10^k:
+#:
+#: * Keras (the fold's own check), SavedModel, onnxruntime CPU: worst max_rel 6.2e-6 here -> 1e-4.
+#: * TFLite: 4.4e-6 here, but 1.01e-4 on a user's machine (issue 24: XNNPACK's kernels differ by CPU):
+#:   x 10 -> 2e-3, atol 1e-4.
+#: * GPU rows, not measured here (no GPU; ``measure_tolerances.py --device gpu`` measures them): bnfreeze runs
+#:   TF and onnxruntime's CUDA provider with TF32 off, so float32 is float32, but cuDNN picks convolution
+#:   algorithms (Winograd, FFT) with larger rounding error; 10x the CPU's, as onnxruntime's own model tests
+#:   relax CUDA 10x against the CPU (relative 1e-2 against 1e-3).
 RUNTIME_TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {
     ("keras", "cpu"): (DEFAULT_ATOL, DEFAULT_RTOL),
     ("savedmodel", "cpu"): (DEFAULT_ATOL, DEFAULT_RTOL),
     ("onnxruntime", "cpu"): (DEFAULT_ATOL, DEFAULT_RTOL),
-    ("tflite", "cpu"): (DEFAULT_ATOL, DEFAULT_RTOL),
-    ("keras", "gpu"): (1e-3, 1e-2),
-    ("savedmodel", "gpu"): (1e-3, 1e-2),
-    ("onnxruntime", "gpu"): (1e-3, 1e-2),
+    ("tflite", "cpu"): (1e-4, 2e-3),
+    ("keras", "gpu"): (1e-4, 1e-3),
+    ("savedmodel", "gpu"): (1e-4, 1e-3),
+    ("onnxruntime", "gpu"): (1e-4, 1e-3),
 }
 
 

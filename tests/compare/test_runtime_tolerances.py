@@ -1,5 +1,7 @@
 """Default tolerances by runtime: each runtime's measured float noise, the loosest of the two compared."""
 
+from pathlib import Path
+
 import pytest
 
 from bnfreeze.compare.tolerance import (DTYPE_TOLERANCES, RUNTIME_TOLERANCES, Tolerance, criteria,
@@ -48,3 +50,38 @@ def test_per_output_precision_keeps_the_runtime(dtype):
     tolerance = tolerance.for_runtimes(("tflite", "cpu"))
     a = tolerance.for_output("a")
     assert (a.atol, a.rtol) == RUNTIME_TOLERANCES[("tflite", "cpu")]  # a float32 output: tflite's noise
+
+
+def test_the_help_states_the_defaults_the_code_uses():
+    from click.testing import CliRunner
+
+    from bnfreeze.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["verify", "--help"], terminal_width=200).output.split())
+    atol, rtol = RUNTIME_TOLERANCES[("tflite", "cpu")]
+    assert f"{rtol:g} for TFLite" in text and f"{atol:g} for TFLite" in text
+    assert f"{RUNTIME_TOLERANCES[('onnxruntime', 'gpu')][1]:g} on a GPU" in text
+
+
+def test_export_and_verify_hold_an_artifact_to_its_runtime(example_model_path, tmp_path):
+    """What export checked a file against is what verify holds it to: a TFLite file is judged by TFLite's
+    float noise in both, and each verify row says its bounds."""
+    import json
+
+    from support import bnfreeze
+
+    proc = bnfreeze("export", example_model_path, "--tflite", tmp_path / "m.tflite", "--onnx", tmp_path / "m.onnx")
+    assert proc.returncode == 0, proc.stderr
+    atol, rtol = RUNTIME_TOLERANCES[("tflite", "cpu")]
+    assert f"tflite {tmp_path / 'm.tflite'}: passed" in proc.stdout and f"atol {atol:g} or rtol {rtol:g}" in proc.stdout
+    proc = bnfreeze("verify", example_model_path, tmp_path / "m.tflite", tmp_path / "m.onnx", "--samples", 300,
+                    "--json", tmp_path / "v.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {Path(r["candidate"]).name: r["criteria"] for r in json.loads((tmp_path / "v.json").read_text())["results"]}
+    assert rows["m.tflite"]["runtimes"] == ["tflite/cpu"] and (rows["m.tflite"]["atol"], rows["m.tflite"]["rtol"]) \
+        == (atol, rtol)
+    assert rows["m.onnx"]["runtimes"] == ["onnxruntime/cpu"]
+    tflite_line = next(line for line in proc.stdout.splitlines() if "m.tflite" in line)
+    assert f"max_rel <= {rtol:g} (max, float32 tflite/cpu defaults)" in tflite_line
+    assert any(line.startswith("criterion: each candidate within the bounds of its runtime, on its line (max): "
+                               "passed") for line in proc.stdout.splitlines())
