@@ -107,6 +107,7 @@ def fold_file(
         raise InputError(f"{data}: no such file or folder")
     check_outputs([model_path, data], [output, report], force, exports.targets)
     check_model_file(model_path)  # bad input is one line: before the first progress line
+    _check_opset(exports)
     progress = progress or NoProgress()
     progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
@@ -128,6 +129,14 @@ def fold_file(
     return result
 
 
+def _check_opset(exports: ExportOptions) -> None:
+    """An ONNX opset tf2onnx cannot write is bad input, found before the model is loaded."""
+    if "onnx" in exports.targets:
+        from bnfreeze.export.formats import check_opset
+
+        check_opset(exports.opset)
+
+
 def _export_kwargs(exports: ExportOptions) -> dict:
     return {"onnx": exports.onnx, "savedmodel": exports.savedmodel, "tflite": exports.tflite,
             "opset": exports.opset, "batch_size": exports.batch_size}
@@ -141,10 +150,7 @@ def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False
         raise InputError("nothing to export: give --onnx, --savedmodel and/or --tflite")
     check_outputs([model_path], [], force, exports.targets)
     check_model_file(model_path)
-    if "onnx" in exports.targets:
-        from bnfreeze.export.formats import check_opset
-
-        check_opset(exports.opset)
+    _check_opset(exports)
     if progress is not None:
         progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
@@ -212,6 +218,7 @@ def recalibrate_file(
     inputs, outputs = [model_path, calib_data, eval_data], [output, folded, report]
     if distribute is None:  # one process, the chief: before TensorFlow is imported
         check_outputs(inputs, outputs, force, exports.targets)
+    _check_opset(exports)
     if threads is not None:
         _limit_threads(threads)
     strategy = _strategy(distribute, worker_timeout)

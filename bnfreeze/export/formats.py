@@ -33,11 +33,32 @@ def _all_layer_names(model) -> list[str]:
 
 
 def check_opset(opset: int) -> None:
-    """The opsets tf2onnx can write (7..18 for tf2onnx 1.17); anything else is bad input."""
-    constants = import_native("tf2onnx.constants")
-    low, high = min(constants.OPSET_TO_IR_VERSION), max(constants.OPSET_TO_IR_VERSION)
+    """The opsets tf2onnx can write (1..18 for tf2onnx 1.17); anything else is bad input.
+
+    Read from tf2onnx's ``constants.py`` without importing tf2onnx (whose package imports TensorFlow: seconds
+    for a one-line refusal); where that file cannot be read so, from the imported module."""
+    opsets, version = _tf2onnx_opsets()
+    low, high = min(opsets), max(opsets)
     if not low <= int(opset) <= high:
-        raise InputError(f"--opset {opset}: tf2onnx {import_native('tf2onnx').__version__} writes opsets {low} to {high}")
+        raise InputError(f"--opset {opset}: tf2onnx {version} writes opsets {low} to {high}")
+
+
+def _tf2onnx_opsets() -> tuple[list[int], str]:
+    import ast
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("tf2onnx")
+        source = (Path(spec.origin).parent / "constants.py").read_text()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "OPSET_TO_IR_VERSION"
+                                                    for t in node.targets):
+                return sorted(ast.literal_eval(node.value)), importlib.metadata.version("tf2onnx")
+    except (AttributeError, OSError, SyntaxError, ValueError, TypeError, importlib.metadata.PackageNotFoundError):
+        pass
+    constants = import_native("tf2onnx.constants")
+    return sorted(constants.OPSET_TO_IR_VERSION), import_native("tf2onnx").__version__
 
 
 def write_onnx(model, path: Path, *, opset: int = DEFAULT_OPSET, batch_size: int | None = None) -> Written:
