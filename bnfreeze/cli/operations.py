@@ -314,6 +314,8 @@ def quantize_file(
     model_path = Path(model_path)
     report = Path(report) if report is not None else None
     targets = check_options(tflite=tflite, onnx=onnx, recalibrate=recalibrate, io=io, calibrate=calibrate)
+    if checks:  # bounds the given checks would not use are bad input whatever the model (before loading it)
+        Tolerance(check="+".join(checks), min_top1=min_top1, min_snr=min_snr)
     for data in (calib_data, eval_data):
         if data is not None and not Path(data).exists():
             raise InputError(f"{data}: no such file or folder")

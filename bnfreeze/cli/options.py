@@ -39,9 +39,9 @@ def _runtime_defaults_text(index: int) -> str:
         groups.setdefault((bounds[index], device), []).append(names.get(backend, backend))
     parts = []
     for (value, device), backends in groups.items():
-        where = "on a GPU" if device == "gpu" else ("on the CPU" if len(backends) > 1 else "")
+        where = "on a GPU" if device == "gpu" else ("on the CPU" if backends != ["TFLite"] else "")
         who = backends[0] if len(backends) == 1 else ", ".join(backends[:-1]) + " and " + backends[-1]
-        parts.append(f"{value:g} {'for ' + who + ' ' if device != 'gpu' else ''}{where}".strip())
+        parts.append(f"{value:g} for {who} {where}".strip())
     return ", ".join(parts)
 
 

@@ -125,6 +125,8 @@ class BnfreezeGroup(click.Group):
         from bnfreeze.errors import BnfreezeError, CheckError
         from bnfreeze.io.interrupts import Interrupted, checkpoint
 
+        if not ctx.params.get("debug"):
+            quiet_tensorflow()  # before the command's options are parsed: --custom-objects imports Keras
         try:
             result = super().invoke(ctx)
             checkpoint()  # a signal whose exception was swallowed (in a finalizer) is still an interrupt

@@ -72,6 +72,8 @@ CASES = [
     (["quantize", "m.keras", "--calib-data", "missing.npy", "--tflite", "q.tflite"], "missing.npy: no such file"),
     (["quantize", "m.keras", "--calib-data", "m.keras", "--tflite", "q.tflite", "--report", "exists.json"],
      "exists.json: already exists"),
+    (["quantize", "m.keras", "--calib-data", "m.keras", "--tflite", "q.tflite", "--check", "snr", "--min-top1", "0.9"],
+     "--min-top1 applies to --check top1"),
     (["report", "missing.keras"], "missing.keras: no such file"),
     (["report", "m.keras", "--compare", "missing.keras"], "missing.keras: no such file"),
     (["report", "m.keras", "--data", "missing.npy"], "missing.npy: no such file"),

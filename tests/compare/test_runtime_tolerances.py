@@ -14,15 +14,17 @@ def test_every_runtime_and_device_has_a_default():
     for backend in ("keras", "savedmodel", "onnxruntime"):  # tflite runs on the CPU only
         assert (backend, "gpu") in RUNTIME_TOLERANCES
         assert RUNTIME_TOLERANCES[(backend, "gpu")] >= RUNTIME_TOLERANCES[(backend, "cpu")]
-    # Keras against Keras on the CPU is the fold's own check: held to float32's defaults
-    assert RUNTIME_TOLERANCES[("keras", "cpu")] == DTYPE_TOLERANCES["float32"]
+    # the fold's own check (float32's defaults) is stricter than verify holds a Keras candidate to: a fold
+    # that passed its check on 28 samples cannot fail verify on 300 by float noise
+    atol, rtol = DTYPE_TOLERANCES["float32"]
+    assert all(a >= atol and r >= rtol for a, r in RUNTIME_TOLERANCES.values())
 
 
 def test_the_loosest_of_the_runtimes_compared_applies():
     loosest = max(RUNTIME_TOLERANCES.values())
     assert runtime_defaults(*RUNTIME_TOLERANCES) == (max(a for a, _ in RUNTIME_TOLERANCES.values()),
                                                      max(r for _, r in RUNTIME_TOLERANCES.values()))
-    assert runtime_defaults(("keras", "cpu")) == DTYPE_TOLERANCES["float32"]
+    assert runtime_defaults(("keras", "cpu")) == RUNTIME_TOLERANCES[("keras", "cpu")]
     assert max(runtime_defaults(("tflite", "cpu"), ("onnxruntime", "gpu"))) <= max(loosest)
     tflite = Tolerance().resolved_for("float32").for_runtimes(("keras", "cpu"), ("tflite", "cpu"))
     assert (tflite.atol, tflite.rtol) == RUNTIME_TOLERANCES[("tflite", "cpu")]
@@ -41,7 +43,9 @@ def test_given_bounds_are_kept_and_other_precisions_keep_their_own():
     double = Tolerance().resolved_for("float64").for_runtimes(("savedmodel", "cpu"))
     assert (double.atol, double.rtol) == DTYPE_TOLERANCES["float64"]  # a float64 model's artifact: float64
     keras = Tolerance().resolved_for("float32").for_runtimes(("keras", "cpu"), ("keras", "cpu"))
-    assert keras == Tolerance().resolved_for("float32")
+    assert (keras.atol, keras.rtol) == RUNTIME_TOLERANCES[("keras", "cpu")] and keras.runtimes == (("keras", "cpu"),)
+    fold = Tolerance().resolved_for("float32")  # the fold's own check: no runtime
+    assert (fold.atol, fold.rtol) == DTYPE_TOLERANCES["float32"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -60,7 +64,7 @@ def test_the_help_states_the_defaults_the_code_uses():
     text = " ".join(CliRunner().invoke(main, ["verify", "--help"], terminal_width=200).output.split())
     atol, rtol = RUNTIME_TOLERANCES[("tflite", "cpu")]
     assert f"{rtol:g} for TFLite" in text and f"{atol:g} for TFLite" in text
-    assert f"{RUNTIME_TOLERANCES[('onnxruntime', 'gpu')][1]:g} on a GPU" in text
+    assert f"{RUNTIME_TOLERANCES[('onnxruntime', 'gpu')][1]:g} for onnxruntime on a GPU" in text
 
 
 def test_export_and_verify_hold_an_artifact_to_its_runtime(example_model_path, tmp_path):

@@ -81,7 +81,10 @@ def test_bad_input_exits_2_with_one_line(model_copy, repo, tmp_path, args, messa
     args = [a.format(tmp=tmp_path, repo=repo) for a in args]
     result = run("quantize", model_copy, *args)
     assert result.exit_code == 2, result.output
-    assert message in result.output and result.output.count("\n") == 1 and result.output.startswith("bnfreeze: error:")
+    # one message; before it, in a log, only the lines of the steps that ran (loading the model reads its inputs)
+    lines = result.output.splitlines()
+    assert len(lines) >= 1 and lines[-1].startswith("bnfreeze: error:") and message in lines[-1], result.output
+    assert all(line.endswith(" ...") for line in lines[:-1]), result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "exists.tflite").read_bytes() == b"old"
 
 
