@@ -49,3 +49,10 @@ def message_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith("Exception encountered when calling")]
     return (useful or lines or [type(exc).__name__])[0][:300]
+
+
+class DataWarning(UserWarning):
+    """The data given may not be what the model expects (it looks unscaled, say); the command goes on.
+
+    The command line prints it as one ``bnfreeze: warning:`` line on stderr.
+    """

@@ -65,3 +65,40 @@ def test_random_samples_beyond_memory_are_bad_input():
     assert random_data([spec], 16, 0).arrays["x"].shape == (16, 8, 8, 1)
     with pytest.raises(InputError, match=r"--samples 100000000000: .* GiB of memory; give at most [0-9]+ samples"):
         random_data([spec], 10**11, 0)
+
+
+def _clipped_twin(clip: float):
+    """A model and a twin that agrees with it while its pre-activations stay below ``clip``: what a fold
+    that moved a BN through a ReLU6-like cap, or lost a bound, computes: right for small inputs only."""
+    import keras
+
+    def build(activation):
+        x = keras.Input((16,))
+        dense = keras.layers.Dense(16, kernel_initializer="identity", bias_initializer="zeros", name="dense")
+        return keras.Model(x, activation(dense(x)))
+
+    return build(keras.layers.ReLU()), build(keras.layers.ReLU(max_value=clip))
+
+
+def test_a_fold_off_only_for_large_inputs_fails_the_check():
+    """Standard-normal inputs times 1 and 10 never reach 40; times 100 they do: the x100 run catches it."""
+    reference, candidate = _clipped_twin(40.0)
+    result = check_models(reference, candidate)
+    assert not result.passed
+    by_input = {(run.inputs, run.batch): run for run in result.runs if run.call == "training=False"}
+    assert by_input[("random x1", 1)].passed and by_input[("random x1", 8)].passed
+    assert by_input[("random x10", 8)].passed  # the old check (x1 and x10) let this through
+    assert not by_input[("random x100", 8)].passed
+    assert result.samples >= 28  # one sample, three batches of 8 and the default call
+
+
+def test_outputs_that_overflow_at_large_inputs_are_not_compared_there():
+    """exp overflows float32 at x100: the original itself has no finite answer, so that run is noted, not failed."""
+    import keras
+
+    x = keras.Input((4,))
+    model = keras.Model(x, keras.layers.Activation("exponential")(keras.layers.Dense(4, kernel_initializer="ones")(x)))
+    result = check_models(model, model)
+    assert result.passed
+    noted = [run for run in result.runs if run.note]
+    assert [run.inputs for run in noted] == ["random x100"] and "overflow" in noted[0].note

@@ -42,22 +42,23 @@ def fold(model, output, report, data, rescale, strict, max_kept, seed, onnx, sav
          export_batch_size, force, unsafe, atol, rtol):
     """Fold BatchNormalization into neighbouring Conv/Dense layers (and export the result)."""
     from bnfreeze.cli.operations import fold_file
-    from bnfreeze.cli.tables import print_artifacts, print_fold_report
+    from bnfreeze.cli.tables import make_progress, print_artifacts, print_fold_report
     from bnfreeze.errors import InputError, KeptError
 
     if strict and max_kept is not None and max_kept != 0:
         raise InputError("--strict means --max-kept 0; give one of them")
     exports = export_request(onnx, savedmodel, tflite, opset, export_batch_size)
+    console = make_console()
     try:
-        result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol,
-                           seed=seed, exports=exports, data=data, rescale=rescale,
-                           max_kept=0 if strict else max_kept)
+        with make_progress(make_console(stderr=True)) as progress:  # the fold report before the exports run
+            result = fold_file(model, output, report=report, force=force, unsafe=unsafe, atol=atol, rtol=rtol,
+                               seed=seed, exports=exports, data=data, rescale=rescale,
+                               max_kept=0 if strict else max_kept, progress=progress,
+                               on_folded=lambda folded: print_fold_report(console, folded))
     except KeptError as exc:
         if exc.report is not None:
             print_fold_report(make_console(stderr=True), exc.report)
         raise
-    console = make_console()
-    print_fold_report(console, result.report)
     if result.report.get("artifacts"):
         print_artifacts(console, result.report["artifacts"])
     say_written(console, [result.report["output"], report, *[a["path"] for a in result.report.get("artifacts", [])]])
@@ -73,10 +74,11 @@ def fold(model, output, report, data, rescale, strict, max_kept, seed, onnx, sav
 def export(model, onnx, savedmodel, tflite, opset, export_batch_size, seed, force, unsafe, atol, rtol):
     """Export a Keras model to ONNX, SavedModel and/or TFLite, each checked before it is written."""
     from bnfreeze.cli.operations import export_file
-    from bnfreeze.cli.tables import print_artifacts
+    from bnfreeze.cli.tables import make_progress, print_artifacts
 
-    artifacts = export_file(model, export_request(onnx, savedmodel, tflite, opset, export_batch_size), force=force,
-                            unsafe=unsafe, atol=atol, rtol=rtol, seed=seed)
+    with make_progress(make_console(stderr=True)) as progress:
+        artifacts = export_file(model, export_request(onnx, savedmodel, tflite, opset, export_batch_size),
+                                force=force, unsafe=unsafe, atol=atol, rtol=rtol, seed=seed, progress=progress)
     console = make_console()
     print_artifacts(console, [a.as_dict() for a in artifacts])
     say_written(console, [a.path for a in artifacts])
@@ -119,7 +121,7 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
            min_top1, min_snr, signature, input_map, output_map, locate, json_path, junit, force, unsafe, atol, rtol):
     """Check that CANDIDATE artifacts compute what the REFERENCE artifact computes (any of .keras, SavedModel, .onnx, .tflite)."""
     from bnfreeze.cli.operations import verify_files
-    from bnfreeze.cli.tables import print_verify
+    from bnfreeze.cli.tables import make_progress, print_verify, print_verify_header
     from bnfreeze.compare import criteria
 
     if config_path is not None:
@@ -134,15 +136,16 @@ def verify(reference, candidates, config_path, data, rescale, samples, seed, bat
         tolerance = None
     else:
         tolerance = criteria(atol, rtol, checks or ("max",), min_top1, min_snr)
-    reports = verify_files(
-        reference, list(candidates), config=config_path, data=data, samples=samples, seed=seed,
-        batch_size=batch_size, tolerance=tolerance, device=device, require_gpu=require_gpu,
-        locate=locate, unsafe=unsafe, signature=signature, input_map=input_map, output_map=output_map,
-        rescale=rescale, json_path=json_path, junit_path=junit, force=force,
-    )
     console = make_console()
-    for report in reports:
-        print_verify(console, report)
+    with make_progress(make_console(stderr=True)) as progress:  # the header, then the rows, as each is known
+        reports = verify_files(
+            reference, list(candidates), config=config_path, data=data, samples=samples, seed=seed,
+            batch_size=batch_size, tolerance=tolerance, device=device, require_gpu=require_gpu,
+            locate=locate, unsafe=unsafe, signature=signature, input_map=input_map, output_map=output_map,
+            rescale=rescale, json_path=json_path, junit_path=junit, force=force, progress=progress,
+            on_header=lambda report: print_verify_header(console, report),
+            on_report=lambda report: print_verify(console, report, header=False),
+        )
     say_written(console, [json_path, junit])
     if not all(report.passed for report in reports):
         raise SystemExit(1)
@@ -194,10 +197,10 @@ def recalibrate(model, calib_data, feature, feature_type, output, mode, batch_si
                 onnx, savedmodel, tflite, opset, export_batch_size, force, unsafe, atol, rtol):
     """Replace BN moving statistics with those of calibration data (AdaBN / PreciseBN)."""
     from bnfreeze.cli.operations import recalibrate_file
-    from bnfreeze.cli.tables import RichProgress, print_artifacts, print_fold_report, print_recalibration
+    from bnfreeze.cli.tables import make_progress, print_artifacts, print_fold_report, print_recalibration
 
     console = make_console()
-    with RichProgress(make_console(stderr=True)) as progress:
+    with make_progress(make_console(stderr=True)) as progress:
         result, fold_result, summary = recalibrate_file(
             model, list(calib_data), output, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
             memory_budget=memory_budget, distribute=distribute, worker_timeout=worker_timeout, threads=threads,
@@ -250,26 +253,30 @@ def recalibrate(model, calib_data, feature, feature_type, output, mode, batch_si
 @click.option("--max-samples", type=click.IntRange(min=1), default=None, help="Calibrate on the first N samples only.")
 @rescale_option
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset of the exported float graph.")
+@click.option("--batch-size", "export_batch_size", type=click.IntRange(min=1), default=None,
+              help="Fix the files' batch dimension, as export does (default: dynamic); e.g. 1 for a fixed-shape "
+                   "model on a microcontroller.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fold's parity-check inputs.")
 @click.option("--report", type=click.Path(path_type=str), help="Write the quantization report as JSON.")
 @write_options
 @load_options
 def quantize(model, calib_data, tflite, onnx, recalibrate, no_fold, io, per_tensor, calibrate, allow_float_ops,
-             equalize, bias_correction, eval_data, checks, min_top1, min_snr, max_samples, rescale, opset, seed,
-             report, force, unsafe):
+             equalize, bias_correction, eval_data, checks, min_top1, min_snr, max_samples, rescale, opset,
+             export_batch_size, seed, report, force, unsafe):
     """Quantize to int8 (TFLite full-integer, ONNX QDQ) after folding the BNs, checked against the float model."""
     from bnfreeze.cli.operations import quantize_file
-    from bnfreeze.cli.tables import print_quantize_report
+    from bnfreeze.cli.tables import make_progress, print_quantize_report
     from bnfreeze.quantize import QuantizeCheckError
 
     try:
-        summary = quantize_file(
-            model, calib_data, tflite=tflite, onnx=onnx, recalibrate=recalibrate, fold=not no_fold, io=io,
-            per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, equalize=equalize,
-            bias_correction=bias_correction, eval_data=eval_data, checks=checks, min_top1=min_top1, min_snr=min_snr,
-            max_samples=max_samples, rescale=rescale, opset=opset, seed=seed, report=report, force=force,
-            unsafe=unsafe,
-        )
+        with make_progress(make_console(stderr=True)) as progress:
+            summary = quantize_file(
+                model, calib_data, tflite=tflite, onnx=onnx, recalibrate=recalibrate, fold=not no_fold, io=io,
+                per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, equalize=equalize,
+                bias_correction=bias_correction, eval_data=eval_data, checks=checks, min_top1=min_top1,
+                min_snr=min_snr, max_samples=max_samples, rescale=rescale, opset=opset, seed=seed, report=report,
+                force=force, unsafe=unsafe, export_batch_size=export_batch_size, progress=progress,
+            )
     except QuantizeCheckError as exc:
         if exc.report is not None:
             print_quantize_report(make_console(stderr=True), exc.report)
@@ -286,19 +293,20 @@ def quantize(model, calib_data, tflite, onnx, recalibrate, no_fold, io, per_tens
               help="A recalibrated version of MODEL: plot each BN's mean shift and variance ratio (BNs matched by name; "
                    "a warning names those it lacks).")
 @click.option("--data", type=click.Path(path_type=str), help="Inputs for the parity histogram (default: random).")
+@rescale_option
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True, help="Random samples without --data.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @write_options
 @load_options
-def report(model, output, compare, data, samples, seed, force, unsafe):
+def report(model, output, compare, data, rescale, samples, seed, force, unsafe):
     """Write a self-contained HTML page: fold plan, BN statistics, recalibration shifts, parity histogram."""
     from bnfreeze.cli.operations import report_file
 
     result = report_file(model, output, compare=compare, data=data, samples=samples, seed=seed, force=force,
-                         unsafe=unsafe)
+                         unsafe=unsafe, rescale=rescale)
     for warning in result.warnings:
         click.echo(f"bnfreeze: warning: {warning}", err=True)
-    make_console().print(f"wrote {result.path}")
+    say_written(make_console(), [result.path])
 
 
 @main.command(short_help="List every BN with its fold plan or why it stays.")

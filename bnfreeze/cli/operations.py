@@ -18,7 +18,8 @@ from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
 from bnfreeze.io.files import atomic_path, check_writable, committed_together, derived_path, same_file, to_json
-from bnfreeze.io.models import load_model, model_label
+from bnfreeze.io.models import check_model_file, load_model, model_label
+from bnfreeze.io.progress import NoProgress
 
 
 def _input_paths(inputs) -> Iterator[Path]:
@@ -86,8 +87,13 @@ def fold_file(
     data=None,
     rescale=None,
     max_kept: int | None = None,
+    progress=None,
+    on_folded=None,
 ) -> FoldResult:
-    """Fold the model in ``model_path``; write ``output`` (``report``, artifacts) only if parity holds."""
+    """Fold the model in ``model_path``; write ``output`` (``report``, artifacts) only if parity holds.
+
+    ``progress`` hears of each step as it starts; ``on_folded`` gets the fold report once parity has held,
+    before any artifact is exported (minutes, for a large model)."""
     from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
 
@@ -100,15 +106,22 @@ def fold_file(
     if data is not None and not Path(data).exists():
         raise InputError(f"{data}: no such file or folder")
     check_outputs([model_path, data], [output, report], force, exports.targets)
+    check_model_file(model_path)  # bad input is one line: before the first progress line
+    _check_opset(exports)
+    progress = progress or NoProgress()
+    progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
-    source = open_data(data, input_specs(model), rescale) if data is not None else None
+    source = open_data(data, input_specs(model), rescale, model=model) if data is not None else None
+    progress.start(f"folding {model_path} and checking parity", None)
     result = fold(model, atol=atol, rtol=rtol, seed=seed, data=source, max_kept=max_kept)
     result.report["model"] = str(model_path)
     result.report["output"] = str(output)
+    if on_folded is not None:
+        on_folded(result.report)
     with committed_together() as stack:
         if exports.targets:
             artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
-                               seed=seed, outputs=stack)
+                               seed=seed, outputs=stack, progress=progress)
             result.report["artifacts"] = [a.as_dict() for a in artifacts]
         result.model.save(stack.enter_context(atomic_path(output, force=force)))
         if report is not None:
@@ -116,17 +129,33 @@ def fold_file(
     return result
 
 
+def _check_opset(exports: ExportOptions) -> None:
+    """An ONNX opset tf2onnx cannot write is bad input, found before the model is loaded."""
+    if "onnx" in exports.targets:
+        from bnfreeze.export.formats import check_opset
+
+        check_opset(exports.opset)
+
+
 def _export_kwargs(exports: ExportOptions) -> dict:
     return {"onnx": exports.onnx, "savedmodel": exports.savedmodel, "tflite": exports.tflite,
             "opset": exports.opset, "batch_size": exports.batch_size}
 
 
-def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False, atol: float, rtol: float, seed=0):
+def export_file(model_path, exports: ExportOptions, *, force=False, unsafe=False, atol: float, rtol: float, seed=0,
+                progress=None):
     """Export the model in ``model_path``; every artifact is checked before it is written."""
     model_path = Path(model_path)
+    if not exports.targets:  # before the model is loaded (and TensorFlow imported)
+        raise InputError("nothing to export: give --onnx, --savedmodel and/or --tflite")
     check_outputs([model_path], [], force, exports.targets)
+    check_model_file(model_path)
+    _check_opset(exports)
+    if progress is not None:
+        progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
-    return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed)
+    return export(model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol), seed=seed,
+                  progress=progress)
 
 
 def recalibrate_file(
@@ -182,23 +211,28 @@ def recalibrate_file(
         if path is not None and path.suffix != ".keras":
             raise InputError(f"{path}: models are saved as .keras; give an output ending in .keras")
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
-    if not model_path.exists():
-        raise InputError(f"{model_path}: no such file")
+    check_model_file(model_path)
     check_data_path(calib_data, feature_type)
     if eval_data is not None:
         check_data_path(eval_data)
+    inputs, outputs = [model_path, calib_data, eval_data], [output, folded, report]
+    if distribute is None:  # one process, the chief: before TensorFlow is imported
+        check_outputs(inputs, outputs, force, exports.targets)
+    _check_opset(exports)
     if threads is not None:
         _limit_threads(threads)
     strategy = _strategy(distribute, worker_timeout)
     cluster = cluster_of(strategy)
-    if cluster.is_chief:
-        check_outputs([model_path, calib_data, eval_data], [output, folded, report], force, exports.targets)
+    if distribute is not None and cluster.is_chief:
+        check_outputs(inputs, outputs, force, exports.targets)
+    if progress is not None:
+        progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
     specs = input_specs(model)
-    data = open_data(calib_data, specs, rescale, feature=feature, feature_type=feature_type)
+    data = open_data(calib_data, specs, rescale, feature=feature, feature_type=feature_type, model=model)
     evaluation = None
     if eval_data is not None:
-        evaluation = open_data(eval_data, specs)
+        evaluation = open_data(eval_data, specs, rescale, model=model)
         if evaluation.labels is None:
             raise InputError(f"{eval_data}: evaluation data needs labels (an array y in the .npz)")
     result = recalibrate(model, data, mode=mode, batch_size=batch_size, max_samples=max_samples, seed=seed,
@@ -217,6 +251,8 @@ def recalibrate_file(
         fold_result = None
         final = result.model
         if fold_after:
+            if progress is not None:
+                progress.start("folding the recalibrated model and checking parity", None)
             fold_result = fold(result.model, atol=atol, rtol=rtol, seed=seed)
             fold_result.report.update(model=str(output), output=str(folded))
             summary.update(folded_output=str(folded), fold=fold_result.report)
@@ -224,7 +260,7 @@ def recalibrate_file(
         with committed_together() as stack:  # every output in place together, or none
             if exports.targets:
                 artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
-                                   seed=seed, outputs=stack)
+                                   seed=seed, outputs=stack, progress=progress)
                 summary["artifacts"] = [a.as_dict() for a in artifacts]
             result.model.save(stack.enter_context(atomic_path(output, force=force)))
             if fold_result is not None:
@@ -262,6 +298,8 @@ def quantize_file(
     report=None,
     force: bool = False,
     unsafe: bool = False,
+    export_batch_size: int | None = None,
+    progress=None,
 ) -> dict:
     """Quantize the model in ``model_path``; write the artifacts (and ``report``) only if every one passes.
 
@@ -276,20 +314,25 @@ def quantize_file(
     model_path = Path(model_path)
     report = Path(report) if report is not None else None
     targets = check_options(tflite=tflite, onnx=onnx, recalibrate=recalibrate, io=io, calibrate=calibrate)
+    if checks:  # bounds the given checks would not use are bad input whatever the model (before loading it)
+        Tolerance(check="+".join(checks), min_top1=min_top1, min_snr=min_snr)
     for data in (calib_data, eval_data):
         if data is not None and not Path(data).exists():
             raise InputError(f"{data}: no such file or folder")
     check_outputs([model_path, calib_data, eval_data], [report], force, targets)
+    check_model_file(model_path)
     scale = rescale
+    progress = progress or NoProgress()
+    progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
     criteria(model, checks, min_top1, min_snr)  # bounds the checks would not use: before any work
     specs = input_specs(model)
-    data = open_data(calib_data, specs, scale if Path(calib_data).is_dir() else None)
-    if scale is not None and not Path(calib_data).is_dir() and not (eval_data and Path(eval_data).is_dir()):
-        raise InputError(f"--rescale {rescale}: applies to a folder of images; {calib_data} is not one")
+    data = open_data(calib_data, specs, scale, model=model)
     evaluation = None
     if eval_data is not None:
-        evaluation = open_data(eval_data, specs, scale if Path(eval_data).is_dir() else None)
+        evaluation = open_data(eval_data, specs, scale, model=model)
+    what = " and ".join(str(path) for path in (tflite, onnx) if path is not None)
+    progress.start(f"quantizing {model_path} to {what} and checking against the float model", None)
     with committed_together() as stack:
         try:
             result = quantize(
@@ -297,7 +340,7 @@ def quantize_file(
                 per_tensor=per_tensor, calibrate=calibrate, allow_float_ops=allow_float_ops, equalize=equalize,
                 bias_correction=bias_correction, eval_data=evaluation,
                 check=checks or None, min_top1=min_top1, min_snr=min_snr, max_samples=max_samples, opset=opset,
-                seed=seed, force=force, outputs=stack,
+                seed=seed, export_batch_size=export_batch_size, force=force, outputs=stack,
             )
         except QuantizeCheckError as exc:
             if exc.report is not None:
@@ -343,12 +386,13 @@ class ReportResult:
 
 
 def report_file(model_path, output=None, *, compare=None, data=None, samples: int = 8, seed: int = 0,
-                force: bool = False, unsafe: bool = False) -> ReportResult:
+                force: bool = False, unsafe: bool = False, rescale: float | None = None) -> ReportResult:
     """Write the HTML report of the model in ``model_path`` (default ``<stem>.report.html``).
 
     The warnings (``--compare`` lacking some of the model's BNs) are on the page too.
     """
-    from bnfreeze.html.page import bn_facts, compare_warning, describe_data, match_bns, parity_facts, render
+    from bnfreeze.html.page import (bn_facts, compare_warning, describe_data, has_max_pooling, match_bns,
+                                    parity_facts, render)
     from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
     from bnfreeze.parity import fixed_batch, random_data
@@ -358,13 +402,20 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     if output.suffix not in (".html", ".htm"):
         raise InputError(f"{output}: the report is HTML; give an output ending in .html")
     check_outputs([model_path, compare, data], [output], force)
+    for path in (model_path, compare):
+        if path is not None:
+            check_model_file(path)
+    if data is not None and not Path(data).exists():
+        raise InputError(f"{data}: no such file or folder")
     model = load_model(model_path, unsafe=unsafe)
     other = load_model(compare, unsafe=unsafe) if compare is not None else None
     specs = input_specs(model)
     fixed = fixed_batch(specs)  # Input(batch_shape=...), stateful RNNs: every batch must have that size
     if fixed and data is None:
         samples = -(-samples // fixed) * fixed
-    source = open_data(data, specs) if data is not None else random_data(specs, samples, seed)
+    if rescale is not None and data is None:
+        raise InputError("--rescale multiplies the inputs given with --data; give --data too")
+    source = open_data(data, specs, rescale, model=model) if data is not None else random_data(specs, samples, seed)
     feeds = [[feed[s.name] for s in specs] for feed in source.batches(fixed or 8, samples if data is None else None)]
     if fixed:
         feeds = [arrays for arrays in feeds if len(arrays[0]) == fixed]
@@ -379,8 +430,9 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     if compared is not None:
         warning = compare_warning(str(model_path), str(compare), match_bns(facts, compared))
         warnings += [warning] if warning else []
-    page = render(str(model_path), plan_rows(folded.plan, folded.plain), facts, parity_facts(model, folded.model, feeds, described),
-                  str(compare) if compare else None, compared)
+    page = render(str(model_path), plan_rows(folded.plan, folded.plain), facts,
+                  parity_facts(model, folded.model, feeds, described), str(compare) if compare else None, compared,
+                  max_pooling=has_max_pooling(model))
     with atomic_path(output, force=force) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     return ReportResult(output, warnings)
@@ -391,8 +443,11 @@ def inspect_file(model_path, *, unsafe: bool = False) -> list[NormalizationRow]:
 
 
 def verify_files(reference, candidates, *, config=None, json_path=None, junit_path=None, force: bool = False,
-                 **options):
-    """Run verify for the command line or a config file; write the JSON/JUnit reports."""
+                 on_report=None, **options):
+    """Run verify for the command line or a config file; write the JSON/JUnit reports.
+
+    ``on_report`` is called with each report as soon as its checks are done (a config runs several);
+    ``progress`` and ``on_header`` go to every :func:`bnfreeze.verify.verify` run."""
     from bnfreeze.verify.reports import write_junit, write_verify_json
     from bnfreeze.verify import verify
     from bnfreeze.verify.config import load_config
@@ -408,7 +463,12 @@ def verify_files(reference, candidates, *, config=None, json_path=None, junit_pa
         runs = [(reference, candidates, options)]
     inputs = [config] + [path for ref, cands, kwargs in runs for path in (ref, *cands, kwargs.get("data"))]
     check_outputs(inputs, [json_path, junit_path], force)  # before anything runs
-    reports = [verify(ref, cands, **kwargs) for ref, cands, kwargs in runs]
+    reports = []
+    shared = {key: options[key] for key in ("progress", "on_header") if options.get(key) is not None}
+    for ref, cands, kwargs in runs:
+        reports.append(verify(ref, cands, **{**kwargs, **shared}))
+        if on_report is not None:
+            on_report(reports[-1])
     if json_path:
         write_verify_json(reports, json_path, force=force)
     if junit_path:

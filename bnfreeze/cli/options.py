@@ -28,16 +28,33 @@ def load_options(func):
     )(func)
 
 
+def _runtime_defaults_text(index: int) -> str:
+    """``1e-05 for Keras, SavedModel and onnxruntime on the CPU, 0.0001 for TFLite, ...``: the float32 defaults
+    by runtime, read from :data:`bnfreeze.compare.tolerance.RUNTIME_TOLERANCES` (the help cannot go stale)."""
+    from bnfreeze.compare.tolerance import RUNTIME_TOLERANCES
+
+    names = {"keras": "Keras", "savedmodel": "SavedModel", "onnxruntime": "onnxruntime", "tflite": "TFLite"}
+    groups: dict[tuple[float, str], list[str]] = {}
+    for (backend, device), bounds in RUNTIME_TOLERANCES.items():
+        groups.setdefault((bounds[index], device), []).append(names.get(backend, backend))
+    parts = []
+    for (value, device), backends in groups.items():
+        where = "on a GPU" if device == "gpu" else ("on the CPU" if backends != ["TFLite"] else "")
+        who = backends[0] if len(backends) == 1 else ", ".join(backends[:-1]) + " and " + backends[-1]
+        parts.append(f"{value:g} for {who} {where}".strip())
+    return ", ".join(parts)
+
+
 def tolerance_options(func):
     func = click.option(
         "--rtol", type=float, default=None,
-        help="Pass when max |error| <= RTOL * max |reference output| (default by compute dtype: "
-             "float32 1e-4, float16 1e-2, bfloat16 5e-2, float64 1e-7).",
+        help=f"Pass when max |error| <= RTOL * max |reference output| (default: float32 by runtime, "
+             f"{_runtime_defaults_text(1)}; float16 0.01, bfloat16 0.05, float64 1e-07).",
     )(func)
     func = click.option(
         "--atol", type=float, default=None,
-        help="Pass when max |error| <= ATOL (default by compute dtype: float32 1e-5, float16 1e-2, "
-             "bfloat16 5e-2, float64 1e-8)."
+        help=f"Pass when max |error| <= ATOL (default: float32 by runtime, {_runtime_defaults_text(0)}; "
+             f"float16 0.01, bfloat16 0.05, float64 1e-08)."
     )(func)
     return func
 
@@ -62,7 +79,8 @@ class _Rescale(click.ParamType):
 def rescale_option(func):
     return click.option(
         "--rescale", type=_Rescale(), default=None,
-        help="With an image folder: multiply pixels by this, a number or a fraction (1/255 = 0.00392156862745098).",
+        help="Multiply the data's float inputs by this as they are read (images, .npy/.npz arrays, TFRecords), "
+             "a number or a fraction: 1/255 for raw 0..255 pixels (default: fed as they are).",
     )(func)
 
 

@@ -1,22 +1,21 @@
-"""Tables that never cut a name or a number.
+"""Tables that never cut a name or a number, and lines that stay whole in a log.
 
 A rich table squeezed into 80 columns cuts long cells with an ellipsis
-(``1.97e…``, ``build/digits_c…``), and every CI log is an 80-column console
-that is not a terminal. So a table is drawn as a table only on a terminal
-wide enough for all of it; otherwise every row becomes one plain line of
-``header value`` fields, wrapped between fields (never inside a value) with
-a hanging indent. The same facts, nothing cut, readable in a log.
+(``1.97e…``, ``build/digits_c…``) or folds them mid-word. So a table is drawn
+as a table only on a terminal wide enough for all of it. Otherwise every row
+becomes one plain line of ``header value`` fields: off a terminal (a pipe, a
+CI log) each such line is written whole, however long, so that
+``grep passed`` finds a verdict with its row; on a narrow terminal it is
+wrapped between fields (never inside a value) with a hanging indent.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import textwrap
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-PLAIN_WIDTH = 80
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,9 @@ def fits(console, table) -> bool:
     """The rich table is drawn in full (no cell cut or folded) on this console."""
     if not console.is_terminal:
         return False
-    return console.measure(table).maximum <= console.width
+    # measured without the console's width as a cap: a table squeezed into it folds its cells (across lines)
+    natural = console.measure(table, options=console.options.update(width=1 << 16, max_width=1 << 16)).maximum
+    return natural <= console.width
 
 
 def plain_line(columns: Sequence[Column], row: Sequence[str]) -> str:
@@ -45,10 +46,12 @@ def plain_line(columns: Sequence[Column], row: Sequence[str]) -> str:
     return parts[0] + ": " + ", ".join(parts[1:]) if len(parts) > 1 else parts[0]
 
 
-def wrap(text: str, width: int, indent: str = "    ") -> str:
+def wrap(text: str, width: int | None, indent: str = "    ") -> str:
     """Wrap between fields (after ``", "`` or ``": "``), so that ``max_abs 1.07e-06`` stays on one line for a
     reader and for ``grep``; only a field longer than a line by itself (a long path) wraps at its
-    own spaces. Never inside a word or number; continuation lines indented."""
+    own spaces. Never inside a word or number; continuation lines indented. ``width`` None: ``text`` as it is."""
+    if width is None:
+        return text
     width = max(width, 40)
     lines: list[str] = []
     line = ""
@@ -106,16 +109,11 @@ def print_table(
         console.print(wrap("  " + line, width, "      "), markup=False, highlight=False, soft_wrap=True)
 
 
-def _width(console) -> int:
-    """The terminal's width; off a terminal 80 columns, or ``COLUMNS`` where the log is wider."""
-    if console.is_terminal:
-        return console.width
-    try:
-        return max(int(os.environ.get("COLUMNS", PLAIN_WIDTH)), 40)
-    except ValueError:
-        return PLAIN_WIDTH
+def _width(console) -> int | None:
+    """The terminal's width; None off a terminal, where a line is never wrapped (a log has no width)."""
+    return console.width if console.is_terminal else None
 
 
 def say(console, text: str) -> None:
-    """A sentence of output, wrapped between words on narrow consoles, never cut, no markup."""
+    """A sentence of output, wrapped between words on a narrow terminal, whole off one, never cut, no markup."""
     console.print(wrap(text, _width(console), "  "), markup=False, highlight=False, soft_wrap=True)

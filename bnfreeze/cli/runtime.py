@@ -1,5 +1,5 @@
 """How a command runs: errors and signals become one line and an exit code, and TensorFlow is
-imported (quietly) only once a command's options are parsed.
+imported (quietly) only where a command first needs it, after every check that needs none.
 
 Exit codes: 0 success, 1 a check failed (nothing written), 2 bad input,
 3 internal error (a bug: rerun with --debug), 130 interrupted (SIGINT),
@@ -8,33 +8,74 @@ Exit codes: 0 success, 1 a check failed (nothing written), 2 bad input,
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import sys
 
 import click
 
 
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its start-up chatter (CUDA probing) kept off stderr."""
+class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+    """Imports TensorFlow, the first time anything imports it, with its start-up chatter (CUDA probing)
+    kept off stderr and signals held (a signal inside a native import would abort the process).
+
+    Installed before a command runs, so that a command imports TensorFlow only where it needs it: every
+    check that needs no TensorFlow (files, options, outputs) answers first, in well under a second,
+    instead of after the seconds of TensorFlow's import.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "tensorflow" or fullname in sys.modules:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = self._loader  # the module sees its own loader (resources, reloading)
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        from bnfreeze.io.interrupts import deferred
+
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                try:
+                    with deferred():
+                        self._loader.exec_module(module)
+                        module.config.list_physical_devices()  # probes CUDA now, quietly
+                finally:
+                    os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+
+
+_QUIET = _QuietTensorFlow()
+
+
+def quiet_tensorflow() -> None:
+    """From now on, TensorFlow's first import in this process is quiet (:class:`_QuietTensorFlow`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                from bnfreeze.io.interrupts import deferred
-
-                with deferred():  # a signal inside a native import would abort the process
-                    import tensorflow
-
-                    tensorflow.config.list_physical_devices()  # probes CUDA now, quietly
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    if _QUIET not in sys.meta_path:
+        sys.meta_path.insert(0, _QUIET)
 
 
 def _interrupted_message(exc) -> str:
@@ -84,6 +125,8 @@ class BnfreezeGroup(click.Group):
         from bnfreeze.errors import BnfreezeError, CheckError
         from bnfreeze.io.interrupts import Interrupted, checkpoint
 
+        if not ctx.params.get("debug"):
+            quiet_tensorflow()  # before the command's options are parsed: --custom-objects imports Keras
         try:
             result = super().invoke(ctx)
             checkpoint()  # a signal whose exception was swallowed (in a finalizer) is still an interrupt
@@ -114,10 +157,11 @@ def _traceback_if_debug(ctx) -> None:
 
 
 class BnfreezeCommand(click.Command):
-    """A command that starts TensorFlow only once its options are parsed.
+    """A command whose TensorFlow import, wherever it happens, is quiet.
 
     ``--help``, ``--version`` and option errors are answered by click before
-    :meth:`invoke`, so they never wait for TensorFlow's import (seconds).
+    :meth:`invoke`; a missing file, a missing option or an existing output is
+    found by the command before anything imports TensorFlow (seconds).
     """
 
     def invoke(self, ctx):
@@ -125,10 +169,32 @@ class BnfreezeCommand(click.Command):
 
         # legacy .h5 models declare their single input as a list; Keras warns on every call
         warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+        _show_data_warnings()
         root = ctx.find_root()
         if not root.params.get("debug"):
-            _quiet_tensorflow()
+            quiet_tensorflow()
         return super().invoke(ctx)
+
+
+def _show_data_warnings() -> None:
+    """bnfreeze's own warnings (:class:`~bnfreeze.errors.DataWarning`) as one ``bnfreeze: warning:`` line on
+    stderr, when they happen; any other warning as Python shows it."""
+    import warnings
+
+    from bnfreeze.errors import DataWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "_bnfreeze", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            click.echo(f"bnfreeze: warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show._bnfreeze = True
+    warnings.showwarning = show
 
 
 BnfreezeGroup.command_class = BnfreezeCommand

@@ -7,6 +7,10 @@ import collections
 from bnfreeze.cli.render import Column, print_table, say
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -50,17 +54,41 @@ def print_structure(console, report: dict) -> None:
         say(console, f"default call: {report['default_call']}")
 
 
+def _layers(count: int) -> str:
+    return f"{count} BatchNormalization layer" + ("" if count == 1 else "s")
+
+
+def _parity_runs(runs: list[dict]) -> str:
+    """``5 runs: inference at x1, x10 and x100, the default call, data``: what the fold's check compared."""
+    scales = []
+    for run in runs:
+        inputs = str(run.get("inputs", ""))
+        if run.get("call") == "training=False" and inputs.startswith("random x"):
+            scale = inputs.split(",")[0][len("random "):]
+            if scale not in scales:
+                scales.append(scale)
+    parts = []
+    if scales:
+        parts.append("inference at " + (scales[0] if len(scales) == 1 else ", ".join(scales[:-1]) + " and "
+                                        + scales[-1]))
+    if any(run.get("call") == "default call" for run in runs):
+        parts.append("the default call")
+    if any("samples" in str(run.get("inputs", "")) for run in runs):
+        parts.append("data")
+    return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {', '.join(parts)}"
+
+
 def print_fold_report(console, report: dict) -> None:
     folded, kept, dropped = report["folded"], report["kept"], report.get("dropped", [])
     print_structure(console, report)
     rows, styles = [], []
     for entry in folded:
-        detail = f"into {entry['into']}"
+        result = f"folded {entry['direction']} into {entry['into']}"
         if entry.get("detail"):  # a pre-activation fold: where the scale and the shift went
-            detail = entry["detail"]
+            result += f": {entry['detail']}"
         elif entry.get("through"):
-            detail += f" through {', '.join(entry['through'])}"
-        rows.append((entry["bn"], f"folded {entry['direction']}", detail))
+            result += f" through {', '.join(entry['through'])}"
+        rows.append((entry["bn"], result, ""))
         styles.append(None)
     for entry in kept:
         rows.append((entry["bn"], "kept", entry["reason"]))
@@ -69,26 +97,27 @@ def print_fold_report(console, report: dict) -> None:
         rows.append((entry["bn"], "dropped", entry["reason"]))
         styles.append(None)
     total = len(folded) + len(kept) + len(dropped)
-    if rows:
+    if rows:  # what happens to a BN, and (a second kind of fact) why it stays (or is not in the output)
         print_table(console, f"bnfreeze fold: {report['model']}",
-                    [Column("BatchNormalization"), Column("result", ""), Column("detail", "")], rows, styles=styles,
-                    plain=lambda row: f"{row[0]}: {row[1]} {row[2]}" if row[1] not in ("kept", "dropped")
+                    [Column("BatchNormalization"), Column("result", ""), Column("why it stays", "")], rows,
+                    styles=styles,
+                    plain=lambda row: f"{row[0]}: {row[1]}" if row[1] not in ("kept", "dropped")
                     else f"{row[0]}: {row[1]}: {row[2]}")
     if total == 0:
         say(console, f"{report['model']} has no BatchNormalization layer: nothing to fold")
     elif not folded:
-        say(console, f"no BatchNormalization layer could be folded: all {total} stay (reasons above)")
+        say(console, "no BatchNormalization layer could be folded: "
+                     + ("it stays (reason above)" if total == 1 else f"all {total} stay (reasons above)"))
     else:
-        say(console, f"folded {len(folded)} of {total} BatchNormalization layers"
-                     + (f"; {len(kept)} stay (reasons above)" if kept else "")
+        say(console, f"folded {len(folded)} of {_layers(total)}"
+                     + (f"; {len(kept)} stay{'s' if len(kept) == 1 else ''} (reasons above)" if kept else "")
                      + (f"; {len(dropped)} never called, not in the output" if dropped else ""))
     parity = report.get("parity")
     if parity:
         verdict = "passed" if parity["passed"] else "FAILED"
         runs = parity.get("runs") or []
         noted = [r for r in runs if r.get("note")]
-        say(console, f"parity on {parity['samples']} samples ({len(runs)} runs: inference at x1 and x10, "
-                     f"the default call{', data' if any('samples' in r['inputs'] for r in runs) else ''}): "
+        say(console, f"parity on {parity['samples']} samples ({_parity_runs(runs)}): "
                      f"max_abs {_fmt(parity['max_abs'])}, max_rel {_fmt(parity['max_rel'])}"
                      f"{_tolerance_note(parity.get('tolerance'))}: {verdict}")
         for run in noted:
@@ -109,10 +138,13 @@ def print_inspection(console, model_label: str, rows) -> None:
     if not layers:
         say(console, f"{model_label} has no normalization layers")
         return
+    # how a BN folds (its rule and the layers it crosses) and why one stays are two kinds of fact: two columns
     print_table(console, f"normalization layers of {model_label}",
-                [Column("layer"), Column("kind", ""), Column("action", ""), Column("detail", "")],
-                [(r.layer, r.kind, r.action, r.detail) for r in layers],
-                plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}: {row[3]}")
+                [Column("layer"), Column("kind", ""), Column("action", ""), Column("how it folds", ""),
+                 Column("why it stays", "")],
+                [(r.layer, r.kind, r.action, r.how, r.reason or "") for r in layers],
+                plain=lambda row: f"{row[0]} ({row[1]}): {row[2]}" + (f" ({row[3]})" if row[3] else "")
+                + (f": {row[4]}" if row[4] else ""))
 
 
 def print_artifacts(console, artifacts: list[dict]) -> None:
@@ -126,8 +158,8 @@ def print_artifacts(console, artifacts: list[dict]) -> None:
     print_table(console, "artifacts (each checked against the Keras model before it was written)",
                 [Column("kind"), Column("path", ""), Column("max_abs"), Column("max_rel"), Column("tolerance"),
                  Column("result", ""), Column("seconds"), Column("BN nodes left")], rows,
-                plain=lambda r: (f"{r[0]} {r[1]}: max_abs {r[2]}, max_rel {r[3]} ({r[4]}): {r[5]}; "
-                                 f"{r[6]} s; BN nodes left {r[7]}"))
+                plain=lambda r: (f"{r[0]} {r[1]}: {r[5]}, max_abs {r[2]}, max_rel {r[3]}, {r[4]}, "
+                                 f"{r[6]} s, BN nodes left {r[7]}"))
 
 
 def _ops_text(ops: dict) -> str:
@@ -161,11 +193,12 @@ def print_quantize_report(console, report: dict) -> None:
                      f"{entry['scale_into']} (through its ReLU), shift folded into {entry['shift_into']}")
     equalization = report.get("equalization")
     if equalization is not None:
-        say(console, f"cross-layer equalization: {len(equalization['pairs'])} layer pairs in "
-                     f"{equalization['sweeps']} sweeps")
+        say(console, f"cross-layer equalization: {_plural(len(equalization['pairs']), 'layer pair')} in "
+                     f"{_plural(equalization['sweeps'], 'sweep')}")
     corrected = report.get("bias_correction")
     if corrected is not None:
-        say(console, f"bias correction: {len(corrected['layers'])} layers, on {corrected.get('samples', 0)} samples")
+        say(console, f"bias correction: {_plural(len(corrected['layers']), 'layer')}, on "
+                     f"{_plural(corrected.get('samples', 0), 'sample')}")
     artifacts = report.get("artifacts") or []
     if not artifacts:
         return
@@ -177,7 +210,8 @@ def print_quantize_report(console, report: dict) -> None:
         exact = sum(1 for op in a["float_ops"] if op["exact"])
         floats = f"{len(a['float_ops']) - exact}" + (f" (+{exact} exact)" if exact else "")
         verdict = "passed" if a.get("passed") else "FAILED"
-        rows.append((a["path"], f"{a['kind']}, {a['io']} I/O", _size(a["bytes"]), _ops_text(a["ops"]), floats,
+        batch = f", batch {a['batch_size']}" if a.get("batch_size") else ""
+        rows.append((a["path"], f"{a['kind']}, {a['io']} I/O{batch}", _size(a["bytes"]), _ops_text(a["ops"]), floats,
                      str(a["bn_derived_ops"]), top1, _number(a.get("snr_db")), accuracy, verdict))
         styles.append(None if a.get("passed") else "red")
     print_table(
@@ -227,23 +261,35 @@ def _number(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def print_verify(console, report) -> None:
-    """One block per candidate and device: a verdict line, then one line per output.
-
-    Plain lines written with ``soft_wrap`` (rich neither cuts nor folds them),
-    so paths and numbers survive any terminal width and a pipe (no terminal:
-    80 columns and no colour).
-    """
+def _verify_line(console, *parts) -> None:
     from rich.text import Text
 
-    def line(*parts):
-        console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
+    console.print(Text.assemble(*parts), soft_wrap=True, highlight=False)
 
+
+def print_verify_header(console, report) -> None:
+    """``bnfreeze verify: REFERENCE (backend) on N samples from DATA``: printed before the comparison runs."""
     quantized = f", {report.reference_quantization}" if report.reference_quantization else ""
     data = str(report.data)
     if "random sample" not in data:
         data = f"{report.samples} sample{'s' if report.samples != 1 else ''} from {data}"
-    line(("bnfreeze verify: ", "bold"), f"{report.reference} ({report.reference_backend}{quantized}) on {data}")
+    _verify_line(console, ("bnfreeze verify: ", "bold"),
+                 f"{report.reference} ({report.reference_backend}{quantized}) on {data}")
+
+
+def print_verify(console, report, header: bool = True) -> None:
+    """The header (unless already printed), then one block per candidate and device: a verdict line, then
+    one line per output.
+
+    Plain lines written with ``soft_wrap`` (rich neither cuts nor folds them),
+    so paths and numbers survive any terminal width and a pipe (no terminal:
+    each line whole, no colour).
+    """
+    def line(*parts):
+        _verify_line(console, *parts)
+
+    if header:
+        print_verify_header(console, report)
     for row in report.rows:
         if row.skipped:
             verdict = ("FAILED ", "red") if row.required else ("skipped", "yellow")
@@ -251,7 +297,11 @@ def print_verify(console, report) -> None:
             continue
         verdict = ("passed ", "green") if row.passed else ("FAILED ", "red")
         quantization = f"  quantized: {row.quantization}" if row.quantization else ""
-        line(verdict, f"  {row.candidate}  {row.backend}/{row.device} ({row.provider}), batch {row.batch_size}{quantization}")
+        bounds = ""
+        if row.tolerance is not None and row.tolerance.explain() != report.tolerance.explain():
+            bounds = f"; {row.tolerance.explain()}"  # this runtime's own defaults
+        line(verdict, f"  {row.candidate}  {row.backend}/{row.device} ({row.provider}), batch {row.batch_size}"
+                      f"{quantization}{bounds}")
         for output in row.outputs:
             name = output.name
             other = row.output_names.get(name)
@@ -267,7 +317,12 @@ def print_verify(console, report) -> None:
         if row.first_diverging_layer:  # --locate
             line(("    ", ""), ("first diverging layer: ", "red"), row.first_diverging_layer)
     verdict = ("passed", "green") if report.passed else ("FAILED", "red")
-    line(f"criterion: {report.tolerance.explain()}: ", verdict)
+    held = {row.tolerance.explain() for row in report.rows if row.tolerance is not None and not row.skipped}
+    if held and held != {report.tolerance.explain()}:
+        criterion = f"each candidate within the bounds of its runtime, on its line ({report.tolerance.check})"
+    else:
+        criterion = report.tolerance.explain()
+    line(f"criterion: {criterion}: ", verdict)
 
 
 def print_recalibration(console, model_label: str, report: dict) -> None:
@@ -302,13 +357,13 @@ def print_recalibration(console, model_label: str, report: dict) -> None:
 
 
 class RichProgress:
-    """A progress bar with samples per second, for :mod:`bnfreeze.recalibration`."""
+    """A progress bar with samples per second on a terminal (:func:`make_progress`)."""
 
     def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"), BarColumn(bar_width=20), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console, transient=False,
         )
         self._task = None
@@ -317,17 +372,78 @@ class RichProgress:
         return self
 
     def __exit__(self, *exc):
-        if self._task is not None:  # started by the first pass: an error before it prints no empty bar line
+        if self._task is not None:  # started by the first step: an error before it prints no empty bar line
+            if self._progress.tasks[-1].total is None:  # a step (loading, exporting) leaves no bar behind
+                self._progress.update(self._task, visible=False)
             self._progress.stop()
 
     def start(self, description: str, total: int | None) -> None:
+        """A new step (``total`` samples, or None: a step that is not counted, such as loading a model)."""
         if self._task is None:
             self._progress.start()
         else:
             self._progress.update(self._task, visible=False)
-        self._task = self._progress.add_task(description, total=total, rate="")
+        self._task = self._progress.add_task(description, total=total, rate="",
+                                             count=f"0/{total}" if total is not None else "")
 
     def advance(self, samples: int) -> None:
         self._progress.advance(self._task, samples)
-        speed = self._progress.tasks[-1].speed
-        self._progress.update(self._task, rate=f"{speed:,.0f} samples/s" if speed else "")
+        task = self._progress.tasks[-1]
+        self._progress.update(self._task, rate=f"{task.speed:,.0f} samples/s" if task.speed else "",
+                              count=f"{task.completed:.0f}/{task.total:.0f}" if task.total is not None
+                              else f"{task.completed:.0f}")
+
+
+class LineProgress:
+    """Progress in a log (no terminal): a line when a step starts, one every ``interval`` seconds while it
+    runs, and one when its samples are done. A bar redrawn in place would leave every frame in a log (or,
+    as rich does off a terminal, nothing until the end); these lines arrive as the work goes."""
+
+    def __init__(self, console, interval: float = 10.0, clock=None):
+        import time
+
+        self._console, self._interval, self._clock = console, interval, clock or time.monotonic
+        self._description: str | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self._finish()
+        self._description = None
+
+    def start(self, description: str, total: int | None) -> None:
+        self._finish()
+        self._description, self._total, self._done = description, total, 0
+        self._started = self._last = self._clock()
+        self._said_done = False
+        say(self._console, f"{description}: 0/{total} samples" if total else f"{description} ...")
+
+    def advance(self, samples: int) -> None:
+        if self._description is None:
+            return
+        self._done += samples
+        now = self._clock()
+        if self._total and self._done >= self._total:
+            self._line(now)
+            self._said_done = True
+        elif now - self._last >= self._interval:
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        elapsed = now - self._started
+        rate = f", {self._done / elapsed:,.0f} samples/s" if elapsed > 0 else ""
+        total = f"/{self._total}" if self._total else ""
+        say(self._console, f"{self._description}: {self._done}{total} samples{rate}, {elapsed:.1f} s")
+        self._last = now
+
+    def _finish(self) -> None:
+        if self._description is not None and self._done and not self._said_done:
+            self._line(self._clock())
+        self._description = None
+
+
+def make_progress(console):
+    """A bar on a terminal, lines in a pipe or CI log (:class:`LineProgress`)."""
+    return RichProgress(console) if console.is_terminal else LineProgress(console)

@@ -33,11 +33,32 @@ def _all_layer_names(model) -> list[str]:
 
 
 def check_opset(opset: int) -> None:
-    """The opsets tf2onnx can write (7..18 for tf2onnx 1.17); anything else is bad input."""
-    constants = import_native("tf2onnx.constants")
-    low, high = min(constants.OPSET_TO_IR_VERSION), max(constants.OPSET_TO_IR_VERSION)
+    """The opsets tf2onnx can write (1..18 for tf2onnx 1.17); anything else is bad input.
+
+    Read from tf2onnx's ``constants.py`` without importing tf2onnx (whose package imports TensorFlow: seconds
+    for a one-line refusal); where that file cannot be read so, from the imported module."""
+    opsets, version = _tf2onnx_opsets()
+    low, high = min(opsets), max(opsets)
     if not low <= int(opset) <= high:
-        raise InputError(f"--opset {opset}: tf2onnx {import_native('tf2onnx').__version__} writes opsets {low} to {high}")
+        raise InputError(f"--opset {opset}: tf2onnx {version} writes opsets {low} to {high}")
+
+
+def _tf2onnx_opsets() -> tuple[list[int], str]:
+    import ast
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("tf2onnx")
+        source = (Path(spec.origin).parent / "constants.py").read_text()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "OPSET_TO_IR_VERSION"
+                                                    for t in node.targets):
+                return sorted(ast.literal_eval(node.value)), importlib.metadata.version("tf2onnx")
+    except (AttributeError, OSError, SyntaxError, ValueError, TypeError, importlib.metadata.PackageNotFoundError):
+        pass
+    constants = import_native("tf2onnx.constants")
+    return sorted(constants.OPSET_TO_IR_VERSION), import_native("tf2onnx").__version__
 
 
 def write_onnx(model, path: Path, *, opset: int = DEFAULT_OPSET, batch_size: int | None = None) -> Written:
@@ -117,20 +138,33 @@ def _inline_captured_constants(proto, concrete, input_names) -> None:
 
 
 def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Written:
-    """A SavedModel with a ``serving_default`` signature (Keras ``model.export``), for TF Serving.
+    """A SavedModel for TF Serving: a ``serving_default`` signature whose inputs and outputs carry the Keras
+    input and output names (as the ONNX and TFLite files do; Keras's ``model.export`` names the outputs
+    ``output_0``, ...), beside Keras's own ``serve`` endpoint (the model's call, its output structure).
 
     Keras's own tracing is kept here: TensorFlow runs grouped convolutions on
     the CPU only through the XLA function Keras emits for them.
     """
+    import keras
     import tensorflow as tf
 
-    from bnfreeze.io.signature import input_specs, pack_inputs
+    from bnfreeze.io.signature import input_specs, output_names, pack_inputs
 
     specs = [tf.TensorSpec((batch_size,) + tuple(s.shape[1:]), s.dtype, name=s.name) for s in input_specs(model)]
-    # one entry per positional argument of call(): the model's inputs in their own structure (list, dict)
+    names = output_names(model)
+
+    def serve(*args):
+        outputs = model(pack_inputs(model, list(args)), training=False)
+        return {name: value for name, value in zip(names, keras.tree.flatten(outputs))}
+
+    archive = keras.export.ExportArchive()
     with tracing_errors(specs):
-        model.export(str(path), format="tf_saved_model", verbose=False, input_signature=[pack_inputs(model, specs)])
-    return Written("savedmodel", {"signature": "serving_default"})
+        archive.track(model)
+        # one entry per positional argument of call(): the model's inputs in their own structure (list, dict)
+        archive.add_endpoint("serve", model.__call__, input_signature=[pack_inputs(model, specs)])
+        archive.add_endpoint("serving_default", tf.function(serve, input_signature=specs, autograph=False))
+        archive.write_out(str(path), verbose=False)
+    return Written("savedmodel", {"signature": "serving_default", "outputs": names})
 
 
 def write_tflite(model, path: Path, *, batch_size: int | None = None) -> Written:

@@ -135,7 +135,8 @@ def fold(
         report = build_report(model.name, fold_plan, None, plain=plain)
         names = ", ".join(k.bn for k in fold_plan.kept[:5]) + (", ..." if len(fold_plan.kept) > 5 else "")
         raise KeptError(
-            f"{len(fold_plan.kept)} of {fold_plan.bn_count} BatchNormalization layers stay, more than the "
+            f"{len(fold_plan.kept)} of {fold_plan.bn_count} BatchNormalization layer"
+            f"{'s' if fold_plan.bn_count != 1 else ''} {'stays' if len(fold_plan.kept) == 1 else 'stay'}, more than the "
             f"{max_kept} allowed ({names}); the reasons are in the report",
             report,
         )

@@ -207,8 +207,14 @@ def _histogram_range(values: np.ndarray) -> tuple[float, float, bool]:
 
 
 # -- the report's charts --------------------------------------------------------------------
-def scale_histogram(scales) -> str:
-    """Effective scales gamma/sqrt(var+eps) of every channel; negative ones red."""
+def scale_histogram(scales, negative_note: str | None = None) -> str:
+    """Effective scales gamma/sqrt(var+eps) of every channel; negative ones red.
+
+    The counts are on a log axis, so that the two negative channels among 700 (the ones this chart is
+    there to show) stand a visible bar high instead of a pixel, and where they are few (up to
+    :data:`RUG_MAX`) each is also marked in red under the bars at its own scale. ``negative_note`` is what the legend says about negative scales
+    (the page says why they matter for this model, if they do).
+    """
     scales = np.asarray(scales, np.float64).ravel()
     scales = scales[np.isfinite(scales)]
     title = "Effective BN scale gamma / sqrt(var + eps), all channels"
@@ -218,9 +224,8 @@ def scale_histogram(scales) -> str:
 
         ax = fig.add_subplot()
         ax.set_xlabel("effective scale")
-        ax.set_ylabel("channels")
+        ax.set_ylabel("channels (log scale)")
         _linear(ax.xaxis)
-        _linear(ax.yaxis, integer=True)
         if scales.size == 0:
             ax.text(0.5, 0.5, "no channels", transform=ax.transAxes, ha="center")
             return
@@ -232,30 +237,61 @@ def scale_histogram(scales) -> str:
         counts, edges = np.histogram(shown, bins=edges)
         centres = (edges[:-1] + edges[1:]) / 2
         colours = [RED if c < 0 else BLUE for c in centres]
-        bars = ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colours, edgecolor="white",
-                      linewidth=0.5)
+        _log_counts(ax, int(counts.max()))
+        heights = np.where(counts > 0, counts - _LOG_FLOOR, 0.0)  # from the floor up to the count; empty: nothing
+        bars = ax.bar(edges[:-1], heights, width=np.diff(edges), align="edge", color=colours, edgecolor="white",
+                      linewidth=0.5, bottom=_LOG_FLOOR)
         ax.grid(False, axis="x")
         ax.set_xlim(edges[0] - width, edges[-1] + width)
-        if (scales < 0).any():
+        negative = int((scales < 0).sum())
+        if negative:
             ax.axvline(0, color=GREY, linewidth=0.8)
-        handles = [Patch(color=BLUE, label=f"positive or zero: {int((scales >= 0).sum())} channels")]
-        if (scales < 0).any():
-            handles.append(Patch(color=RED, label=f"negative: {int((scales < 0).sum())} channels "
-                                                  "(a BN before max pooling cannot fold forward through them)"))
+            if negative <= RUG_MAX:  # a few: a red mark under the bars at each one's own scale, too
+                marks = np.unique(np.round(np.clip(scales[scales < 0], edges[0], edges[-1]), 4))
+                ax.plot(marks, np.full(marks.shape, _LOG_FLOOR), linestyle="none", marker="|", markersize=9,
+                        markeredgewidth=1.2, color=RED, clip_on=False, zorder=3)
+        handles = [Patch(color=BLUE, label=f"positive or zero: {_channels(int((scales >= 0).sum()))}")]
+        if negative:
+            note = f" ({negative_note})" if negative_note else ""
+            handles.append(Patch(color=RED, label=f"negative: {_channels(negative)}{note}"))
         if clipped:
             low, high = int(np.sum(scales < edges[0])), int(np.sum(scales > edges[-1]))
             for index, count, text in ((0, low, f"← {low}"), (len(bars) - 1, high, f"{high} →")):
                 if count:
                     bars[index].set_hatch("////")
                     bar = bars[index]
-                    ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 3),
+                    ax.annotate(text, (bar.get_x() + bar.get_width() / 2, counts[index]), xytext=(0, 10),
                                 textcoords="offset points", ha="center", va="bottom", fontsize=8, color=GREY)
             handles.append(Patch(facecolor=GREY, edgecolor="white", hatch="////",
-                                 label=f"end bins also hold {low + high} channels beyond the axis "
+                                 label=f"end bins also hold {_channels(low + high)} beyond the axis "
                                        f"(min {scales.min():.3g}, max {scales.max():.3g})"))
         fig.legend(handles=handles, loc="outside upper left", ncols=min(len(handles), 2))
 
     return _render(build, "scale-histogram", title, 3.4)
+
+
+#: where the bars of a log count axis start: below 1, so that a bin of one channel is a visible bar
+_LOG_FLOOR = 0.5
+#: up to this many negative channels are also marked one by one under the scale histogram's bars
+RUG_MAX = 200
+
+
+def _channels(count: int) -> str:
+    return f"{count} channel" if count == 1 else f"{count} channels"
+
+
+def _log_counts(ax, top: int) -> None:
+    """A log y axis for counts, from below 1 to a power of ten above ``top``, ticks at powers of ten (10ⁿ)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    _, decade = _formatters()
+    ax.set_yscale("log")
+    exponent = max(1, math.ceil(math.log10(max(top, 1)) + 0.15))
+    ax.set_ylim(_LOG_FLOOR, 10.0 ** exponent)
+    ax.yaxis.set_major_locator(FixedLocator([10.0 ** k for k in range(exponent + 1)]))
+    ax.yaxis.set_major_formatter(decade())
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def min_variance_bars(names: list[str], values, near_zero: float) -> str:
@@ -322,18 +358,29 @@ def recalibration_bars(names: list[str], shifts, ratios) -> str:
     return _render(build, "recalibration", title, _bars_height(len(names)))
 
 
+#: decades of |error| shown below the smaller tolerance mark: smaller errors (1e-44 in a softmax's tail)
+#: say nothing about a pass or a fail; the legend counts them instead
+DECADES_BELOW_TOLERANCE = 4
+
+
 def error_histogram(errors, atol: float, rtol: float, peak: float) -> str:
     """Nonzero |folded − original| per output element on a log axis, with the tolerance marked.
 
     An output passes when its largest |error| is within ``atol`` or within ``rtol × peak``
     (``peak``: the largest |value| of the original's output; of several outputs, give the smallest
-    peak, the strictest limit); bars beyond both are red.
+    peak, the strictest limit); bars beyond both are red. The axis spans the decades that matter:
+    from :data:`DECADES_BELOW_TOLERANCE` below the smaller tolerance mark (or the smallest error, if
+    larger) to above the largest error and the tolerance. Smaller errors are not drawn (a softmax's
+    thousands of 1e-30 errors would dwarf the ones that matter) but counted in the legend.
     """
     errors = np.asarray(errors, np.float64).ravel()
     nonzero = errors[np.isfinite(errors) & (errors > 0)]
     rel_limit = rtol * peak
     limit = max(atol, rel_limit)
     title = "|folded − original| per output element"
+    marks = [m for m in (atol, rel_limit) if m > 0]
+    top = max(marks + ([float(nonzero.max())] if nonzero.size else []), default=1e-7)
+    floor = (min(marks) if marks else top) * 10.0 ** -DECADES_BELOW_TOLERANCE
 
     def build(fig):
         from matplotlib.lines import Line2D
@@ -342,10 +389,10 @@ def error_histogram(errors, atol: float, rtol: float, peak: float) -> str:
         ax = fig.add_subplot()
         ax.set_xlabel("|error| (log scale; elements with error 0 are not shown)")
         ax.set_ylabel("output elements")
-        marks = [m for m in (atol, rel_limit) if m > 0]
-        candidates = marks + ([float(nonzero.min()), float(nonzero.max())] if nonzero.size else [])
-        _log_x(ax, min(candidates, default=1e-8), max(candidates, default=1e-7))
+        smallest = max(float(nonzero.min()), floor) if nonzero.size else min(marks, default=1e-8)
+        _log_x(ax, min(marks + [smallest], default=1e-8), top)
         lo, hi = ax.get_xlim()
+        below = int(np.sum(nonzero < lo))  # beyond the axis' left end: counted, not drawn
         _linear(ax.yaxis, integer=True)
         handles = []
         if nonzero.size:
@@ -354,13 +401,16 @@ def error_histogram(errors, atol: float, rtol: float, peak: float) -> str:
             edges = 10.0 ** (np.arange(round(math.log10(lo) * per_decade), round(math.log10(hi) * per_decade) + 1)
                              / per_decade)
             edges = np.union1d(edges, [limit])  # no bin holds errors on both sides of the tolerance
-            counts, edges = np.histogram(nonzero, bins=edges)
+            counts, edges = np.histogram(np.minimum(nonzero[nonzero >= lo], edges[-1]), bins=edges)
             colours = [RED if left >= limit else BLUE for left in edges[:-1]]
             ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colours, edgecolor="white",
                    linewidth=0.5)
             handles.append(Patch(color=BLUE, label="within tolerance"))
             if (nonzero > limit).any():
                 handles.append(Patch(color=RED, label="beyond tolerance"))
+            if below:
+                handles.append(Patch(facecolor="none", edgecolor="none",
+                                     label=f"{below:,} smaller errors (down to {float(nonzero.min()):.2g}) not drawn"))
         else:
             ax.text(0.5, 0.5, "every output element is identical (|error| = 0)", transform=ax.transAxes,
                     ha="center", va="center")
@@ -372,6 +422,6 @@ def error_histogram(errors, atol: float, rtol: float, peak: float) -> str:
             ax.axvline(rel_limit, color=ORANGE, linestyle=":", linewidth=1.6)
             handles.append(Line2D([], [], color=ORANGE, linestyle=":",
                                   label=f"rtol {rtol:g} × largest |output| {peak:.3g} = {rel_limit:.2g}"))
-        fig.legend(handles=handles, loc="outside upper left", ncols=len(handles))
+        fig.legend(handles=handles, loc="outside upper left", ncols=min(len(handles), 3))
 
-    return _render(build, "parity-histogram", title, 3.4)
+    return _render(build, "parity-histogram", title, 3.6)

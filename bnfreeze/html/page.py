@@ -182,9 +182,24 @@ def _g(v: float) -> str:
     return f"{v:.4g}"
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 BN``, ``3 BNs``, ``1 channel``, ``0 channels``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def has_max_pooling(model) -> bool:
+    """Whether ``model`` (nested models and wrappers included) holds a max pooling layer: the one place a
+    negative BN scale changes what fold can do."""
+    return any("MaxPool" in type(layer).__name__ for layer in model._flatten_layers(include_self=False, recursive=True))
+
+
 def render(model_label: str, rows, facts: list[BnFacts], parity: ParityFacts | None,
-           compare_label: str | None = None, compared: list[BnFacts] | None = None) -> str:
-    """The whole page. Deterministic: the same model and options give the same bytes."""
+           compare_label: str | None = None, compared: list[BnFacts] | None = None,
+           max_pooling: bool = False) -> str:
+    """The whole page. Deterministic: the same model and options give the same bytes.
+
+    ``max_pooling``: the model holds a max pooling layer (:func:`has_max_pooling`), so its negative BN
+    scales matter to the fold plan, and the page says why."""
     from bnfreeze.html import charts
 
     e = html.escape
@@ -195,11 +210,13 @@ def render(model_label: str, rows, facts: list[BnFacts], parity: ParityFacts | N
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>bnfreeze report: {e(model_label)}</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>bnfreeze report: {e(model_label)}</h1>",
-             f"<p>{len(facts)} BatchNormalization {noun}; {len(folded)} of {len(rows)} normalization layers fold.</p>",
+             f"<p>{len(facts)} BatchNormalization {noun}; {len(folded)} of {plural(len(rows), 'normalization layer')} "
+             f"fold.</p>",
              "<h2>Fold plan</h2>",
-             _table(["layer", "kind", "action", "detail"],
+             # how a BN folds and why one stays are two kinds of fact: two columns
+             _table(["layer", "kind", "action", "how it folds (rule, layers crossed)", "why it stays"],
                     [[e(r.layer), e(r.kind), e(r.action) if r.action.startswith("fold") else f"<span class='kept'>{e(r.action)}</span>",
-                      e(r.detail)] for r in rows])]
+                      e(r.how), e(r.reason or "")] for r in rows])]
     if structure:
         parts += ["<h2>How bnfreeze read the model</h2>",
                   _table(["layer", "action", "detail"], [[e(r.layer), e(r.action), e(r.detail)] for r in structure])]
@@ -207,14 +224,22 @@ def render(model_label: str, rows, facts: list[BnFacts], parity: ParityFacts | N
         scales = np.concatenate([f.scale for f in facts])
         negative = int(np.sum(scales < 0))
         near = sum(int(np.any(f.variance < NEAR_ZERO_VARIANCE)) for f in facts)
+        if not negative:
+            why = "."
+        elif max_pooling:
+            why = (": max pooling does not commute with a negative scale, so a BN with one cannot be moved "
+                   "forward through this model's max pooling.")
+        else:
+            why = (": each flips the sign of its channel. This model has no max pooling, the one layer a "
+                   "negative scale keeps a BN from crossing, so they change nothing in its fold plan.")
+        verb = "has" if negative == 1 else "have"
         parts += ["<h2>BN statistics</h2>",
                   f"<p>The effective scale of a BN channel is gamma / sqrt(variance + epsilon). "
-                  f"{negative} of {scales.size} channels have a negative scale (red): max pooling does not commute "
-                  f"with them, so a BN before a MaxPooling cannot fold forward through it.</p>",
-                  charts.scale_histogram(scales),
-                  f"<p>{near} of {len(facts)} BNs have a channel whose moving variance is below "
-                  f"{NEAR_ZERO_VARIANCE:g} (red), where the scale 1 / sqrt(variance + epsilon) is set by epsilon "
-                  "rather than by the data.</p>",
+                  f"{negative} of {plural(scales.size, 'channel')} {verb} a negative scale (red){why}</p>",
+                  charts.scale_histogram(scales, "max pooling cannot take them forward" if max_pooling else None),
+                  f"<p>BNs with a channel whose moving variance is below {NEAR_ZERO_VARIANCE:g} (red), where the "
+                  f"scale 1 / sqrt(variance + epsilon) is set by epsilon rather than by the data: {near} of "
+                  f"{len(facts)}.</p>",
                   charts.min_variance_bars([f.name for f in facts], [float(f.variance.min()) for f in facts],
                                            NEAR_ZERO_VARIANCE)]
         table_rows = []
@@ -235,7 +260,7 @@ def render(model_label: str, rows, facts: list[BnFacts], parity: ParityFacts | N
         if warning:
             parts.append(f"<p class='warn notice'>Warning: {e(warning)}</p>")
         if pairs:
-            parts += [f"<p>{len(pairs)} BNs matched by name. Mean shift = largest over channels of "
+            parts += [f"<p>{plural(len(pairs), 'BN')} matched by name. Mean shift = largest over channels of "
                       "|new mean − old mean| / old standard deviation; variance ratio = median over channels of "
                       "new / old variance (1 = unchanged).</p>",
                       charts.recalibration_bars([o.name for o, _ in pairs], shifts, ratios),

@@ -43,6 +43,8 @@ class ArrayData:
     labels: np.ndarray | None = None
     start: int = 0
     stop: int | None = None
+    #: ``--rescale``: every float input is multiplied by it (uint8 pixels by 1/255, say) as it is read
+    rescale: float | None = None
 
     @property
     def rows(self) -> int:
@@ -80,7 +82,10 @@ class ArrayData:
                 if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
                     row = start + int(np.argwhere(~np.isfinite(batch))[0][0])
                     raise InputError(f"{self.source}: NaN or Inf in {spec.name} at sample {row}")
-                feed[spec.name] = batch.astype(feed_dtype(spec.dtype), copy=False)
+                dtype = feed_dtype(spec.dtype)
+                if self.rescale is not None and np.issubdtype(dtype, np.floating):
+                    batch = batch.astype(dtype) * dtype.type(self.rescale)
+                feed[spec.name] = batch.astype(dtype, copy=False)
             yield feed
 
     def take(self, indices) -> dict[str, np.ndarray]:
@@ -98,7 +103,8 @@ class ArrayData:
 
 class _Subset(ArrayData):
     def __init__(self, data: ArrayData, indices: np.ndarray):
-        super().__init__(data.source, {k: np.asarray(v[indices]) for k, v in data.arrays.items()}, data.specs)
+        super().__init__(data.source, {k: np.asarray(v[indices]) for k, v in data.arrays.items()}, data.specs,
+                         rescale=data.rescale)
 
 
 def feed_dtype(name: str):
@@ -237,9 +243,15 @@ def _open_npz(path: Path) -> dict:
     return {name[:-4]: NpzMember(path, name) for name in names}
 
 
-def load_arrays(path: str | Path, specs: list[TensorSpec]) -> ArrayData:
-    """Open ``path`` for a model with inputs ``specs``; check names, shapes and dtypes."""
+def load_arrays(path: str | Path, specs: list[TensorSpec], rescale: float | None = None) -> ArrayData:
+    """Open ``path`` for a model with inputs ``specs``; check names, shapes and dtypes.
+
+    ``rescale`` multiplies every float input as it is read (integer inputs, token ids, are fed as they are;
+    a model without a float input refuses it)."""
     path = Path(path)
+    if rescale is not None and not any(np.issubdtype(feed_dtype(s.dtype), np.floating) for s in specs):
+        kinds = ", ".join(f"{s.name} ({s.dtype})" for s in specs)
+        raise InputError(f"{path}: --rescale multiplies float inputs; the model's inputs are {kinds}")
     found = _open(path)
     labels = found.pop(LABEL_KEY, None) if path.suffix == ".npz" else None
     if labels is not None:
@@ -263,7 +275,7 @@ def load_arrays(path: str | Path, specs: list[TensorSpec]) -> ArrayData:
         raise InputError(f"{path}: holds no samples")
     if labels is not None and labels.shape[0] != next(iter(sizes)):
         raise InputError(f"{path}: y has {labels.shape[0]} labels for {next(iter(sizes))} samples")
-    return ArrayData(path, arrays, specs, labels)
+    return ArrayData(path, arrays, specs, labels, rescale=rescale)
 
 
 def _check_array(path: Path, spec: TensorSpec, array: np.ndarray) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 import weakref
 import zipfile
 from pathlib import Path
@@ -15,11 +18,6 @@ from bnfreeze.io.interrupts import deferred
 
 KERAS_SUFFIXES = (".keras",)
 LEGACY_SUFFIXES = (".h5", ".hdf5")
-
-
-def _is_hdf5(path: Path) -> bool:
-    with path.open("rb") as handle:
-        return handle.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 #: the file each model :func:`load_model` returned was read from (the model itself is not touched)
@@ -39,41 +37,92 @@ def model_label(model) -> str:
 _ARTIFACTS = {".onnx": "an ONNX file", ".tflite": "a TFLite file"}
 
 
-def load_model(path: str | os.PathLike, *, unsafe: bool = False):
-    """Load a ``.keras`` (or legacy ``.h5``) model with Keras safe mode on.
+def _format_of(path: Path) -> str | None:
+    """``"keras"`` (a zip archive), ``"h5"`` (HDF5) or ``"tflite"``, read from the file's first bytes."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head == b"\x89HDF\r\n\x1a\n":
+        return "h5"
+    if zipfile.is_zipfile(path):
+        return "keras"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    return None
 
-    ``unsafe=True`` turns safe mode off, which is needed for ``Lambda`` layers
-    whose code is stored as Python bytecode; only do that for files you trust.
-    Raises :class:`InputError` with a one-line message naming the file.
-    """
-    import keras
 
+def check_model_file(path: str | os.PathLike) -> str:
+    """Check that ``path`` holds a Keras model, without Keras: its format (``"keras"`` or ``"h5"``), read
+    from the content, or an :class:`InputError` naming the file (missing, a folder, an artifact, damaged)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
-    artifact = _ARTIFACTS.get(path.suffix.lower()) or (
-        "a SavedModel" if path.is_dir() and (path / "saved_model.pb").is_file() else None)
+    kind = _format_of(path) if path.is_file() else None
+    suffix = path.suffix.lower()
+    artifact = None
+    if kind == "tflite":
+        artifact = "a TFLite file"
+    elif kind is None and path.is_file():
+        artifact = _ARTIFACTS.get(suffix)
+    elif path.is_dir() and any((path / name).is_file() for name in ("saved_model.pb", "saved_model.pbtxt")):
+        artifact = "a SavedModel"
     if artifact:
         raise InputError(f"{path}: is {artifact}; this command needs the Keras model it came from (.keras or .h5) "
                          f"- bnfreeze verify compares artifacts with their model")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a .keras or .h5 model file")
-    if path.suffix.lower() in LEGACY_SUFFIXES:
-        if not _is_hdf5(path):
-            raise InputError(f"{path}: not an HDF5 file (truncated or not a Keras .h5 model)")
-    elif path.suffix.lower() in KERAS_SUFFIXES:
+    if kind == "keras":
         _check_keras_archive(path)
-    else:
+    elif kind is None and suffix in LEGACY_SUFFIXES:
+        raise InputError(f"{path}: not an HDF5 file (truncated or not a Keras .h5 model)")
+    elif kind is None and suffix in KERAS_SUFFIXES:
+        raise InputError(f"{path}: not a Keras model archive nor an HDF5 model (truncated, or not a model)")
+    elif kind is None:
         raise InputError(f"{path}: unknown model format {path.suffix or '(no suffix)'!r}; expected .keras or .h5")
+    return kind
+
+
+def load_model(path: str | os.PathLike, *, unsafe: bool = False):
+    """Load a ``.keras`` (or legacy ``.h5``) model with Keras safe mode on.
+
+    The format is read from the file's content, not its name: an HDF5 model named
+    ``.keras`` (Keras 2's ``model.save("m.keras")`` wrote one) loads as HDF5, a
+    ``.keras`` archive named ``.h5`` as an archive. ``unsafe=True`` turns safe
+    mode off, which is needed for ``Lambda`` layers whose code is stored as
+    Python bytecode; only do that for files you trust. Every check of the file
+    comes before Keras (and TensorFlow) is imported. Raises :class:`InputError`
+    with a one-line message naming the file.
+    """
+    path = Path(path)
+    kind = check_model_file(path)
+    import keras
+
+    named = path
     try:
-        with deferred():  # an interrupt inside TensorFlow/h5py would read as a damaged file
-            model = keras.saving.load_model(path, compile=False, safe_mode=not unsafe)
+        with deferred(), _named_for_keras(path, ".keras" if kind == "keras" else ".h5") as named:
+            # an interrupt inside TensorFlow/h5py would read as a damaged file
+            model = keras.saving.load_model(named, compile=False, safe_mode=not unsafe)
     except Exception as exc:  # Keras raises many types; translate to one line
-        raise InputError(f"{path}: {_describe_load_error(exc)}") from exc
+        raise InputError(f"{path}: {_describe_load_error(exc).replace(str(named), str(path))}") from exc
     if not isinstance(model, keras.Model):
         raise InputError(f"{path}: holds a {type(model).__name__}, not a Keras model")
     _SOURCES[model] = path
     return model
+
+
+@contextlib.contextmanager
+def _named_for_keras(path: Path, suffix: str):
+    """``path`` under a name ending in ``suffix`` (Keras chooses its reader by the name): the path itself
+    where it already does, else a link to it in a temporary folder (a copy where links are refused)."""
+    if path.suffix.lower() == suffix or (suffix == ".h5" and path.suffix.lower() in LEGACY_SUFFIXES):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="bnfreeze-load-") as folder:
+        named = Path(folder) / (path.stem + suffix)
+        try:
+            named.symlink_to(path.resolve())
+        except OSError:
+            shutil.copyfile(path, named)
+        yield named
 
 
 def _check_keras_archive(path: Path) -> None:
@@ -92,6 +141,8 @@ def _check_keras_archive(path: Path) -> None:
             if bad is not None:
                 raise InputError(f"{path}: damaged archive ({bad} fails its checksum)")
             names = set(archive.namelist())
+            if names and all(name.endswith(".npy") for name in names):
+                raise InputError(f"{path}: is a NumPy .npz file (arrays), not a Keras model")
             for member in ("metadata.json", "config.json"):
                 if member not in names:
                     raise InputError(f"{path}: damaged Keras archive ({member} is missing)")

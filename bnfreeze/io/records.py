@@ -198,6 +198,8 @@ class RecordData:
             else:
                 value = tf.io.parse_tensor(raw, out_type=tf.as_dtype(fmt.stored_dtype))
                 value = tf.ensure_shape(value, fmt.sample_shape)
+        if fmt.kind != "image" and fmt.rescale != 1.0:  # --rescale of tensor features (a float input)
+            value = tf.cast(value, dtype) * tf.cast(fmt.rescale, dtype)
         if value.dtype.is_floating:
             value = tf.debugging.check_numerics(value, "NaN or Inf")
         return tf.cast(value, dtype)
@@ -260,7 +262,10 @@ def load_records(patterns, specs: list[TensorSpec], *, feature: str | None = Non
     path, example = _first_example(files, compression)
     fmt = _record_format(path, example, specs[0], feature, feature_type, rescale)
     if fmt.kind != "image" and rescale is not None:
-        raise InputError(f"{path}: --rescale applies to images only; {fmt.description} is fed as it is")
+        if not np.issubdtype(feed_dtype(specs[0].dtype), np.floating):
+            raise InputError(f"{path}: --rescale multiplies float inputs; the model's input {specs[0].name} is "
+                             f"{specs[0].dtype}")
+        fmt = replace(fmt, rescale=rescale)
     return RecordData(source, files, specs, fmt, compression)
 
 

@@ -41,8 +41,22 @@ def check_data_path(path, feature_type: str | None = None) -> None:
 
 
 def open_data(path, specs: list[TensorSpec], rescale: float | None = None, *, feature: str | None = None,
-              feature_type: str | None = None):
-    """Calibration or evaluation data: a ``.npy``/``.npz`` file, a folder of images, or TFRecord files/globs."""
+              feature_type: str | None = None, model=None):
+    """Calibration or evaluation data: a ``.npy``/``.npz`` file, a folder of images, or TFRecord files/globs.
+
+    ``rescale`` multiplies every float input (pixels, array values) as it is read. Given the Keras ``model``
+    the data feeds and no ``rescale``, a float input fed raw whole numbers that the model does not rescale
+    itself gets a :class:`~bnfreeze.errors.DataWarning` naming ``--rescale`` (:mod:`bnfreeze.io.scaling`).
+    """
+    data = _open_data(path, specs, rescale, feature, feature_type)
+    if model is not None and rescale is None:
+        from bnfreeze.io.scaling import warn_if_unscaled
+
+        warn_if_unscaled(data, model)
+    return data
+
+
+def _open_data(path, specs, rescale, feature, feature_type):
     if is_records(path, feature_type):
         return load_records(_paths(path), specs, feature=feature, feature_type=feature_type or "auto",
                             rescale=rescale)
@@ -51,9 +65,7 @@ def open_data(path, specs: list[TensorSpec], rescale: float | None = None, *, fe
     path = Path(_paths(path)[0])
     if path.is_dir():
         return load_image_folder(path, specs, 1.0 if rescale is None else rescale)
-    if rescale is not None:
-        raise InputError(f"{path}: --rescale applies to images only (a folder or TFRecords)")
-    return load_arrays(path, specs)
+    return load_arrays(path, specs, rescale)
 
 
 def as_data(data, specs: list[TensorSpec]):

@@ -19,6 +19,7 @@ import numpy as np
 from bnfreeze.compare import Accumulator, OutputComparison, Tolerance
 from bnfreeze.errors import InputError
 from bnfreeze.io.signature import TensorSpec, input_specs, output_specs
+from bnfreeze.quantize.calibration import fill_batch
 from bnfreeze.recalibration.report import class_labels, predictions
 from bnfreeze.verify.harness import check_inputs, infer, match_outputs, run_reference
 
@@ -102,6 +103,11 @@ class Measured:
         return self.float_correct / self.labelled if self.labelled else None
 
 
+def fixed_batch(runner) -> int | None:
+    """The batch size an artifact's inputs fix, or None (dynamic)."""
+    return next((int(s.shape[0]) for s in runner.input_specs() if s.shape and s.shape[0] is not None), None)
+
+
 def measure(model, runners: dict, data, tolerances: dict[str, Tolerance], batch_size: int = 32) -> Measured:
     """Run ``model`` and every runner (``{label: Runner}``, loaded) on ``data``; compare and count."""
     specs = input_specs(model)
@@ -121,8 +127,13 @@ def measure(model, runners: dict, data, tolerances: dict[str, Tolerance], batch_
         if truth is not None:
             float_correct += int(np.sum(predictions(expected[first]) == truth))
             labelled += len(truth)
+        count = len(next(iter(feed.values())))
         for runner, inputs, pairs, accumulators, agreement in plans.values():
-            got = infer(runner, {inputs[name]: value for name, value in feed.items() if name in inputs})
+            fixed = fixed_batch(runner)  # a file of fixed batch size gets the last, shorter batch filled up
+            got = infer(runner, {inputs[name]: fill_batch(value, fixed) for name, value in feed.items()
+                                 if name in inputs})
+            if fixed is not None:
+                got = {name: value[:count] for name, value in got.items()}
             for pair, accumulator in zip(pairs, accumulators):
                 accumulator.add(expected[pair.reference.name], got[pair.candidate.name], start)
             if truth is not None:

@@ -15,10 +15,19 @@ import numpy as np
 from bnfreeze.errors import InputError
 
 
-def samples(data, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """One-sample feeds ``{input name: (1, ...) array}`` from a data source, at most ``limit``."""
-    for feed in data.batches(1, limit):
-        yield {name: np.ascontiguousarray(value) for name, value in feed.items()}
+def samples(data, limit: int | None = None, batch: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """One-sample feeds ``{input name: (1, ...) array}`` from a data source, at most ``limit``; with ``batch``
+    (a file whose batch dimension is fixed) feeds of exactly ``batch`` samples, the last one filled up with
+    repeats of its own last sample (so every sample is seen, and no sample is made up)."""
+    for feed in data.batches(batch or 1, limit):
+        yield {name: np.ascontiguousarray(fill_batch(value, batch)) for name, value in feed.items()}
+
+
+def fill_batch(value: np.ndarray, batch: int | None) -> np.ndarray:
+    """``value`` (samples first) with its last sample repeated up to ``batch`` samples (None: as it is)."""
+    if batch is None or len(value) >= batch:
+        return value
+    return np.concatenate([value, np.repeat(value[-1:], batch - len(value), axis=0)])
 
 
 def sample_count(data, limit: int | None = None) -> int:
@@ -28,18 +37,18 @@ def sample_count(data, limit: int | None = None) -> int:
     return count
 
 
-def representative_dataset(data, names: list[str], limit: int | None = None):
+def representative_dataset(data, names: list[str], limit: int | None = None, batch: int | None = None):
     """A TF Lite ``representative_dataset``: feeds keyed by the signature's input names."""
     specs = [s.name for s in data.specs]
 
     def generate():
-        for feed in samples(data, limit):
+        for feed in samples(data, limit, batch):
             yield {name: feed[spec] for name, spec in zip(names, specs)}
 
     return generate
 
 
-def onnx_reader(data, names: list[str], limit: int | None = None):
+def onnx_reader(data, names: list[str], limit: int | None = None, batch: int | None = None):
     """An ``onnxruntime.quantization.CalibrationDataReader`` over ``data`` for graph inputs ``names``."""
     from bnfreeze.io.interrupts import import_native
 
@@ -48,7 +57,7 @@ def onnx_reader(data, names: list[str], limit: int | None = None):
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self):
-            self._feeds = samples(data, limit)
+            self._feeds = samples(data, limit, batch)
 
         def get_next(self):
             feed = next(self._feeds, None)
@@ -57,6 +66,6 @@ def onnx_reader(data, names: list[str], limit: int | None = None):
             return {name: feed[spec] for name, spec in zip(names, specs)}
 
         def rewind(self):
-            self._feeds = samples(data, limit)
+            self._feeds = samples(data, limit, batch)
 
     return Reader()

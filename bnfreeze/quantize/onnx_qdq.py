@@ -42,8 +42,9 @@ def _quiet_logging():
 
 
 def quantize_onnx(model, data, destination: Path, *, per_tensor: bool = False, calibrate: str = "minmax",
-                  opset: int = 17, limit: int | None = None, workdir: Path | None = None) -> None:
-    """Write the QDQ int8 ONNX of ``model`` to ``destination``."""
+                  opset: int = 17, limit: int | None = None, workdir: Path | None = None,
+                  batch_size: int | None = None) -> None:
+    """Write the QDQ int8 ONNX of ``model`` to ``destination`` (``batch_size``: a fixed batch dimension)."""
     quantization = import_native("onnxruntime.quantization")
     onnx = import_native("onnx")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -54,7 +55,7 @@ def quantize_onnx(model, data, destination: Path, *, per_tensor: bool = False, c
               "percentile": quantization.CalibrationMethod.Percentile}[calibrate]
     folder = Path(tempfile.mkdtemp(prefix=".bnfreeze-int8-", dir=workdir))
     try:
-        write_onnx(model, folder / "float.onnx", opset=opset)
+        write_onnx(model, folder / "float.onnx", opset=opset, batch_size=batch_size)
         names = [i.name for i in onnx.load(str(folder / "float.onnx")).graph.input]
         with _quiet_logging():
             try:
@@ -63,7 +64,7 @@ def quantize_onnx(model, data, destination: Path, *, per_tensor: bool = False, c
                 raise ExportError(f"onnxruntime's quant_pre_process failed on the exported graph ({_first(exc)})") from exc
             try:
                 quantization.quantize_static(
-                    str(folder / "prepared.onnx"), str(destination), onnx_reader(data, names, limit),
+                    str(folder / "prepared.onnx"), str(destination), onnx_reader(data, names, limit, batch_size),
                     quant_format=quantization.QuantFormat.QDQ, per_channel=not per_tensor,
                     activation_type=quantization.QuantType.QInt8, weight_type=quantization.QuantType.QInt8,
                     calibrate_method=method, extra_options={"ForceQuantizeNoInputCheck": True},

@@ -150,6 +150,7 @@ def quantize(
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     batch_size: int = 32,
+    export_batch_size: int | None = None,
     force: bool = False,
     outputs: contextlib.ExitStack | None = None,
 ) -> QuantizeResult:
@@ -166,6 +167,7 @@ def quantize(
     per output channel. ``calibrate`` (ONNX): ``"minmax"`` (default),
     ``"entropy"`` or ``"percentile"``. An op a converter leaves in float raises
     :class:`QuantizeError` naming it, unless ``allow_float_ops``.
+    ``export_batch_size`` fixes the files' batch dimension (default: dynamic), as for ``export``.
     ``equalize`` (cross-layer equalization, exact; default: on with
     ``per_tensor``) and ``bias_correction`` (biases that cancel the mean shift
     of the rounded weights) rewrite the folded model first
@@ -184,6 +186,8 @@ def quantize(
         raise InputError(f"--max-samples must be >= 1, got {max_samples}")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
+    if export_batch_size is not None and export_batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {export_batch_size}")
     if isinstance(check, str):
         check = (check,)
     tolerances = criteria(model, check, min_top1, min_snr)
@@ -256,12 +260,12 @@ def quantize(
                 if kind == "tflite":
                     tmp.write_bytes(convert_tflite(source, data, io=io, per_tensor=per_tensor,
                                                    allow_float_ops=allow_float_ops, limit=max_samples,
-                                                   workdir=destination.parent))
-                    settings = {"io": io}
+                                                   workdir=destination.parent, batch_size=export_batch_size))
+                    settings = {"io": io, "batch_size": export_batch_size}
                 else:
                     quantize_onnx(source, data, tmp, per_tensor=per_tensor, calibrate=calibrate, opset=opset,
-                                  limit=max_samples, workdir=destination.parent)
-                    settings = {"io": "float", "calibration": calibrate}
+                                  limit=max_samples, workdir=destination.parent, batch_size=export_batch_size)
+                    settings = {"io": "float", "calibration": calibrate, "batch_size": export_batch_size}
             except ExportError as exc:  # a converter failed: the message names the file it was to write
                 raise ExportError(f"{destination}: {exc}; nothing was written") from exc
             facts = file_facts(tmp, kind, bn_names=bn_names, layer_names=layer_names)
@@ -282,7 +286,7 @@ def quantize(
                 runner = (TFLiteRunner if artifact.kind == "tflite" else OnnxRunner)(temporaries[artifact.kind], "cpu")
                 runner.load()
                 runners[artifact.kind] = runner
-            measured = measure(reference, runners, checked, tolerances, batch_size)
+            measured = measure(reference, runners, checked, tolerances, export_batch_size or batch_size)
         finally:
             for runner in runners.values():
                 runner.close()

@@ -34,8 +34,9 @@ def _tf_type(io: str):
 
 
 def convert_tflite(model, data, *, io: str = "int8", per_tensor: bool = False, allow_float_ops: bool = False,
-                   limit: int | None = None, workdir: Path | None = None) -> bytes:
-    """The full-integer TFLite flatbuffer of ``model``, calibrated on ``data`` (a bnfreeze data source)."""
+                   limit: int | None = None, workdir: Path | None = None, batch_size: int | None = None) -> bytes:
+    """The full-integer TFLite flatbuffer of ``model``, calibrated on ``data`` (a bnfreeze data source);
+    ``batch_size`` fixes the batch dimension (a fixed-shape file, as microcontroller runtimes need)."""
     import keras
     import tensorflow as tf
 
@@ -44,14 +45,15 @@ def convert_tflite(model, data, *, io: str = "int8", per_tensor: bool = False, a
     folder = Path(tempfile.mkdtemp(prefix=".bnfreeze-int8-", dir=workdir))
     try:
         with plain_convolutions():
-            serving = serving_function(model)
+            serving = serving_function(model, batch_size)
             archive = keras.export.ExportArchive()
             archive.track(model)
             archive.add_endpoint("serving_default", serving.function)
             archive.write_out(str(folder / "savedmodel"), verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(folder / "savedmodel"))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset(data, [s.name for s in serving.inputs], limit)
+        converter.representative_dataset = representative_dataset(data, [s.name for s in serving.inputs], limit,
+                                                                  batch_size)
         if allow_float_ops:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
         else:

@@ -21,30 +21,17 @@ will be saved. Layers that take ``training`` always get ``training=False``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
 import numpy as np
 
+from bnfreeze.io.progress import NoProgress, Progress  # noqa: F401 (NoProgress: re-exported)
 from bnfreeze.recalibration.kernels import inference as bn_inference, normalise as bn_normalise
 from bnfreeze.recalibration.execution import Executor
 from bnfreeze.recalibration.moments import Moments, batch_moments, reduction_axes
 from bnfreeze.recalibration.program import Key, Program, Step, run_steps
 
 Batches = Callable[[], Iterator[list[np.ndarray]]]
-
-
-class Progress(Protocol):
-    def start(self, description: str, total: int | None) -> None: ...
-
-    def advance(self, samples: int) -> None: ...
-
-
-class NoProgress:
-    def start(self, description: str, total: int | None) -> None:
-        pass
-
-    def advance(self, samples: int) -> None:
-        pass
 
 
 def bn_input_key(step: Step) -> Key:

@@ -62,10 +62,13 @@ class VerifyRow:
     output_names: dict[str, str] = field(default_factory=dict)
     #: with ``locate``: the first layer of a failing Keras candidate that differs from the reference's
     first_diverging_layer: str | None = None
+    #: what this row is held to: the defaults of its runtime and the reference's (:meth:`Tolerance.for_runtimes`)
+    tolerance: Tolerance | None = None
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["outputs"] = [o.as_dict() for o in self.outputs]
+        data["tolerance"] = self.tolerance.as_dict() if self.tolerance is not None else None
         return data
 
 
@@ -146,13 +149,17 @@ def verify(
     input_map=None,
     output_map=None,
     rescale: float | None = None,
+    progress=None,
+    on_header=None,
 ) -> VerifyReport:
     """Compare every candidate artifact with the ``reference`` artifact (any format, run on the CPU).
 
     ``signature`` picks the SavedModel (and multi-signature TFLite) signature;
     ``input_map``/``output_map`` pair names the automatic matching cannot
     (``"ref=cand,..."`` or a dict); ``data`` is a ``.npy``/``.npz`` file or a
-    folder of images (``rescale`` multiplies its pixels).
+    folder of images (``rescale`` multiplies its float inputs). ``progress`` (``start(description, total)``,
+    ``advance(samples)``) hears of each step as it begins and of the samples compared; ``on_header`` is called
+    with the report before any sample is compared (no rows yet), so a caller can show what runs on what.
     """
     if device not in DEVICES:
         raise InputError(f"unknown device {device!r}; choose cpu, gpu or all")
@@ -161,14 +168,22 @@ def verify(
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if data is None and rescale is not None:
-        raise InputError("--rescale applies to a folder of images given with --data")
+        raise InputError("--rescale multiplies the inputs given with --data; give --data too")
     inputs_map = parse_map(input_map, "--input-map")
     outputs_map = parse_map(output_map, "--output-map")
     options = {"unsafe": unsafe, "signature": signature}
     runner_class(reference)
     classes = [(Path(c), runner_class(c)) for c in candidates]  # bad paths fail before any run
+    if data is not None:
+        from bnfreeze.io.sources import check_data_path
+
+        check_data_path(data)  # before any runner starts (and TensorFlow is imported)
+    from bnfreeze.io.progress import NoProgress
+
+    progress = progress or NoProgress()
     opened: list[Runner] = []
     try:
+        progress.start(f"loading the reference {reference}", None)
         ref_runner = open_runner(reference, "cpu", **options)
         try:
             ref_runner.load()
@@ -188,7 +203,7 @@ def verify(
         if data is not None:
             from bnfreeze.io.sources import open_data
 
-            dataset = open_data(data, specs, rescale)
+            dataset = open_data(data, specs, rescale, model=keras_model)
         else:
             dataset = None
         rows: list[VerifyRow] = []
@@ -201,6 +216,7 @@ def verify(
                     continue
                 row = VerifyRow(str(path), cls.backend, dev, batch_size)
                 rows.append(row)
+                progress.start(f"loading {path} ({cls.backend}, {dev})", None)
                 runner = open_runner(path, dev, **options)
                 try:
                     runner.load()
@@ -222,12 +238,19 @@ def verify(
                     _narrow(ranges, _integer_ranges(runner.model, names))
                 row.output_names = {p.reference.name: p.candidate.name for p in pairs
                                     if p.reference.name != p.candidate.name}
-                plans.append((row, Comparison(runner, names, pairs, tolerance)))
+                row.tolerance = tolerance.for_runtimes((ref_runner.backend, "cpu"), (cls.backend, dev))
+                plans.append((row, Comparison(runner, names, pairs, row.tolerance)))
         if plans:
             _check_maps_used(inputs_map, specs, used_inputs, "input")
             _check_maps_used(outputs_map, ref_outputs, used_outputs, "output")
         if dataset is None:  # random samples over the integer ranges of every Keras model compared
             dataset = random_data(specs, samples, seed, int_high=ranges)
+        total = dataset.count()
+        if on_header is not None:
+            on_header(VerifyReport(str(reference), str(dataset.source), tolerance, [], ref_runner.backend,
+                                   ref_runner.quantization, total))
+        progress.start(f"comparing {len(plans)} candidate run{'s' if len(plans) != 1 else ''} with {reference}",
+                       total)
         first_feed = None
         start = 0
         for feed in dataset.batches(batch_size):
@@ -236,14 +259,17 @@ def verify(
             expected = infer(ref_runner, {ref_inputs[name]: value for name, value in feed.items()})
             for _row, comparison in plans:
                 comparison.add(feed, expected, start)
-            start += next(iter(feed.values())).shape[0]
+            count = next(iter(feed.values())).shape[0]
+            start += count
+            progress.advance(count)
         for row, comparison in plans:
             _summarize(row, comparison.results())
             if (locate and not row.passed and isinstance(comparison.runner, KerasRunner)
                     and isinstance(ref_runner, KerasRunner) and first_feed is not None):
                 from bnfreeze.verify.locate import first_divergence
 
-                where = first_divergence(ref_runner.model, comparison.runner.model, first_feed, tolerance.elementary())
+                where = first_divergence(ref_runner.model, comparison.runner.model, first_feed,
+                                         row.tolerance.elementary())
                 if where:
                     row.first_diverging_layer = where
                     row.reason = f"{row.reason}; first diverging layer: {where}"

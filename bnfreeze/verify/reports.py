@@ -44,7 +44,8 @@ def verify_rows(report) -> list[dict]:
         base = {key: None for key in ROW_KEYS}
         base.update(reference=report.reference, candidate=row.candidate, backend=row.backend, device=row.device,
                     provider=row.provider, quantization=row.quantization, batch_size=row.batch_size,
-                    skipped=row.skipped, criteria=base_criteria)
+                    skipped=row.skipped,
+                    criteria=row.tolerance.as_dict() if row.tolerance is not None else base_criteria)
         if row.skipped:
             # not run: failed only where it was required (--require-gpu), otherwise neither passed nor failed
             base.update(passed=False if row.required else None, reason=row.reason, samples=0)
@@ -82,7 +83,8 @@ def junit_xml(reports) -> str:
             )
             props = ET.SubElement(case, "properties")
             values = {"reference": report.reference, "provider": row.provider, "quantization": row.quantization,
-                      "criteria": report.tolerance.explain(), "samples": row.samples, "max_abs": row.max_abs,
+                      "criteria": (row.tolerance or report.tolerance).explain(), "samples": row.samples,
+                      "max_abs": row.max_abs,
                       "max_rel": row.max_rel, "top1_agreement": row.top1_agreement, "snr_db": row.snr_db,
                       "cosine": row.cosine}
             for key, value in values.items():

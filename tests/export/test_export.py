@@ -37,6 +37,27 @@ def test_all_three_formats(folded_digits, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.tflite", "sm"]
 
 
+def test_savedmodel_serving_outputs_carry_the_keras_names(tmp_path):
+    """Like the ONNX and TFLite files: TF Serving clients read ``probs``/``box``, not ``output_0``/``output_1``."""
+    x = keras.Input((6,), name="features")
+    h = layers.BatchNormalization()(layers.Dense(8)(x))
+    model = keras.Model(x, {"box": layers.Dense(4, name="box")(h), "probs": layers.Dense(3, activation="softmax",
+                                                                                     name="probs")(h)})
+    randomize_bn(model)
+    (artifact,) = export(model, savedmodel=tmp_path / "sm")
+    assert artifact.passed
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    serving = loaded.signatures["serving_default"]
+    assert sorted(serving.structured_outputs) == ["box", "probs"]
+    assert list(serving.structured_input_signature[1]) == ["features"]
+    data = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    got = serving(features=tf.constant(data))
+    expected = model(data, training=False)
+    for name in ("box", "probs"):
+        np.testing.assert_allclose(got[name].numpy(), np.asarray(expected[name]), rtol=1e-5, atol=1e-6)
+    assert hasattr(loaded, "serve")  # Keras's own endpoint (the model's call) is there too
+
+
 def test_fixed_batch_size(folded_digits, tmp_path):
     export(folded_digits, onnx=tmp_path / "m.onnx", batch_size=2)
     dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim

@@ -321,7 +321,7 @@ def test_max_kept_fails_with_the_kept_bns_named():
     x = layers.Dense(5, activation="relu")(inputs)
     x = layers.BatchNormalization(name="stuck")(x)
     model = keras.Model(inputs, layers.Activation("tanh")(x))
-    with pytest.raises(KeptError, match="1 of 1 BatchNormalization layers stay.*stuck") as info:
+    with pytest.raises(KeptError, match="1 of 1 BatchNormalization layer stays.*stuck") as info:
         bnfreeze.fold(model, max_kept=0)
     assert info.value.report["kept"][0]["bn"] == "stuck"
     assert bnfreeze.fold(model, max_kept=1).report["kept"]

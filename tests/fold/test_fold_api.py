@@ -42,10 +42,11 @@ def test_result_report_has_the_documented_shape():
     result = bnfreeze.fold(_model())
     assert set(result.report) == {"model", "output", "folded", "kept", "dropped", "structure", "default_call", "parity"}
     parity = result.report["parity"]
-    assert parity["samples"] == 7 and parity["passed"] is True
-    # inference at two magnitudes and the default call, each with its own numbers
+    assert parity["samples"] == 28 and parity["passed"] is True
+    # one sample, batches at three magnitudes and the default call, each with its own numbers
     runs = [(r["call"], r["batch"], r["inputs"]) for r in parity["runs"]]
-    assert runs == [("training=False", 1, "random x1"), ("training=False", 3, "random x10"),
+    assert runs == [("training=False", 1, "random x1"), ("training=False", 8, "random x1"),
+                    ("training=False", 8, "random x10"), ("training=False", 8, "random x100"),
                     ("default call", 3, "random x1")]
 
 

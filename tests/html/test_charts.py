@@ -26,7 +26,8 @@ class Row:  # the fields of bnfreeze.fold.inspection.NormalizationRow that the p
     layer: str
     kind: str
     action: str
-    detail: str
+    how: str
+    reason: str | None = None
 
 
 def _names(count: int) -> list[str]:
@@ -296,3 +297,57 @@ def test_screenshot_of_many_bns_has_names_beside_bars(tmp_path):
     dark = np.all(pixels < 90, axis=-1)
     left_of_bars = dark[blue_rows.min():blue_rows.max(), :300]
     assert left_of_bars.sum() > 5000  # the names, beside the bars
+
+
+def _bar_heights(svg, colour):
+    """The height (in SVG units) of every bar in ``colour``."""
+    out = []
+    for node in svg.iter("{http://www.w3.org/2000/svg}path"):
+        if f"fill: {colour}" in node.get("style", "") and node.get("clip-path"):
+            ys = [float(y) for y in re.findall(r"[ML] -?[\d.]+ (-?[\d.]+)", node.get("d"))]
+            out.append(max(ys) - min(ys))
+    return out
+
+
+def test_a_few_negative_scales_among_many_are_visible():
+    """2 negative channels among 736 (the case the chart is for): on a linear count axis a bar of 1 next to
+    bars of ~100 is a pixel; here it is a bar a reader sees, and each is marked under the bars too."""
+    rng = np.random.default_rng(3)
+    scales = np.concatenate([rng.normal(1.0, 0.25, 734), [-0.4, -0.9]])
+    svg = charts(chart_module.scale_histogram(scales))["scale-histogram"]
+    red, blue = _bar_heights(svg, RED), _bar_heights(svg, BLUE)
+    assert len([h for h in red if h > 0]) == 2 and max(blue) > 0
+    assert min(h for h in red if h > 0) >= 0.1 * max(blue)  # linear: about 1/90 of the tallest
+    labels = [t.text for t in texts(svg)]
+    assert "negative: 2 channels" in labels and "positive or zero: 734 channels" in labels
+    import xml.etree.ElementTree as ET
+
+    assert f"stroke: {RED}" in ET.tostring(svg, encoding="unicode")  # the rug: a red mark per negative channel
+
+
+def test_the_parity_histogram_spans_the_decades_around_the_tolerance():
+    """A softmax model's errors reach 1e-44 (its tail is all but zero): the axis starts a few decades below
+    the tolerance, and the smaller errors are counted in the legend, not drawn."""
+    rng = np.random.default_rng(4)
+    errors = np.concatenate([10.0 ** rng.uniform(-44, -30, 300), 10.0 ** rng.uniform(-9, -6.5, 700)])
+    svg = charts(chart_module.error_histogram(errors, 1e-5, 1e-4, 1.0))["parity-histogram"]
+    ticks = [value(t.text) for t in texts(svg) if POWER.fullmatch(t.text)]
+    assert min(ticks) >= 1e-10 and max(ticks) <= 1e-2, ticks
+    assert min(ticks) <= 1e-9  # the errors that are there (1e-9 and up) are on the axis
+    labels = " ".join(t.text for t in texts(svg))
+    assert "300 smaller errors (down to " in labels and "not drawn" in labels
+    assert sum(_bar_heights(svg, BLUE)) > 0
+
+
+def test_wording_counts_and_pooling(big_page):
+    page, _ = big_page
+    assert "cannot be moved forward through this model's max pooling" not in page  # no max pooling here
+    assert "This model has no max pooling" in page
+    names = _names(3)
+    facts = _facts(names)
+    one = render("one.keras", [Row(names[0], "batch", "keep", "", "it feeds an Add")], facts[:1], _parity(),
+                 "recal.keras", _recalibrated(facts[:1]), max_pooling=True)
+    assert "1 BN matched by name" in one and "1 BNs" not in one and "1 normalization layers" not in one
+    assert "max pooling does not commute with a negative scale" in one
+    assert "<th>how it folds (rule, layers crossed)</th><th>why it stays</th>" in one
+    assert "<td>it feeds an Add</td>" in one

@@ -46,9 +46,33 @@ def test_folder_needs_an_image_model(tmp_path):
     with pytest.raises(InputError, match="holds no images"):
         (tmp_path / "a.png").unlink()
         open_data(tmp_path, SPEC[:1] and [TensorSpec("i", (None, 8, 8, 3), "float32")])
-    with pytest.raises(InputError, match="applies to images only"):
-        np.save(tmp_path / "x.npy", np.zeros((2, 4, 4, 2), np.float32))
-        open_data(tmp_path / "x.npy", SPEC, rescale=0.5)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_rescale_multiplies_array_data_as_it_does_pixels(tmp_path, suffix):
+    raw = np.random.default_rng(0).integers(0, 256, (7, 4, 4, 2)).astype(np.uint8)
+    path = tmp_path / f"x{suffix}"
+    np.save(path, raw) if suffix == ".npy" else np.savez(path, image=raw)
+    data = open_data(path, SPEC, rescale=1 / 255)
+    got = np.concatenate([b["image"] for b in data.batches(3)])
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, raw.astype(np.float32) * np.float32(1 / 255))
+    np.testing.assert_array_equal(data.take([5, 1])["image"], got[[1, 5]])  # a subset is rescaled too
+    assert np.concatenate([b["image"] for b in open_data(path, SPEC).batches(7)]).max() == raw.max()
+
+
+def test_rescale_leaves_integer_inputs_alone_and_needs_a_float_one(tmp_path):
+    tokens = np.arange(12).reshape(3, 4).astype(np.int32)
+    image = np.full((3, 2), 200, np.uint8)
+    path = tmp_path / "two.npz"
+    np.savez(path, tokens=tokens, image=image)
+    specs = [TensorSpec("tokens", (None, 4), "int32"), TensorSpec("image", (None, 2), "float32")]
+    feed = next(open_data(path, specs, rescale=0.5).batches(3))
+    np.testing.assert_array_equal(feed["tokens"], tokens)  # ids are not scaled
+    np.testing.assert_array_equal(feed["image"], np.full((3, 2), 100.0, np.float32))
+    with pytest.raises(InputError, match="two.npz: --rescale multiplies float inputs; the model's inputs are "
+                                         "tokens \\(int32\\)"):
+        open_data(path, specs[:1], rescale=0.5)
 
 
 def test_zip_without_arrays(tmp_path):

@@ -93,3 +93,74 @@ def test_a_loaded_model_is_named_by_its_file_in_messages(tmp_path):
     loaded = load_model(path)
     assert model_label(loaded) == str(path)
     assert model_label(model) == "built_here"  # the model saved is not the one loaded
+
+
+def _small_model():
+    import keras
+
+    from support import randomize_bn
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(),
+                              keras.layers.Dense(2)], name="small")
+    randomize_bn(model)
+    return model
+
+
+@pytest.mark.parametrize("saved_as,named", [("m.h5", "hdf5_named.keras"), ("m.keras", "archive_named.h5"),
+                                            ("m.h5", "no_suffix"), ("m.keras", "archive.model")])
+def test_a_model_is_read_by_its_content_not_its_name(tmp_path, saved_as, named):
+    import numpy as np
+
+    from bnfreeze.io.models import check_model_file, load_model
+
+    model = _small_model()
+    model.save(tmp_path / saved_as)
+    path = tmp_path / named
+    (tmp_path / saved_as).rename(path)
+    before = path.read_bytes()
+    assert check_model_file(path) == ("h5" if saved_as.endswith(".h5") else "keras")
+    loaded = load_model(path)
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [named]  # no link or copy left beside it
+
+
+def test_content_that_is_not_a_model_is_named_for_what_it_is(tmp_path):
+    import numpy as np
+
+    from bnfreeze.io.models import check_model_file
+
+    npz = tmp_path / "data.keras"
+    with npz.open("wb") as handle:
+        np.savez(handle, x=np.zeros(3))
+    with pytest.raises(InputError, match="data.keras: is a NumPy .npz file"):
+        check_model_file(npz)
+    tflite = tmp_path / "model.keras"
+    tflite.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
+    with pytest.raises(InputError, match="model.keras: is a TFLite file"):
+        check_model_file(tflite)
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="notes.h5: not an HDF5 file"):
+        check_model_file(text)
+
+
+def test_a_load_error_names_the_users_file_not_a_temporary_link(tmp_path):
+    import keras
+
+    from bnfreeze.io.models import load_model
+
+    @keras.saving.register_keras_serializable(package="test_content")
+    class Twice(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    model = keras.Sequential([keras.Input((2,)), Twice()])
+    model.save(tmp_path / "m.keras")
+    path = tmp_path / "custom.h5"  # a .keras archive named .h5: loaded through a link named .keras
+    (tmp_path / "m.keras").rename(path)
+    keras.saving.get_custom_objects().pop("test_content>Twice")
+    with pytest.raises(InputError) as caught:
+        load_model(path)
+    assert str(caught.value).startswith(f"{path}: ") and "bnfreeze-load-" not in str(caught.value)

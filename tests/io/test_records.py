@@ -108,7 +108,6 @@ def test_encoded_images_decode_resize_and_rescale_like_a_folder(tmp_path):
     ("list_size", "holds 7 values per record"),
     ("complex", "complex64 tensors"),
     ("image_type", "is a float_list, not encoded image bytes"),
-    ("rescale", "--rescale applies to images only"),
 ])
 def test_bad_tfrecords_at_open_name_the_file(tmp_path, case, message):
     path = tmp_path / "bad.tfrecord"
@@ -133,9 +132,6 @@ def test_bad_tfrecords_at_open_name_the_file(tmp_path, case, message):
     elif case == "image_type":
         write(path, [example(x=np.zeros(60, np.float32))])
         kwargs["feature_type"] = "image"
-    elif case == "rescale":
-        write(path, [example(x=np.zeros(60, np.float32))])
-        kwargs["rescale"] = 0.5
     with pytest.raises(InputError, match="bad.tfrecord|absent") as info:
         open_data(str(path), SPEC, **kwargs)
     assert message in str(info.value) and str(path) in str(info.value)

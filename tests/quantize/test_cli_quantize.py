@@ -35,7 +35,9 @@ def test_quantize_writes_both_files_and_the_report(model_copy, repo, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.tflite", "r.json"]
     lines = proc.stdout.splitlines()
     assert lines[-3:] == [f"wrote {tmp_path / 'm.tflite'}", f"wrote {tmp_path / 'm.onnx'}", f"wrote {tmp_path / 'r.json'}"]
-    assert all(len(line) <= 80 for line in lines if not line.startswith("wrote"))  # a CI log cuts nothing
+    for name in ("m.tflite", "m.onnx"):  # a CI log cuts nothing: each file, its verdict and its figures on one line
+        row = next(line for line in lines if line.startswith(f"  {tmp_path / name} ("))
+        assert "passed" in row and "top-1 agreement" in row and "BN-derived ops left 0" in row, row
     assert "folded 3 of 3 BatchNormalization layers" in proc.stdout
     assert "accuracy on 360 labelled samples: float 0.99" in proc.stdout
     assert "criterion: probs: top-1 agreement >= 0.99: passed" in proc.stdout
@@ -79,7 +81,10 @@ def test_bad_input_exits_2_with_one_line(model_copy, repo, tmp_path, args, messa
     args = [a.format(tmp=tmp_path, repo=repo) for a in args]
     result = run("quantize", model_copy, *args)
     assert result.exit_code == 2, result.output
-    assert message in result.output and result.output.count("\n") == 1 and result.output.startswith("bnfreeze: error:")
+    # one message; before it, in a log, only the lines of the steps that ran (loading the model reads its inputs)
+    lines = result.output.splitlines()
+    assert len(lines) >= 1 and lines[-1].startswith("bnfreeze: error:") and message in lines[-1], result.output
+    assert all(line.endswith(" ...") for line in lines[:-1]), result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "exists.tflite").read_bytes() == b"old"
 
 
@@ -115,3 +120,24 @@ def test_a_model_the_converter_cannot_fully_quantize_is_refused_unless_allowed(s
     (artifact,) = json.loads((tmp_path / "r.json").read_text())["artifacts"]
     assert [op["op"] for op in artifact["float_ops"]] == ["SIN"]
     assert (tmp_path / "m.tflite").exists()
+
+
+def test_batch_size_fixes_the_files_batch_dimension(model_copy, repo, tmp_path):
+    """A fixed-shape int8 file (what a microcontroller runtime needs), like export --batch-size; 256
+    calibration samples are not a multiple of 3: the last batch is filled up, every sample is compared."""
+    import onnx
+    import tensorflow as tf
+
+    proc = bnfreeze("quantize", model_copy, "--calib-data", repo / "models" / "digits_calib.npy",
+                    "--tflite", tmp_path / "m.tflite", "--onnx", tmp_path / "m.onnx", "--batch-size", 3,
+                    "--report", tmp_path / "r.json")
+    assert proc.returncode == 0, proc.stderr
+    interpreter = tf.lite.Interpreter(str(tmp_path / "m.tflite"))
+    (detail,) = interpreter.get_input_details()
+    assert list(detail["shape_signature"]) == [3, 8, 8, 1] and list(detail["shape"]) == [3, 8, 8, 1]
+    dims = onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 3
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [a["batch_size"] for a in report["artifacts"]] == [3, 3]
+    assert report["evaluation"]["samples"] == 256 and report["passed"]
+    assert "(tflite, int8 I/O, batch 3," in proc.stdout

@@ -63,7 +63,7 @@ def test_without_gpu_the_gpu_rows_are_unavailable(artifacts):
 
 
 def test_every_runner_lists_its_outputs(artifacts):
-    for path, cls, name in [(artifacts / "m.onnx", OnnxRunner, "probs"), (artifacts / "sm", SavedModelRunner, "output_0"),
+    for path, cls, name in [(artifacts / "m.onnx", OnnxRunner, "probs"), (artifacts / "sm", SavedModelRunner, "probs"),
                             (artifacts / "m.tflite", TFLiteRunner, "probs")]:
         with cls(path) as runner:
             (spec,) = runner.output_specs()
