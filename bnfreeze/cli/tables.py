@@ -85,7 +85,7 @@ def print_fold_report(console, report: dict) -> None:
     for entry in folded:
         result = f"folded {entry['direction']} into {entry['into']}"
         if entry.get("detail"):  # a pre-activation fold: where the scale and the shift went
-            result += f": {entry['detail']}"
+            result = f"folded {entry['direction']} {entry['detail']}"
         elif entry.get("through"):
             result += f" through {', '.join(entry['through'])}"
         rows.append((entry["bn"], result, ""))

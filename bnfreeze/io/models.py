@@ -192,20 +192,20 @@ def missing_package(config) -> str | None:
     message for an unknown custom object).
     """
     import importlib.util
-
-    import keras
+    import sys
 
     for module, name in _modules(config):
         top = module.split(".")[0]
         if not top or top in _NOT_PACKAGES or top.startswith("bnfreeze_custom_objects"):
             continue
-        if keras.saving.get_registered_object(name) is not None:
-            continue
         try:
             found = importlib.util.find_spec(top) is not None
         except (ImportError, ValueError):
             found = False
-        if found:
+        # a class registered in this process (by --custom-objects, which imports Keras) needs no module;
+        # before Keras is imported nothing is registered, and this check stays free of its import
+        keras = sys.modules.get("keras")
+        if found or (keras is not None and keras.saving.get_registered_object(name) is not None):
             continue
         if top in _PIP_NAMES or top.startswith("keras_"):
             return (f"its class {name} comes from the package {top} ({module}), which is not installed here: "
