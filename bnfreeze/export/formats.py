@@ -141,6 +141,7 @@ def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Wri
     """A SavedModel for TF Serving: a ``serving_default`` signature whose inputs and outputs carry the Keras
     input and output names (as the ONNX and TFLite files do; Keras's ``model.export`` names the outputs
     ``output_0``, ...), beside Keras's own ``serve`` endpoint (the model's call, its output structure).
+    Both call the model with ``training=False``, what ``predict`` does.
 
     Keras's own tracing is kept here: TensorFlow runs grouped convolutions on
     the CPU only through the XLA function Keras emits for them.
@@ -161,7 +162,10 @@ def write_savedmodel(model, path: Path, *, batch_size: int | None = None) -> Wri
     with tracing_errors(specs):
         archive.track(model)
         # one entry per positional argument of call(): the model's inputs in their own structure (list, dict)
-        archive.add_endpoint("serve", model.__call__, input_signature=[pack_inputs(model, specs)])
+        # at training=False, as serving_default: a model with augmentation layers would run them under its
+        # default call (Keras's preprocessing layers default to training=True), giving random outputs
+        archive.add_endpoint("serve", lambda inputs: model(inputs, training=False),
+                             input_signature=[pack_inputs(model, specs)])
         archive.add_endpoint("serving_default", tf.function(serve, input_signature=specs, autograph=False))
         archive.write_out(str(path), verbose=False)
     return Written("savedmodel", {"signature": "serving_default", "outputs": names})

@@ -165,3 +165,23 @@ def test_an_explicit_training_true_is_still_kept():
     result = bnfreeze.fold(model)
     assert [e["bn"] for e in result.report["kept"]] == ["bn"]
     assert "training=True" in result.report["kept"][0]["reason"]
+
+
+def test_exporting_a_model_with_augmentation_serves_its_inference_call(tmp_path):
+    """Keras's preprocessing layers default to training=True: an export that called the model's default call
+    would serve random augmentation. Every artifact of the original (and of the folded model) is its
+    inference call, checked against it."""
+    from bnfreeze.export import export
+
+    model = _tutorial_model()
+    artifacts = export(model, savedmodel=tmp_path / "sm", onnx=tmp_path / "m.onnx", tflite=tmp_path / "m.tflite")
+    assert [a.passed for a in artifacts] == [True, True, True]
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    x = (np.random.default_rng(6).random((2, 16, 16, 3)) * 255).astype("float32")
+    expected = np.asarray(model(x, training=False))
+    for _ in range(2):  # deterministic: no augmentation runs
+        np.testing.assert_allclose(np.asarray(loaded.serve(x)), expected, rtol=1e-4, atol=1e-5)
+        served = loaded.signatures["serving_default"](image=tf.constant(x))
+        np.testing.assert_allclose(np.asarray(served["logits"]), expected, rtol=1e-4, atol=1e-5)
