@@ -17,7 +17,7 @@ from bnfreeze.errors import InputError
 from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
-from bnfreeze.io.files import atomic_path, check_writable, committed_together, derived_path, same_file, to_json
+from bnfreeze.io.files import atomic_path, check_output_paths, committed_together, derived_path, to_json
 from bnfreeze.io.models import load_model, model_label
 
 
@@ -35,26 +35,15 @@ def _input_paths(inputs) -> Iterator[Path]:
 
 
 def check_outputs(inputs, outputs, force: bool, exports: dict[str, Path] | None = None) -> None:
-    """Before any work: the outputs (files, and ``exports`` by kind) are distinct, none is (or is a
-    folder holding) one of the ``inputs`` (even with ``force``), and each may be written."""
+    """Before any work: the outputs (files, and ``exports`` by kind) are distinct, none is (or holds, or
+    lies inside) one of the ``inputs`` (even with ``force``; the ``--custom-objects`` file counts), none lies
+    inside a SavedModel folder another output writes, and each may be written
+    (:func:`bnfreeze.io.files.check_output_paths`)."""
     exports = exports or {}
-    everything = [Path(out) for out in [*outputs, *exports.values()] if out is not None]
-    seen: set[Path] = set()
-    for out in everything:
-        if out.resolve() in seen:
-            raise InputError(f"{out}: given for two outputs; each output needs its own path")
-        seen.add(out.resolve())
-    sources = list(_input_paths(inputs))
-    for out in everything:
-        for source in sources:
-            if same_file(out, source):
-                raise InputError(f"{out}: is an input of this command; bnfreeze never overwrites its inputs")
-            if out.is_dir() and out.resolve() in source.resolve().parents:
-                raise InputError(f"{out}: holds the input {source}; bnfreeze never replaces it")
-    for out in outputs:
-        if out is not None:
-            check_writable(out, force=force)
-    check_destinations(exports, force)  # suffixes; a SavedModel folder is the one output that is a folder
+    check_destinations(exports, force, check_paths=False)  # suffixes
+    check_output_paths(list(_input_paths(inputs)),
+                       [(out, False) for out in outputs] + [(path, kind == "savedmodel") for kind, path in exports.items()],
+                       force)
 
 
 @dataclass

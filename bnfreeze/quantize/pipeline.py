@@ -252,11 +252,11 @@ def quantize(
                 if kind == "tflite":
                     tmp.write_bytes(convert_tflite(source, data, io=io, per_tensor=per_tensor,
                                                    allow_float_ops=allow_float_ops, limit=max_samples,
-                                                   workdir=destination.parent))
+                                                   workdir=tmp.parent))
                     settings = {"io": io}
                 else:
                     quantize_onnx(source, data, tmp, per_tensor=per_tensor, calibrate=calibrate, opset=opset,
-                                  limit=max_samples, workdir=destination.parent)
+                                  limit=max_samples, workdir=tmp.parent)
                     settings = {"io": "float", "calibration": calibrate}
             except ExportError as exc:  # a converter failed: the message names the file it was to write
                 raise ExportError(f"{destination}: {exc}; nothing was written") from exc
