@@ -116,6 +116,8 @@ def print_quantize_report(console, report: dict) -> None:
     corrected = report.get("bias_correction")
     if corrected is not None:
         say(console, f"bias correction: {len(corrected['layers'])} layers, on {corrected.get('samples', 0)} samples")
+    for entry in report.get("not_rewritten") or []:
+        say(console, f"  {entry['layer']}: left as it is by {entry['step']}: {entry['reason']}")
     artifacts = report.get("artifacts") or []
     if not artifacts:
         return

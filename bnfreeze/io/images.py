@@ -18,6 +18,7 @@ import numpy as np
 
 from bnfreeze.io.arrays import feed_dtype
 from bnfreeze.errors import InputError
+from bnfreeze.io.ranges import check_pixels
 from bnfreeze.io.signature import TensorSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
@@ -121,6 +122,7 @@ class ImageFolderData:
 def load_image_folder(folder, specs: list[TensorSpec], rescale: float = 1.0) -> ImageFolderData:
     folder = Path(folder)
     layout = image_layout(folder, specs)
+    check_pixels(specs[0], rescale, folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"{folder}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

@@ -19,7 +19,7 @@ import numpy as np
 from bnfreeze.compare import Accumulator, OutputComparison, Tolerance
 from bnfreeze.errors import InputError
 from bnfreeze.io.signature import TensorSpec, input_specs, output_specs
-from bnfreeze.recalibration.report import class_labels, predictions
+from bnfreeze.recalibration.report import ClassRule, Scorer
 from bnfreeze.verify.harness import check_inputs, infer, match_outputs, run_reference
 
 DEFAULT_MIN_TOP1 = 0.99
@@ -114,22 +114,25 @@ def measure(model, runners: dict, data, tolerances: dict[str, Tolerance], batch_
         plans[label] = (runner, inputs, pairs, accumulators, Agreement([], tolerances=tolerances))
     first = references[0].name
     labels = data.label_batches(batch_size) if getattr(data, "labels", None) is not None else None
-    start = float_correct = labelled = 0
+    # one class rule for the float model and every artifact, decided by the float model (never per batch)
+    float_scorer = Scorer(ClassRule.of(model))
+    scorers = {label: Scorer(float_scorer.rule, float_scorer) for label in plans}
+    start = 0
     for feed in data.batches(batch_size):
         expected = run_reference(model, [feed])[0]
-        truth = class_labels(next(labels)) if labels is not None else None
+        truth = next(labels) if labels is not None else None
         if truth is not None:
-            float_correct += int(np.sum(predictions(expected[first]) == truth))
-            labelled += len(truth)
-        for runner, inputs, pairs, accumulators, agreement in plans.values():
+            float_scorer.add(expected[first], truth)
+        for label, (runner, inputs, pairs, accumulators, agreement) in plans.items():
             got = infer(runner, {inputs[name]: value for name, value in feed.items() if name in inputs})
             for pair, accumulator in zip(pairs, accumulators):
                 accumulator.add(expected[pair.reference.name], got[pair.candidate.name], start)
             if truth is not None:
                 main = next(p.candidate.name for p in pairs if p.reference.name == first)
-                agreement.correct += int(np.sum(predictions(got[main]) == truth))
-                agreement.labelled += len(truth)
+                scorers[label].add(got[main], truth)
         start += len(next(iter(feed.values())))
-    for runner, inputs, pairs, accumulators, agreement in plans.values():
+    for label, (runner, inputs, pairs, accumulators, agreement) in plans.items():
         agreement.outputs = [a.result() for a in accumulators]
+        agreement.correct, agreement.labelled = scorers[label].counts()
+    float_correct, labelled = float_scorer.counts()
     return Measured({label: plan[4] for label, plan in plans.items()}, start, float_correct, labelled)

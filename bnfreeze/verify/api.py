@@ -126,7 +126,7 @@ def data_specs(reference: Runner) -> list[TensorSpec]:
     keys = [canonical(s.name) for s in specs]
     if len(set(keys)) != len(keys):
         keys = [s.name for s in specs]
-    return [TensorSpec(key, tuple(s.shape), s.real_dtype) for key, s in zip(keys, specs)]
+    return [TensorSpec(key, tuple(s.shape), s.real_dtype, key=s.key, values=s.values) for key, s in zip(keys, specs)]
 
 
 def verify(
@@ -243,7 +243,10 @@ def verify(
                     and isinstance(ref_runner, KerasRunner) and first_feed is not None):
                 from bnfreeze.verify.locate import first_divergence
 
-                where = first_divergence(ref_runner.model, comparison.runner.model, first_feed, tolerance.elementary())
+                where = first_divergence(
+                    ref_runner.model, comparison.runner.model,
+                    {ref_inputs[name]: value for name, value in first_feed.items()}, tolerance.elementary(),
+                    {comparison.inputs[name]: value for name, value in first_feed.items() if name in comparison.inputs})
                 if where:
                     row.first_diverging_layer = where
                     row.reason = f"{row.reason}; first diverging layer: {where}"

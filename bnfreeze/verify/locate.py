@@ -51,15 +51,25 @@ def _counterparts(reference, candidate_names: set[str]) -> dict[str, str | None]
     return mapping
 
 
-def first_divergence(reference, candidate, feed: dict, tolerance: Tolerance = Tolerance()) -> str | None:
-    """Name of the first reference layer whose output the candidate does not reproduce."""
+def first_divergence(reference, candidate, feed: dict, tolerance: Tolerance = Tolerance(),
+                     candidate_feed: dict | None = None) -> str | None:
+    """Name of the first reference layer whose output the candidate does not reproduce.
+
+    ``feed`` holds the reference's inputs by their names (:func:`bnfreeze.io.signature.input_specs`),
+    ``candidate_feed`` the same values by the candidate's input names (default: ``feed``): each model gets
+    its own inputs by name, never by position.
+    """
     import keras
+
+    from bnfreeze.io.signature import input_specs
 
     ref_probe, ref_names = _probe(reference)
     cand_probe, cand_names = _probe(candidate)
-    arrays = [feed[t.name] for t in reference.inputs] if all(t.name in feed for t in reference.inputs) else list(feed.values())
+    arrays = [feed[s.name] for s in input_specs(reference)]
+    cand_feed = feed if candidate_feed is None else candidate_feed
+    cand_arrays = [cand_feed[s.name] for s in input_specs(candidate)]
     ref_out = ref_probe(arrays, training=False)
-    cand_out = dict(zip(cand_names, cand_probe(arrays, training=False)))
+    cand_out = dict(zip(cand_names, cand_probe(cand_arrays, training=False)))
     mapping = _counterparts(reference, set(cand_names))
     for name, ref in zip(ref_names, ref_out):
         other = mapping.get(name, name)

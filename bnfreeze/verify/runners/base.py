@@ -95,7 +95,9 @@ class IOSpec(TensorSpec):
 
 
 def plain(spec: TensorSpec) -> IOSpec:
-    return spec if isinstance(spec, IOSpec) else IOSpec(spec.name, tuple(spec.shape), spec.dtype)
+    if isinstance(spec, IOSpec):
+        return spec
+    return IOSpec(spec.name, tuple(spec.shape), spec.dtype, key=spec.key, values=spec.values)
 
 
 class Runner(ABC):
