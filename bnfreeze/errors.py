@@ -46,6 +46,48 @@ def message_line(exc: BaseException) -> str:
     Keras wraps a layer's error in "Exception encountered when calling X.call()." followed by the
     reason and then every argument (whole arrays): the reason is the line wanted.
     """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras bolds the reason with terminal escapes
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith("Exception encountered when calling")]
     return (useful or lines or [type(exc).__name__])[0][:300]
+
+
+#: what TensorFlow says when it has no kernel for an op on this device (oneDNN off: no NCHW convolution on a CPU)
+_DEVICE_PHRASES = ("only supports the NHWC tensor format", "No OpKernel was registered", "Could not find device for",
+                   "is not supported on CPU", "not supported on this device", "no registered kernels",
+                   "currently only supports")
+
+
+def device_problem(exc: BaseException) -> str | None:
+    """Where ``exc`` says TensorFlow cannot run an op of the model on this machine at all (no kernel for it
+    on this device), the line that says so, cleaned of TensorFlow's node decorations; else None."""
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras bolds the message of a layer's error
+        unimplemented = type(exc).__name__ in ("UnimplementedError", "NotFoundError") or "Unimplemented" in text
+        for line in text.splitlines():
+            clean = re.sub(r"\{\{[^}]*\}\}", "", line)
+            clean = re.sub(r"\s*\[Op:[^\]]*\]", "", clean).strip()
+            if clean and any(phrase in clean for phrase in _DEVICE_PHRASES):
+                return " ".join(clean.split())[:240]
+        if type(exc).__name__ == "UnimplementedError":
+            lines = [re.sub(r"\{\{[^}]*\}\}", "", l).strip() for l in text.splitlines()]
+            lines = [l for l in lines if l and not l.startswith(("Graph execution error", "Detected at node"))]
+            if lines and unimplemented:
+                return " ".join(lines[0].split())[:240]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def cannot_run(label, exc: BaseException) -> "InputError | None":
+    """The one-line refusal for a model this machine's TensorFlow cannot run (see :func:`device_problem`)."""
+    problem = device_problem(exc)
+    if problem is None:
+        return None
+    return InputError(f"{label}: cannot run on this machine: TensorFlow has no kernel here for one of its ops "
+                      f"({problem}); run it where that op is implemented (a GPU, or TensorFlow with oneDNN)")

@@ -128,7 +128,20 @@ class BnfreezeCommand(click.Command):
         root = ctx.find_root()
         if not root.params.get("debug"):
             _quiet_tensorflow()
-        return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            from bnfreeze.errors import BnfreezeError, cannot_run
+
+            if isinstance(exc, BnfreezeError):
+                raise
+            # a model this machine's TensorFlow cannot run at all (no kernel for an op here): bad input, one line
+            refusal = cannot_run(ctx.params.get("model") or ctx.params.get("reference") or "the model", exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
 
 BnfreezeGroup.command_class = BnfreezeCommand
