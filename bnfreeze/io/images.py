@@ -97,7 +97,11 @@ class ImageFolderData:
                 batch = next(iterator)
             except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as exc:
                 raise InputError(self._culprit(files[start:start + batch_size], exc)) from exc
-            yield {self.specs[0].name: batch.numpy().astype(feed_dtype(self.specs[0].dtype), copy=False)}
+            values = batch.numpy()
+            dtype = feed_dtype(self.specs[0].dtype)
+            if np.issubdtype(dtype, np.integer):  # resized pixels lie between integers: rounded, not truncated
+                values = np.rint(values)
+            yield {self.specs[0].name: values.astype(dtype, copy=False)}
 
     def _culprit(self, files: list[Path], exc) -> str:
         for path in files:

@@ -185,7 +185,11 @@ class RecordData:
     def _decode(self, record):
         import tensorflow as tf
 
-        return tf.cast(self._raw(record), feed_dtype(self.specs[0].dtype))
+        dtype = feed_dtype(self.specs[0].dtype)
+        value = self._raw(record)
+        if self.format.kind == "image" and np.issubdtype(dtype, np.integer):
+            value = tf.round(value)  # resized pixels lie between integers: rounded, not truncated
+        return tf.cast(value, dtype)
 
     def _raw(self, record):
         """One record's sample as stored (before the cast to the input's dtype)."""
