@@ -91,3 +91,32 @@ def cannot_run(label, exc: BaseException) -> "InputError | None":
         return None
     return InputError(f"{label}: cannot run on this machine: TensorFlow has no kernel here for one of its ops "
                       f"({problem}); run it where that op is implemented (a GPU, or TensorFlow with oneDNN)")
+
+
+def index_problem(exc: BaseException) -> str | None:
+    """Where ``exc`` is TensorFlow refusing an index out of range inside a run (an ``Embedding`` or a gather
+    given an id beyond its table: ``indices[0,5] = 50 is not in [0, 50)``), that clause; else None."""
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        match = re.search(r"indices(\[[0-9, ]*\])? = -?\d+ is not in \[\d+, \d+\)", str(exc))
+        if match:
+            return match.group(0)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def runtime_refusal(label, exc: BaseException, data=None) -> "InputError | None":
+    """The one-line refusal for a run that failed because of the machine or of the data's values (see
+    :func:`cannot_run` and :func:`index_problem`), or None for any other failure."""
+    refusal = cannot_run(label, exc)
+    if refusal is not None:
+        return refusal
+    problem = index_problem(exc)
+    if problem is not None:
+        where = f"{data}: " if data else f"{label}: "
+        return InputError(f"{where}holds an id the model cannot look up ({problem}): an Embedding or gather inside "
+                          f"{label} receives ids beyond its table")
+    return None

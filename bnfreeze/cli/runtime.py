@@ -133,12 +133,15 @@ class BnfreezeCommand(click.Command):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:
-            from bnfreeze.errors import BnfreezeError, cannot_run
+            from bnfreeze.errors import BnfreezeError, runtime_refusal
 
             if isinstance(exc, BnfreezeError):
                 raise
-            # a model this machine's TensorFlow cannot run at all (no kernel for an op here): bad input, one line
-            refusal = cannot_run(ctx.params.get("model") or ctx.params.get("reference") or "the model", exc)
+            # a model this machine's TensorFlow cannot run at all (no kernel for an op here), or ids beyond a
+            # table the data checks could not see: bad input, one line
+            data = ctx.params.get("calib_data") or ctx.params.get("data")
+            data = ", ".join(map(str, data)) if isinstance(data, (list, tuple)) else data
+            refusal = runtime_refusal(ctx.params.get("model") or ctx.params.get("reference") or "the model", exc, data)
             if refusal is None:
                 raise
             raise refusal from exc
