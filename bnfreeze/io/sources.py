@@ -115,8 +115,9 @@ def as_data(data, specs: list[TensorSpec]):
 
 
 def _arrays_by_input(data, specs: list[TensorSpec]) -> dict:
-    """In-memory data as ``{input name: array}``, or an :class:`InputError` saying what is accepted."""
-    names = [spec.name for spec in specs]
+    """In-memory data as ``{data name: array}`` (each input's dict key where the model has one, else its
+    name: how :func:`dataset_data` takes a dict), or an :class:`InputError` saying what is accepted."""
+    names = [data_name(spec) for spec in specs]
     accepted = ("give bnfreeze.open_data(PATH, ...), a tf.data.Dataset, a NumPy array, a list of arrays (one per "
                 "model input, in order) or a dict of arrays by input name")
     if isinstance(data, np.ndarray):
@@ -132,5 +133,5 @@ def _arrays_by_input(data, specs: list[TensorSpec]) -> dict:
         if chosen is None:
             missing = next(data_name(s) for s in specs if select_inputs(data, [s]) is None)
             raise InputError(f"data: no array for the model input {missing} (got {', '.join(map(str, data))})")
-        return chosen
+        return {data_name(spec): chosen[spec.name] for spec in specs}
     raise InputError(f"data: got {type(data).__name__}; {accepted}")
