@@ -109,6 +109,19 @@ def _foreign_files(folder: Path) -> list[str] | None:
     return [name for name in _written_files(folder) if name != MANIFEST and name not in listed]
 
 
+def check_name(path: Path) -> None:
+    """The name, and the whole path, fit the file system (bnfreeze's temporary names are short: they fit
+    wherever the name does)."""
+    folder = path.parent
+    while not folder.is_dir() and folder != folder.parent:  # the limits of the nearest folder that exists
+        folder = folder.parent
+    length = len(os.fsencode(path.name))
+    if length > _name_limit(folder):
+        raise InputError(f"{path}: the name is {length} bytes long; this file system allows {_name_limit(folder)}")
+    if len(os.fsencode(os.path.abspath(path))) >= _path_limit(folder):
+        raise InputError(f"{path}: the path is longer than this file system allows ({_path_limit(folder)} bytes)")
+
+
 def check_writable(path: str | os.PathLike, *, force: bool, folder: bool = False) -> Path:
     """Everything that would make writing ``path`` fail or destroy something, said before any work.
 
@@ -119,6 +132,7 @@ def check_writable(path: str | os.PathLike, *, force: bool, folder: bool = False
     path = Path(path)
     if path.name in ("", ".", ".."):
         raise InputError(f"{path}: is not a file name; give the name of the {'folder' if folder else 'file'} to write")
+    check_name(path)
     target = _target(path)
     parent = target.parent
     parent_mode = _mode(parent)
@@ -126,11 +140,7 @@ def check_writable(path: str | os.PathLike, *, force: bool, folder: bool = False
         raise InputError(f"{parent}: output folder does not exist")
     if not stat.S_ISDIR(parent_mode):
         raise InputError(f"{path}: {parent} is not a folder (a file of that name is in the way)")
-    length = len(os.fsencode(target.name))
-    if length > _name_limit(parent):
-        raise InputError(f"{path}: the name is {length} bytes long; this file system allows {_name_limit(parent)}")
-    if len(os.fsencode(os.path.abspath(target))) >= _path_limit(parent):
-        raise InputError(f"{path}: the path is longer than this file system allows ({_path_limit(parent)} bytes)")
+    check_name(target)
     mode = _mode(target)
     if mode is not None:
         if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
@@ -197,6 +207,8 @@ def check_output_paths(inputs: Iterable, outputs: Iterable[tuple[str | os.PathLi
     from bnfreeze.io.custom_objects import imported_files
 
     wanted = [(Path(out), folder) for out, folder in outputs if out is not None]
+    for out, _folder in wanted:
+        check_name(out)  # before anything looks at the path: the OS refuses to even look at a name too long
     seen: set[str] = set()
     for out, _folder in wanted:
         key = os.path.realpath(out)
@@ -233,7 +245,8 @@ def _temporary(folder: Path, suffix: str, tag: str = ".tmp") -> Path:
 
 
 def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Remove a temporary of bnfreeze's own (best effort: a folder made read-only meanwhile keeps it)."""
+    with contextlib.suppress(OSError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
