@@ -273,3 +273,17 @@ def test_a_fresh_process_refuses_a_read_only_output_folder_in_one_line(tmp_path,
         proc = run_fresh("fold", model, "-o", out / "f.keras")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "cannot write in" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_immutable_output_file_is_refused_before_any_work(tmp_path, model):
+    report = tmp_path / "r.json"
+    report.write_text("keep")
+    if os.geteuid() != 0 or shutil.which("chattr") is None or \
+            subprocess.run(["chattr", "+i", str(report)], capture_output=True).returncode != 0:
+        pytest.skip("needs chattr +i (root)")
+    try:
+        result = _run("fold", model, "-o", tmp_path / "f.keras", "--report", report, "--force")
+        assert result.exit_code == 2 and "r.json: cannot be replaced (it is immutable" in result.output, result.output
+        assert not (tmp_path / "f.keras").exists() and report.read_text() == "keep"
+    finally:
+        subprocess.run(["chattr", "-i", str(report)], capture_output=True)

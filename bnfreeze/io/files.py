@@ -166,8 +166,29 @@ def check_writable(path: str | os.PathLike, *, force: bool, folder: bool = False
             raise InputError(f"{path}: exists and is not a SavedModel folder")
         if not force:
             raise InputError(f"{path}: already exists; pass --force to replace it")
+        if _immutable(target):
+            raise InputError(f"{path}: cannot be replaced (it is immutable or append-only: chattr)")
     _probe(parent, path)
     return path
+
+
+def _immutable(path: Path) -> bool:
+    """Linux's immutable or append-only attribute (``chattr +i``/``+a``), which forbids the rename that
+    replaces the file even to root; False wherever the attributes cannot be read."""
+    try:
+        import fcntl
+        import struct
+
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (ImportError, OSError):
+        return False
+    try:
+        flags = struct.unpack("l", fcntl.ioctl(fd, 0x80086601, struct.pack("l", 0)))[0]  # FS_IOC_GETFLAGS
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return bool(flags & (0x10 | 0x20))  # FS_IMMUTABLE_FL, FS_APPEND_FL
 
 
 def _probe(parent: Path, path: Path) -> None:
