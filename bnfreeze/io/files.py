@@ -318,6 +318,7 @@ def _put_in_place(tmp: Path, path: Path, target: Path, folder: bool, transaction
     if folder:
         (tmp / MANIFEST).write_text(json.dumps({"written_by": "bnfreeze", "files": _written_files(tmp)}, indent=1))
     backup = None
+    existed = True
     if target.is_dir() and not target.is_symlink():
         backup = _temporary(target.parent, "", ".old")
         os.rename(target, backup)  # a folder cannot be replaced in one rename
@@ -327,25 +328,32 @@ def _put_in_place(tmp: Path, path: Path, target: Path, folder: bool, transaction
             os.rename(backup, target)
             raise
     else:
-        if target.exists():
+        existed = target.exists()
+        if existed:
             backup = _temporary(target.parent, "", ".old")
             try:
                 os.link(target, backup)  # the old file, kept until every output is in place
             except OSError:
-                backup = None  # no hard links here: it cannot be brought back, but it is replaced in one step
+                try:
+                    shutil.copy2(target, backup)  # a file system without hard links
+                except OSError:
+                    _remove(backup)
+                    backup = None
         os.replace(tmp, target)
     record_written(path)
 
     def undo():
-        forget_written(path)
         if backup is not None:
+            forget_written(path)
             if backup.is_dir():
                 _remove(target)
                 os.rename(backup, target)
             else:
                 os.replace(backup, target)
-        else:
+        elif not existed:
+            forget_written(path)
             _remove(target)
+        # else: the old file could not be kept aside; the new one stays (and is reported as written)
     transaction.undo.append(undo)
     if backup is not None:
         transaction.cleanup.append(backup)
