@@ -219,6 +219,10 @@ def test_a_character_device_is_written_through_never_replaced(tmp_path, model, d
     result = _run("verify", model, model, "--json", device, "--junit", device)
     assert result.exit_code == 0, result.output
     assert stat.S_ISCHR(os.stat(device).st_mode)
+    before = _tree(tmp_path)
+    result = _run("fold", model, "-o", device, "--onnx", device, "--force")  # every check, nothing kept
+    assert result.exit_code == 0 and "wrote /dev/null" in result.output, result.output
+    assert stat.S_ISCHR(os.stat(device).st_mode) and _tree(tmp_path) == before
 
 
 def test_a_fifo_is_written_through_never_replaced(tmp_path):

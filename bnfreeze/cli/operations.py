@@ -17,7 +17,7 @@ from bnfreeze.errors import InputError
 from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
-from bnfreeze.io.files import atomic_path, check_output_paths, committed_together, derived_path, to_json
+from bnfreeze.io.files import atomic_path, check_output_paths, committed_together, derived_path, is_special, to_json
 from bnfreeze.io.models import load_model, model_label
 
 
@@ -84,7 +84,7 @@ def fold_file(
     output = Path(output) if output is not None else derived_path(model_path, "folded")
     report = Path(report) if report is not None else None
     exports = exports or ExportOptions()
-    if output.suffix != ".keras":
+    if output.suffix != ".keras" and not is_special(output):
         raise InputError(f"{output}: the folded model is saved as .keras; give an output ending in .keras")
     if data is not None and not Path(data).exists():
         raise InputError(f"{data}: no such file or folder")
@@ -99,7 +99,7 @@ def fold_file(
             artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
                                seed=seed, outputs=stack)
             result.report["artifacts"] = [a.as_dict() for a in artifacts]
-        result.model.save(stack.enter_context(atomic_path(output, force=force)))
+        result.model.save(stack.enter_context(atomic_path(output, force=force, suffix=".keras")))
         if report is not None:
             stack.enter_context(atomic_path(report, force=force)).write_text(to_json(result.report))
     return result
@@ -168,7 +168,7 @@ def recalibrate_file(
         raise InputError("--folded-output needs --fold")
     folded = (Path(folded_output) if folded_output is not None else derived_path(output, "folded")) if fold_after else None
     for path in (output, folded):
-        if path is not None and path.suffix != ".keras":
+        if path is not None and path.suffix != ".keras" and not is_special(path):
             raise InputError(f"{path}: models are saved as .keras; give an output ending in .keras")
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
     if not model_path.exists():
@@ -215,9 +215,9 @@ def recalibrate_file(
                 artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
                                    seed=seed, outputs=stack)
                 summary["artifacts"] = [a.as_dict() for a in artifacts]
-            result.model.save(stack.enter_context(atomic_path(output, force=force)))
+            result.model.save(stack.enter_context(atomic_path(output, force=force, suffix=".keras")))
             if fold_result is not None:
-                fold_result.model.save(stack.enter_context(atomic_path(folded, force=force)))
+                fold_result.model.save(stack.enter_context(atomic_path(folded, force=force, suffix=".keras")))
             if report is not None:
                 stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
     finally:
@@ -344,7 +344,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
 
     model_path = Path(model_path)
     output = Path(output) if output is not None else model_path.with_name(model_path.stem + ".report.html")
-    if output.suffix not in (".html", ".htm"):
+    if output.suffix not in (".html", ".htm") and not is_special(output):
         raise InputError(f"{output}: the report is HTML; give an output ending in .html")
     check_outputs([model_path, compare, data], [output], force)
     model = load_model(model_path, unsafe=unsafe)

@@ -15,7 +15,7 @@ from pathlib import Path
 from bnfreeze.compare import Tolerance, summarize
 from bnfreeze.errors import InputError, ParityError
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError, write_onnx, write_savedmodel, write_tflite
-from bnfreeze.io.files import atomic_path, check_output_paths, committed_together
+from bnfreeze.io.files import atomic_path, check_output_paths, committed_together, is_special
 from bnfreeze.verify.runners import OnnxRunner, SavedModelRunner, TFLiteRunner
 from bnfreeze.io.signature import input_specs
 from bnfreeze.parity import fixed_batch, integer_ranges
@@ -53,9 +53,9 @@ def check_destinations(targets: dict[str, Path], force: bool, *, check_paths: bo
     """Suffixes of the requested artifacts; with ``check_paths`` also that each may be written and none lies
     inside the SavedModel folder (:func:`bnfreeze.io.files.check_output_paths`)."""
     targets = {kind: Path(path) for kind, path in targets.items()}
-    if "onnx" in targets and targets["onnx"].suffix != ".onnx":
+    if "onnx" in targets and targets["onnx"].suffix != ".onnx" and not is_special(targets["onnx"]):
         raise InputError(f"{targets['onnx']}: an ONNX file must end in .onnx")
-    if "tflite" in targets and targets["tflite"].suffix != ".tflite":
+    if "tflite" in targets and targets["tflite"].suffix != ".tflite" and not is_special(targets["tflite"]):
         raise InputError(f"{targets['tflite']}: a TFLite file must end in .tflite")
     if check_paths:
         check_output_paths([], [(path, kind == "savedmodel") for kind, path in targets.items()], force)
@@ -102,7 +102,8 @@ def export(
     with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
         for kind, destination in targets.items():
             writer, runner_cls = FORMATS[kind]
-            tmp = stack.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel"))
+            tmp = stack.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel",
+                                                  suffix=None if kind == "savedmodel" else f".{kind}"))
             started = time.perf_counter()
             kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
             try:

@@ -364,7 +364,8 @@ def _write_error(path: Path, exc: OSError) -> InputError:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, force: bool, folder: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, force: bool, folder: bool = False,
+                suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place on success.
 
     The temporary name is short and keeps the suffix (Keras insists on
@@ -373,13 +374,16 @@ def atomic_path(path: str | os.PathLike, *, force: bool, folder: bool = False) -
     naming ``path``. ``folder``: the output is a folder (a SavedModel), which
     may replace a folder bnfreeze wrote (:func:`check_writable`). Inside
     :func:`committed_together` the rename waits for the other outputs.
+    ``suffix``: the temporary's suffix where the writer needs one the path
+    may lack (Keras saves only to ``.keras``; ``-o /dev/null``).
     """
     path = Path(path)
     check_writable(path, force=force, folder=folder)
     target = _target(path)
     special = is_special(target)
     try:
-        tmp = _temporary(Path(tempfile.gettempdir()) if special else target.parent, target.suffix)
+        tmp = _temporary(Path(tempfile.gettempdir()) if special else target.parent,
+                         target.suffix if suffix is None else suffix)
     except OSError as exc:
         raise _write_error(path, exc) from exc
     own = None if _ACTIVE else _Transaction()

@@ -251,8 +251,7 @@ def quantize(
     temporaries: dict[str, Path] = {}
     with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
         for kind, destination in targets.items():
-            tmp = temporaries[kind] = stack.enter_context(atomic_path(destination, force=force,
-                                                                      folder=kind == "savedmodel"))
+            tmp = temporaries[kind] = stack.enter_context(atomic_path(destination, force=force, suffix=f".{kind}"))
             try:
                 if kind == "tflite":
                     tmp.write_bytes(convert_tflite(source, data, io=io, per_tensor=per_tensor,
