@@ -69,17 +69,15 @@ def device_problem(exc: BaseException) -> str | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras bolds the message of a layer's error
-        unimplemented = type(exc).__name__ in ("UnimplementedError", "NotFoundError") or "Unimplemented" in text
-        for line in text.splitlines():
-            clean = re.sub(r"\{\{[^}]*\}\}", "", line)
-            clean = re.sub(r"\s*\[Op:[^\]]*\]", "", clean).strip()
-            if clean and any(phrase in clean for phrase in _DEVICE_PHRASES):
-                return " ".join(clean.split())[:240]
-        if type(exc).__name__ == "UnimplementedError":
-            lines = [re.sub(r"\{\{[^}]*\}\}", "", l).strip() for l in text.splitlines()]
-            lines = [l for l in lines if l and not l.startswith(("Graph execution error", "Detected at node"))]
-            if lines and unimplemented:
-                return " ".join(lines[0].split())[:240]
+        lines = [re.sub(r"\s*\[Op:[^\]]*\]", "", re.sub(r"\{\{[^}]*\}\}", "", line)).strip()
+                 for line in text.splitlines()]
+        lines = [" ".join(line.split()) for line in lines if line]
+        found = next((line for line in lines if any(phrase in line for phrase in _DEVICE_PHRASES)), None)
+        if found is None and type(exc).__name__ == "UnimplementedError":  # TensorFlow's own word for it
+            found = next((line for line in lines
+                          if not line.startswith(("Graph execution error", "Detected at node"))), None)
+        if found is not None:
+            return found[:240]
         exc = exc.__cause__ or exc.__context__
     return None
 

@@ -9,7 +9,7 @@ the values against the input before any work:
 
 * an integer input takes the values of its dtype, and, where an
   ``Embedding`` (or ``CategoryEncoding``) reads it, ``0 .. vocabulary - 1``
-  (:func:`vocabulary_ranges` follows the input into nested models);
+  (:func:`bnfreeze.io.signature.vocabulary_ranges` follows the input into nested models);
 * a floating-point input takes the finite values its dtype can hold.
 
 A value outside gives one line naming the data, the input, the value, where
@@ -17,8 +17,6 @@ it is and the range (:func:`check_values`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -145,80 +143,3 @@ def check_pixels(spec: TensorSpec, rescale: float, source) -> None:
     if allowed_range(spec) is not None and float(rescale) != int(rescale):
         raise InputError(f"{source}: {what} are not whole numbers, but input {spec.name} is {spec.dtype}")
     check_constant_range(min(0.0, 255.0 * rescale), max(0.0, 255.0 * rescale), spec, source, what)
-
-
-# -- the vocabularies a model's layers give its inputs ---------------------------------------------
-@dataclass
-class _Bound:
-    high: int
-    why: str
-
-
-def _vocabulary(op) -> _Bound | None:
-    """The exclusive bound of the ids ``op`` takes: Keras's own ``Embedding`` and ``CategoryEncoding``."""
-    import keras
-
-    if type(op) is keras.layers.Embedding:  # a subclass may map its ids otherwise
-        return _Bound(int(op.input_dim), f"the vocabulary of {op.name}, input_dim {int(op.input_dim)}")
-    if type(op) is keras.layers.CategoryEncoding:
-        return _Bound(int(op.num_tokens), f"the tokens of {op.name}, num_tokens {int(op.num_tokens)}")
-    return None
-
-
-def _graph_of(model):
-    import keras
-
-    if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None)
-    return model if hasattr(model, "_nodes_by_depth") else None
-
-
-def _readers(graph, tensor) -> list:
-    """The nodes of ``graph`` that take ``tensor`` as an input."""
-    nodes = [node for depth in graph._nodes_by_depth.values() for node in depth]
-    return [node for node in nodes if not node.is_input and any(t is tensor for t in node.input_tensors)]
-
-
-def _bounds_of(graph, tensor, depth: int = 0) -> list[_Bound]:
-    from bnfreeze.io.signature import call_arguments
-
-    found = []
-    if depth > 32:
-        return found
-    for node in _readers(graph, tensor):
-        op = node.operation
-        bound = _vocabulary(op)
-        if bound is not None:
-            found.append(bound)
-            continue
-        inner = _graph_of(op) if op is not graph else None
-        if inner is not None and node.arguments.args:
-            try:
-                arguments = call_arguments(inner, node.arguments.args[0])
-            except InputError:
-                continue
-            for argument, inner_input in zip(arguments, inner.inputs):
-                if argument is tensor:
-                    found += _bounds_of(inner, inner_input, depth + 1)
-    return found
-
-
-def vocabulary_ranges(model) -> dict[int, ValueRange]:
-    """``{input index: ValueRange}`` for the integer inputs an ``Embedding``/``CategoryEncoding`` reads
-    directly (also through nested models): ids ``0 .. vocabulary - 1``, the smallest vocabulary where
-    several read it. An input first transformed by other ops gets none (its ids are not the layer's)."""
-    graph = _graph_of(model)
-    if graph is None:
-        return {}
-    ranges = {}
-    for index, tensor in enumerate(model.inputs):
-        if "int" not in str(tensor.dtype):
-            continue
-        try:
-            bounds = _bounds_of(graph, tensor)
-        except Exception:  # noqa: BLE001 - a graph this walk does not know gives no bound, never an error
-            bounds = []
-        if bounds:
-            tightest = min(bounds, key=lambda b: b.high)
-            ranges[index] = ValueRange(0, tightest.high - 1, tightest.why)
-    return ranges

@@ -68,8 +68,6 @@ def input_keys(model) -> list[str | None]:
 
 
 def input_specs(model) -> list[TensorSpec]:
-    from bnfreeze.io.ranges import vocabulary_ranges
-
     names = _unique([getattr(t, "name", None) or f"input_{i}" for i, t in enumerate(model.inputs)])
     keys = input_keys(model)
     ranges = vocabulary_ranges(model)
@@ -164,3 +162,78 @@ def pack_inputs(model, values: list):
     if struct is not None and isinstance(struct, (list, tuple)) and len(struct) == 1 and len(values) == 1:
         return values[0]
     return values[0] if len(values) == 1 else list(values)
+
+
+# -- the vocabularies a model's layers give its inputs ---------------------------------------------
+@dataclass(frozen=True)
+class _Bound:
+    high: int
+    why: str
+
+
+def _vocabulary(op) -> _Bound | None:
+    """The exclusive bound of the ids ``op`` takes: Keras's own ``Embedding`` and ``CategoryEncoding``."""
+    import keras
+
+    if type(op) is keras.layers.Embedding:  # a subclass may map its ids otherwise
+        return _Bound(int(op.input_dim), f"the vocabulary of {op.name}, input_dim {int(op.input_dim)}")
+    if type(op) is keras.layers.CategoryEncoding:
+        return _Bound(int(op.num_tokens), f"the tokens of {op.name}, num_tokens {int(op.num_tokens)}")
+    return None
+
+
+def _graph_of(model):
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model if hasattr(model, "_nodes_by_depth") else None
+
+
+def _readers(graph, tensor) -> list:
+    """The nodes of ``graph`` that take ``tensor`` as an input."""
+    nodes = [node for depth in graph._nodes_by_depth.values() for node in depth]
+    return [node for node in nodes if not node.is_input and any(t is tensor for t in node.input_tensors)]
+
+
+def _bounds_of(graph, tensor, depth: int = 0) -> list[_Bound]:
+    found = []
+    if depth > 32:
+        return found
+    for node in _readers(graph, tensor):
+        op = node.operation
+        bound = _vocabulary(op)
+        if bound is not None:
+            found.append(bound)
+            continue
+        inner = _graph_of(op) if op is not graph else None
+        if inner is not None and node.arguments.args:
+            try:
+                arguments = call_arguments(inner, node.arguments.args[0])
+            except InputError:
+                continue
+            for argument, inner_input in zip(arguments, inner.inputs):
+                if argument is tensor:
+                    found += _bounds_of(inner, inner_input, depth + 1)
+    return found
+
+
+def vocabulary_ranges(model) -> dict[int, ValueRange]:
+    """``{input index: ValueRange}`` for the integer inputs an ``Embedding``/``CategoryEncoding`` reads
+    directly (also through nested models): ids ``0 .. vocabulary - 1``, the smallest vocabulary where
+    several read it. An input first transformed by other ops gets none (its ids are not the layer's)."""
+    graph = _graph_of(model)
+    if graph is None:
+        return {}
+    ranges = {}
+    for index, tensor in enumerate(model.inputs):
+        if "int" not in str(tensor.dtype):
+            continue
+        try:
+            bounds = _bounds_of(graph, tensor)
+        except Exception:  # noqa: BLE001 - a graph this walk does not know gives no bound, never an error
+            bounds = []
+        if bounds:
+            tightest = min(bounds, key=lambda b: b.high)
+            ranges[index] = ValueRange(0, tightest.high - 1, tightest.why)
+    return ranges
