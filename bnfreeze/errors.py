@@ -46,7 +46,10 @@ def message_line(exc: BaseException) -> str:
     Keras wraps a layer's error in "Exception encountered when calling X.call()." followed by the
     reason and then every argument (whole arrays): the reason is the line wanted.
     """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras bolds the reason with terminal escapes
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith("Exception encountered when calling")]
     return (useful or lines or [type(exc).__name__])[0][:300]
 
@@ -56,3 +59,69 @@ class DataWarning(UserWarning):
 
     The command line prints it as one ``bnfreeze: warning:`` line on stderr.
     """
+
+
+#: what TensorFlow says when it has no kernel for an op on this device (oneDNN off: no NCHW convolution on a CPU)
+_DEVICE_PHRASES = ("only supports the NHWC tensor format", "No OpKernel was registered", "Could not find device for",
+                   "is not supported on CPU", "not supported on this device", "no registered kernels",
+                   "currently only supports")
+
+
+def device_problem(exc: BaseException) -> str | None:
+    """Where ``exc`` says TensorFlow cannot run an op of the model on this machine at all (no kernel for it
+    on this device), the line that says so, cleaned of TensorFlow's node decorations; else None."""
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # Keras bolds the message of a layer's error
+        lines = [re.sub(r"\s*\[Op:[^\]]*\]", "", re.sub(r"\{\{[^}]*\}\}", "", line)).strip()
+                 for line in text.splitlines()]
+        lines = [" ".join(line.split()) for line in lines if line]
+        found = next((line for line in lines if any(phrase in line for phrase in _DEVICE_PHRASES)), None)
+        if found is None and type(exc).__name__ == "UnimplementedError":  # TensorFlow's own word for it
+            found = next((line for line in lines
+                          if not line.startswith(("Graph execution error", "Detected at node"))), None)
+        if found is not None:
+            return found[:240]
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def cannot_run(label, exc: BaseException) -> "InputError | None":
+    """The one-line refusal for a model this machine's TensorFlow cannot run (see :func:`device_problem`)."""
+    problem = device_problem(exc)
+    if problem is None:
+        return None
+    return InputError(f"{label}: cannot run on this machine: TensorFlow has no kernel here for one of its ops "
+                      f"({problem}); run it where that op is implemented (a GPU, or TensorFlow with oneDNN)")
+
+
+def index_problem(exc: BaseException) -> str | None:
+    """Where ``exc`` is TensorFlow refusing an index out of range inside a run (an ``Embedding`` or a gather
+    given an id beyond its table: ``indices[0,5] = 50 is not in [0, 50)``), that clause; else None."""
+    import re
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        match = re.search(r"indices(\[[0-9, ]*\])? = -?\d+ is not in \[\d+, \d+\)", str(exc))
+        if match:
+            return match.group(0)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def runtime_refusal(label, exc: BaseException, data=None) -> "InputError | None":
+    """The one-line refusal for a run that failed because of the machine or of the data's values (see
+    :func:`cannot_run` and :func:`index_problem`), or None for any other failure."""
+    refusal = cannot_run(label, exc)
+    if refusal is not None:
+        return refusal
+    problem = index_problem(exc)
+    if problem is not None:
+        where = f"{data}: " if data else f"{label}: "
+        return InputError(f"{where}holds an id the model cannot look up ({problem}): an Embedding or gather inside "
+                          f"{label} receives ids beyond its table")
+    return None

@@ -180,6 +180,12 @@ def run_original(reference, arrays, training=False) -> list[np.ndarray]:
     try:
         return run_keras(reference, arrays, training)
     except Exception as exc:
+        from bnfreeze.errors import cannot_run
+        from bnfreeze.io.models import model_label
+
+        refusal = cannot_run(model_label(reference), exc)
+        if refusal is not None:
+            raise refusal from exc
         shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
         raise InputError(f"{reference.name} does not run on inputs of its declared shape ({shapes}; unknown "
                          f"dims set to {DEFAULT_FREE_DIM}): {message_line(exc)}") from exc

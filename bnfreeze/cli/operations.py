@@ -17,7 +17,7 @@ from bnfreeze.errors import InputError
 from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
-from bnfreeze.io.files import atomic_path, check_writable, committed_together, derived_path, same_file, to_json
+from bnfreeze.io.files import atomic_path, check_output_paths, committed_together, derived_path, is_special, to_json
 from bnfreeze.io.models import check_model_file, load_model, model_label
 from bnfreeze.io.progress import NoProgress
 
@@ -36,26 +36,15 @@ def _input_paths(inputs) -> Iterator[Path]:
 
 
 def check_outputs(inputs, outputs, force: bool, exports: dict[str, Path] | None = None) -> None:
-    """Before any work: the outputs (files, and ``exports`` by kind) are distinct, none is (or is a
-    folder holding) one of the ``inputs`` (even with ``force``), and each may be written."""
+    """Before any work: the outputs (files, and ``exports`` by kind) are distinct, none is (or holds, or
+    lies inside) one of the ``inputs`` (even with ``force``; the ``--custom-objects`` file counts), none lies
+    inside a SavedModel folder another output writes, and each may be written
+    (:func:`bnfreeze.io.files.check_output_paths`)."""
     exports = exports or {}
-    everything = [Path(out) for out in [*outputs, *exports.values()] if out is not None]
-    seen: set[Path] = set()
-    for out in everything:
-        if out.resolve() in seen:
-            raise InputError(f"{out}: given for two outputs; each output needs its own path")
-        seen.add(out.resolve())
-    sources = list(_input_paths(inputs))
-    for out in everything:
-        for source in sources:
-            if same_file(out, source):
-                raise InputError(f"{out}: is an input of this command; bnfreeze never overwrites its inputs")
-            if out.is_dir() and out.resolve() in source.resolve().parents:
-                raise InputError(f"{out}: holds the input {source}; bnfreeze never replaces it")
-    for out in outputs:
-        if out is not None:
-            check_writable(out, force=force)
-    check_destinations(exports, force)  # suffixes; a SavedModel folder is the one output that is a folder
+    check_destinations(exports, force, check_paths=False)  # suffixes
+    check_output_paths(list(_input_paths(inputs)),
+                       [(out, False) for out in outputs] + [(path, kind == "savedmodel") for kind, path in exports.items()],
+                       force)
 
 
 @dataclass
@@ -101,7 +90,7 @@ def fold_file(
     output = Path(output) if output is not None else derived_path(model_path, "folded")
     report = Path(report) if report is not None else None
     exports = exports or ExportOptions()
-    if output.suffix != ".keras":
+    if output.suffix != ".keras" and not is_special(output):
         raise InputError(f"{output}: the folded model is saved as .keras; give an output ending in .keras")
     if data is not None and not Path(data).exists():
         raise InputError(f"{data}: no such file or folder")
@@ -123,7 +112,7 @@ def fold_file(
             artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
                                seed=seed, outputs=stack, progress=progress)
             result.report["artifacts"] = [a.as_dict() for a in artifacts]
-        result.model.save(stack.enter_context(atomic_path(output, force=force)))
+        result.model.save(stack.enter_context(atomic_path(output, force=force, suffix=".keras")))
         if report is not None:
             stack.enter_context(atomic_path(report, force=force)).write_text(to_json(result.report))
     return result
@@ -208,7 +197,7 @@ def recalibrate_file(
         raise InputError("--folded-output needs --fold")
     folded = (Path(folded_output) if folded_output is not None else derived_path(output, "folded")) if fold_after else None
     for path in (output, folded):
-        if path is not None and path.suffix != ".keras":
+        if path is not None and path.suffix != ".keras" and not is_special(path):
             raise InputError(f"{path}: models are saved as .keras; give an output ending in .keras")
     budget = parse_bytes(memory_budget) if memory_budget is not None else None
     check_model_file(model_path)
@@ -262,9 +251,9 @@ def recalibrate_file(
                 artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
                                    seed=seed, outputs=stack, progress=progress)
                 summary["artifacts"] = [a.as_dict() for a in artifacts]
-            result.model.save(stack.enter_context(atomic_path(output, force=force)))
+            result.model.save(stack.enter_context(atomic_path(output, force=force, suffix=".keras")))
             if fold_result is not None:
-                fold_result.model.save(stack.enter_context(atomic_path(folded, force=force)))
+                fold_result.model.save(stack.enter_context(atomic_path(folded, force=force, suffix=".keras")))
             if report is not None:
                 stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
     finally:
@@ -399,7 +388,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
 
     model_path = Path(model_path)
     output = Path(output) if output is not None else model_path.with_name(model_path.stem + ".report.html")
-    if output.suffix not in (".html", ".htm"):
+    if output.suffix not in (".html", ".htm") and not is_special(output):
         raise InputError(f"{output}: the report is HTML; give an output ending in .html")
     check_outputs([model_path, compare, data], [output], force)
     for path in (model_path, compare):

@@ -173,7 +173,23 @@ class BnfreezeCommand(click.Command):
         root = ctx.find_root()
         if not root.params.get("debug"):
             quiet_tensorflow()
-        return super().invoke(ctx)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            from bnfreeze.errors import BnfreezeError, runtime_refusal
+
+            if isinstance(exc, BnfreezeError):
+                raise
+            # a model this machine's TensorFlow cannot run at all (no kernel for an op here), or ids beyond a
+            # table the data checks could not see: bad input, one line
+            data = ctx.params.get("calib_data") or ctx.params.get("data")
+            data = ", ".join(map(str, data)) if isinstance(data, (list, tuple)) else data
+            refusal = runtime_refusal(ctx.params.get("model") or ctx.params.get("reference") or "the model", exc, data)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
 
 def _show_data_warnings() -> None:

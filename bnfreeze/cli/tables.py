@@ -199,6 +199,8 @@ def print_quantize_report(console, report: dict) -> None:
     if corrected is not None:
         say(console, f"bias correction: {_plural(len(corrected['layers']), 'layer')}, on "
                      f"{_plural(corrected.get('samples', 0), 'sample')}")
+    for entry in report.get("not_rewritten") or []:
+        say(console, f"  {entry['layer']}: left as it is by {entry['step']}: {entry['reason']}")
     artifacts = report.get("artifacts") or []
     if not artifacts:
         return

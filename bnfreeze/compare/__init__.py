@@ -1,19 +1,20 @@
 """The comparators shared by ``fold``, ``export`` and ``verify``.
 
 Every comparison reports the same statistics of ``candidate - reference`` over
-all samples: ``max_abs``, ``max_rel`` (relative to the largest magnitude of the
-reference output), ``mean_abs``, ``p99_abs``, ``top1_agreement`` (share of
+all samples: ``max_abs``, ``max_rel`` (each sample's largest error relative to
+the largest magnitude of its reference output; the worst sample), ``mean_abs``, ``p99_abs``, ``top1_agreement`` (share of
 samples whose arg-max class agrees, for ``(batch, classes)`` outputs),
 ``snr_db`` (``10*log10(sum ref^2 / sum (ref - cand)^2)``, ``inf`` when
 identical) and ``cosine`` (of the flattened outputs). What makes an output
 *pass* is the check (several may be combined; all must hold):
 
 ``max`` (the default)
-    finite, the reference's shape, and for every batch the largest absolute
+    finite, the reference's shape, and for every sample the largest absolute
     error within ``atol`` *or* within ``rtol`` times the largest magnitude of
-    the reference output in that batch. The second clause makes the tolerance
+    the sample's reference output. The second clause makes the tolerance
     scale with the output (logits of size 50 and probabilities of size 1 are
-    judged alike) without dividing by reference values near zero.
+    judged alike) without dividing by reference values near zero. Judged per
+    sample, the verdict and every figure are the same at any batch size.
 ``elementwise``
     Polygraphy's stricter rule: every element within ``atol`` or within
     ``rtol`` times its own reference magnitude.

@@ -122,15 +122,21 @@ class Accumulator:
             candidate = np.where(cand_bad, 0.0, candidate)
         diff = candidate - reference
         absdiff = np.abs(diff)
-        batch_abs = float(absdiff.max())
-        magnitude = float(np.abs(reference).max())
-        batch_rel = batch_abs / magnitude if magnitude > 0 else (0.0 if batch_abs == 0 else math.inf)
-        self.max_abs = max(self.max_abs, batch_abs)
-        self.max_rel = max(self.max_rel, batch_rel)
-        if not (batch_abs <= self.tolerance.abs_limit or batch_rel <= self.tolerance.rel_limit):
-            if self.worst_max_fail is None or batch_abs > self.worst_max_fail[0]:
-                sample = start + (int(np.argmax(absdiff.reshape(batch, -1).max(axis=1))) if reference.ndim else 0)
-                self.worst_max_fail = (batch_abs, batch_rel, sample)
+        # the max rule per sample (its largest error against its own largest magnitude): a property of the
+        # data, the same at any batch size
+        rows = batch if reference.ndim else 1
+        sample_abs = absdiff.reshape(rows, -1).max(axis=1)
+        magnitude = np.abs(reference).reshape(rows, -1).max(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sample_rel = np.where(magnitude > 0, sample_abs / np.where(magnitude > 0, magnitude, 1.0),
+                                  np.where(sample_abs == 0, 0.0, math.inf))
+        self.max_abs = max(self.max_abs, float(sample_abs.max()))
+        self.max_rel = max(self.max_rel, float(sample_rel.max()))
+        failing = ~((sample_abs <= self.tolerance.abs_limit) | (sample_rel <= self.tolerance.rel_limit))
+        if failing.any():
+            worst = int(np.flatnonzero(failing)[np.argmax(sample_abs[failing])])
+            if self.worst_max_fail is None or sample_abs[worst] > self.worst_max_fail[0]:
+                self.worst_max_fail = (float(sample_abs[worst]), float(sample_rel[worst]), start + worst)
         within = (absdiff <= self.tolerance.abs_limit) | (absdiff <= self.tolerance.rel_limit * np.abs(reference))
         self.elementwise_failed += int(within.size - np.count_nonzero(within))
         self.sum_abs += float(absdiff.sum())

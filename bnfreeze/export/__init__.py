@@ -15,7 +15,7 @@ from pathlib import Path
 from bnfreeze.compare import Tolerance, summarize
 from bnfreeze.errors import InputError, ParityError
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError, write_onnx, write_savedmodel, write_tflite
-from bnfreeze.io.files import atomic_path, check_writable, committed_together
+from bnfreeze.io.files import atomic_path, check_output_paths, committed_together, is_special
 from bnfreeze.verify.runners import OnnxRunner, SavedModelRunner, TFLiteRunner
 from bnfreeze.io.signature import input_specs
 from bnfreeze.parity import fixed_batch, integer_ranges
@@ -49,15 +49,16 @@ def requested(onnx=None, savedmodel=None, tflite=None) -> dict[str, Path]:
     return {kind: Path(path) for kind, path in wanted.items() if path is not None}
 
 
-def check_destinations(targets: dict[str, Path], force: bool) -> None:
-    if "onnx" in targets and targets["onnx"].suffix != ".onnx":
+def check_destinations(targets: dict[str, Path], force: bool, *, check_paths: bool = True) -> None:
+    """Suffixes of the requested artifacts; with ``check_paths`` also that each may be written and none lies
+    inside the SavedModel folder (:func:`bnfreeze.io.files.check_output_paths`)."""
+    targets = {kind: Path(path) for kind, path in targets.items()}
+    if "onnx" in targets and targets["onnx"].suffix != ".onnx" and not is_special(targets["onnx"]):
         raise InputError(f"{targets['onnx']}: an ONNX file must end in .onnx")
-    if "tflite" in targets and targets["tflite"].suffix != ".tflite":
+    if "tflite" in targets and targets["tflite"].suffix != ".tflite" and not is_special(targets["tflite"]):
         raise InputError(f"{targets['tflite']}: a TFLite file must end in .tflite")
-    if "savedmodel" in targets and targets["savedmodel"].exists() and not targets["savedmodel"].is_dir():
-        raise InputError(f"{targets['savedmodel']}: exists and is not a SavedModel folder")
-    for kind, path in targets.items():
-        check_writable(path, force=force, folder=kind == "savedmodel")
+    if check_paths:
+        check_output_paths([], [(path, kind == "savedmodel") for kind, path in targets.items()], force)
 
 
 def export(
@@ -103,7 +104,8 @@ def export(
     with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
         for kind, destination in targets.items():
             writer, runner_cls = FORMATS[kind]
-            tmp = stack.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel"))
+            tmp = stack.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel",
+                                                  suffix=None if kind == "savedmodel" else f".{kind}"))
             if progress is not None:
                 progress.start(f"exporting {destination} ({kind}) and checking it", None)
             started = time.perf_counter()

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bnfreeze.errors import InputError
-from bnfreeze.fold.classes import batch_norms_inside, class_label, is_batch_norm, is_keras_op
+from bnfreeze.fold.classes import batch_norms_inside, class_label, is_batch_norm
 from bnfreeze.fold.graph import functional_like, graph_config, sequential_like, tensor_configs
 from bnfreeze.fold.inference import drops_at_inference, is_random_augmentation, trains_by_default
 from bnfreeze.fold.tracing import (

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from typing import Iterable
 
 import numpy as np
 

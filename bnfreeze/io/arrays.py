@@ -9,8 +9,13 @@ the model's inputs (rank, dimensions, a real numeric dtype: not bool, not
 complex) when the file is opened, and every batch for NaN/Inf before it is
 used. All problems raise :class:`~bnfreeze.errors.InputError` naming the file.
 
-An ``.npz`` holds one array per model input, named after the input, or an
-array named ``x`` for a single-input model; an optional ``y`` holds labels.
+An ``.npz`` holds one array per model input, named after the input (for a
+model whose inputs are a dict: its keys, as Keras pairs them), or an array
+named ``x`` for a single-input model; an optional ``y`` holds labels. Several
+files are read as one set, one after the other (their arrays must match).
+Values an input cannot take (300 for a ``uint8`` input, a token id beyond an
+``Embedding``'s vocabulary) are refused when the file is opened
+(:mod:`bnfreeze.io.ranges`), never wrapped by a cast.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Iterator
 import numpy as np
 
 from bnfreeze.errors import InputError
-from bnfreeze.io.signature import TensorSpec
+from bnfreeze.io.ranges import needs_check, problem
+from bnfreeze.io.signature import TensorSpec, data_name, select_inputs
 
 LABEL_KEY = "y"
 
@@ -45,6 +51,16 @@ class ArrayData:
     stop: int | None = None
     #: ``--rescale``: every float input is multiplied by it (uint8 pixels by 1/255, say) as it is read
     rescale: float | None = None
+    #: the files the rows come from, in order, with their number of rows (several files read as one)
+    parts: tuple[tuple[Path, int], ...] = ()
+
+    def locate(self, row: int) -> tuple[Path, int]:
+        """The file holding row ``row`` of the whole set, and the row in that file."""
+        for path, rows in self.parts:
+            if row < rows:
+                return path, row
+            row -= rows
+        return self.source, row
 
     @property
     def rows(self) -> int:
@@ -78,15 +94,24 @@ class ArrayData:
             start, stop = self.start + offset, self.start + min(offset + batch_size, total)
             feed = {}
             for spec in self.specs:
-                batch = np.asarray(self.arrays[spec.name][start:stop])
-                if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
-                    row = start + int(np.argwhere(~np.isfinite(batch))[0][0])
-                    raise InputError(f"{self.source}: NaN or Inf in {spec.name} at sample {row}")
-                dtype = feed_dtype(spec.dtype)
-                if self.rescale is not None and np.issubdtype(dtype, np.floating):
-                    batch = batch.astype(dtype) * dtype.type(self.rescale)
-                feed[spec.name] = batch.astype(dtype, copy=False)
+                feed[spec.name] = self._checked(spec, np.asarray(self.arrays[spec.name][start:stop]), start)
             yield feed
+
+    def _checked(self, spec: TensorSpec, batch: np.ndarray, start: int) -> np.ndarray:
+        """``batch`` (rows ``start``, ... of the set) cast to the input's dtype, refused where it holds NaN/Inf
+        or a value the input cannot take (the cast would wrap or overflow it)."""
+        if np.issubdtype(batch.dtype, np.floating) and not np.all(np.isfinite(batch)):
+            path, row = self.locate(start + int(np.argwhere(~np.isfinite(batch))[0][0]))
+            raise InputError(f"{path}: NaN or Inf in {spec.name} at sample {row}")
+        dtype = feed_dtype(spec.dtype)
+        if self.rescale is not None and np.issubdtype(dtype, np.floating):
+            batch = batch.astype(dtype) * dtype.type(self.rescale)
+        found = problem(batch, spec)
+        if found is not None:
+            sample, value, what = found
+            path, row = self.locate(start + sample)
+            raise InputError(f"{path}: input {spec.name} holds {value} at sample {row}; {what}")
+        return batch.astype(dtype, copy=False)
 
     def take(self, indices) -> dict[str, np.ndarray]:
         """The samples at ``indices`` (sorted; counted from the window's start) as one feed."""
@@ -105,6 +130,11 @@ class _Subset(ArrayData):
     def __init__(self, data: ArrayData, indices: np.ndarray):
         super().__init__(data.source, {k: np.asarray(v[indices]) for k, v in data.arrays.items()}, data.specs,
                          rescale=data.rescale)
+        self.indices = indices
+        self.whole = data
+
+    def locate(self, row: int) -> tuple[Path, int]:
+        return self.whole.locate(int(self.indices[row]))
 
 
 def feed_dtype(name: str):
@@ -243,27 +273,25 @@ def _open_npz(path: Path) -> dict:
     return {name[:-4]: NpzMember(path, name) for name in names}
 
 
-def load_arrays(path: str | Path, specs: list[TensorSpec], rescale: float | None = None) -> ArrayData:
-    """Open ``path`` for a model with inputs ``specs``; check names, shapes and dtypes.
+def _by_input(path: Path, found: dict, specs: list[TensorSpec]) -> dict:
+    """The file's arrays by input name, paired the way Keras pairs a dict with the model's inputs."""
+    arrays = select_inputs(found, specs)
+    if arrays is not None:
+        return arrays
+    names = [s.name for s in specs]
+    if len(specs) == 1 and ("x" in found or "" in found):
+        return {names[0]: found["x"] if "x" in found else found[""]}
+    have = ", ".join(k for k in found if k) or "no arrays besides y"
+    wanted = ", ".join(data_name(s) for s in specs)
+    raise InputError(f"{path}: needs arrays named {wanted} (or x for one input); it has {have}")
 
-    ``rescale`` multiplies every float input as it is read (integer inputs, token ids, are fed as they are;
-    a model without a float input refuses it)."""
-    path = Path(path)
-    if rescale is not None and not any(np.issubdtype(feed_dtype(s.dtype), np.floating) for s in specs):
-        kinds = ", ".join(f"{s.name} ({s.dtype})" for s in specs)
-        raise InputError(f"{path}: --rescale multiplies float inputs; the model's inputs are {kinds}")
+
+def _load_one(path: Path, specs: list[TensorSpec]) -> tuple[dict, np.ndarray | None, int]:
     found = _open(path)
     labels = found.pop(LABEL_KEY, None) if path.suffix == ".npz" else None
     if labels is not None:
         labels = np.asarray(labels)
-    names = [s.name for s in specs]
-    if all(name in found for name in names):
-        arrays = {name: found[name] for name in names}
-    elif len(specs) == 1 and ("x" in found or "" in found):
-        arrays = {names[0]: found["x"] if "x" in found else found[""]}
-    else:
-        have = ", ".join(k for k in found if k) or "no arrays besides y"
-        raise InputError(f"{path}: needs arrays named {', '.join(names)} (or x for one input); it has {have}")
+    arrays = _by_input(path, found, specs)
     sizes = set()
     for spec in specs:
         array = arrays[spec.name]
@@ -275,7 +303,94 @@ def load_arrays(path: str | Path, specs: list[TensorSpec], rescale: float | None
         raise InputError(f"{path}: holds no samples")
     if labels is not None and labels.shape[0] != next(iter(sizes)):
         raise InputError(f"{path}: y has {labels.shape[0]} labels for {next(iter(sizes))} samples")
-    return ArrayData(path, arrays, specs, labels, rescale=rescale)
+    for spec in specs:
+        scan_values(path, spec, arrays[spec.name])
+    return arrays, labels, next(iter(sizes))
+
+
+#: elements read at a time when a file's values are checked against an input (before any work)
+_SCAN_ELEMENTS = 1 << 22
+
+
+def scan_values(path: Path, spec: TensorSpec, array) -> None:
+    """Refuse ``array`` (read range by range) if it holds a value ``spec``'s input cannot take; nothing is
+    read when its dtype cannot hold one."""
+    if not needs_check(spec, array.dtype):
+        return
+    per_row = max(int(np.prod(array.shape[1:], dtype=np.int64)), 1)
+    step = max(_SCAN_ELEMENTS // per_row, 1)
+    for first in range(0, array.shape[0], step):
+        found = problem(np.asarray(array[first:first + step]), spec)
+        if found is not None:
+            sample, value, what = found
+            raise InputError(f"{path}: input {spec.name} holds {value} at sample {first + sample}; {what}")
+
+
+def load_arrays(path, specs: list[TensorSpec], rescale: float | None = None) -> ArrayData:
+    """Open ``path`` (or several ``.npy``/``.npz`` files, read as one set in order) for a model with inputs
+    ``specs``; check names, shapes, dtypes and values.
+
+    ``rescale`` multiplies every float input as it is read (integer inputs, token ids, are fed as they are;
+    a model without a float input refuses it)."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    if rescale is not None and not any(np.issubdtype(feed_dtype(s.dtype), np.floating) for s in specs):
+        kinds = ", ".join(f"{s.name} ({s.dtype})" for s in specs)
+        raise InputError(f"{paths[0]}: --rescale multiplies float inputs; the model's inputs are {kinds}")
+    loaded = [(p, *_load_one(p, specs)) for p in paths]
+    if len(loaded) == 1:
+        source, arrays, labels, rows = loaded[0]
+        return ArrayData(source, arrays, specs, labels, parts=((source, rows),), rescale=rescale)
+    first_path, first_arrays, first_labels, _ = loaded[0]
+    for other, arrays, labels, _rows in loaded[1:]:
+        for spec in specs:
+            a, b = first_arrays[spec.name], arrays[spec.name]
+            if tuple(a.shape[1:]) != tuple(b.shape[1:]):
+                raise InputError(f"{other}: {spec.name} has samples of shape {tuple(b.shape[1:])}, but {first_path} "
+                                 f"has {tuple(a.shape[1:])}; several files must hold samples of one shape")
+        if (labels is None) != (first_labels is None):
+            have, lack = (first_path, other) if labels is None else (other, first_path)
+            raise InputError(f"{lack}: has no labels (y) but {have} has; give labels in every file or in none")
+    arrays = {spec.name: ConcatRows([entry[1][spec.name] for entry in loaded]) for spec in specs}
+    labels = None if first_labels is None else np.concatenate([entry[2] for entry in loaded])
+    source = Path(", ".join(str(p) for p in paths))
+    return ArrayData(source, arrays, specs, labels, parts=tuple((entry[0], entry[3]) for entry in loaded),
+                     rescale=rescale)
+
+
+class ConcatRows:
+    """Arrays of several files read as one, by row ranges (each part read only where asked)."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
+        self.shape = (sum(int(p.shape[0]) for p in parts), *parts[0].shape[1:])
+        self.dtype = np.result_type(*[p.dtype for p in parts])
+        self.ndim = len(self.shape)
+        self.offsets = np.cumsum([0] + [int(p.shape[0]) for p in parts])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        array = self[:]
+        return array if dtype is None else array.astype(dtype)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.shape[0])
+            if step != 1:
+                return self[:][index]
+            pieces = []
+            for part, offset in zip(self.parts, self.offsets[:-1]):
+                low, high = max(start - offset, 0), min(stop - offset, int(part.shape[0]))
+                if low < high:
+                    pieces.append(np.asarray(part[low:high]).astype(self.dtype, copy=False))
+            if not pieces:
+                return np.zeros((0, *self.shape[1:]), self.dtype)
+            return np.concatenate(pieces)
+        rows = np.asarray(index)
+        if not rows.size:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return np.stack([self[int(i):int(i) + 1][0] for i in rows])
 
 
 def _check_array(path: Path, spec: TensorSpec, array: np.ndarray) -> None:

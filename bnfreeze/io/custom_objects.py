@@ -26,6 +26,8 @@ def import_custom_objects(path, *, unsafe: bool) -> list[str]:
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    if path not in _IMPORTED:
+        _IMPORTED.append(path)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # any failure of user code is reported as bad input
@@ -38,3 +40,12 @@ def import_custom_objects(path, *, unsafe: bool) -> list[str]:
 
     keras.saving.get_custom_objects().update(objects)
     return sorted(objects)
+
+
+#: the files imported so far: inputs of the command, which no output may replace
+_IMPORTED: list[Path] = []
+
+
+def imported_files() -> list[Path]:
+    """The ``--custom-objects`` files imported in this process (inputs like the model and the data)."""
+    return list(_IMPORTED)

@@ -18,6 +18,7 @@ import numpy as np
 
 from bnfreeze.io.arrays import feed_dtype
 from bnfreeze.errors import InputError
+from bnfreeze.io.ranges import check_pixels
 from bnfreeze.io.signature import TensorSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
@@ -96,7 +97,11 @@ class ImageFolderData:
                 batch = next(iterator)
             except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError) as exc:
                 raise InputError(self._culprit(files[start:start + batch_size], exc)) from exc
-            yield {self.specs[0].name: batch.numpy().astype(feed_dtype(self.specs[0].dtype), copy=False)}
+            values = batch.numpy()
+            dtype = feed_dtype(self.specs[0].dtype)
+            if np.issubdtype(dtype, np.integer):  # resized pixels lie between integers: rounded, not truncated
+                values = np.rint(values)
+            yield {self.specs[0].name: values.astype(dtype, copy=False)}
 
     def _culprit(self, files: list[Path], exc) -> str:
         for path in files:
@@ -121,6 +126,7 @@ class ImageFolderData:
 def load_image_folder(folder, specs: list[TensorSpec], rescale: float = 1.0) -> ImageFolderData:
     folder = Path(folder)
     layout = image_layout(folder, specs)
+    check_pixels(specs[0], rescale, folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"{folder}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

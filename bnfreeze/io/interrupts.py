@@ -106,6 +106,12 @@ def record_written(path) -> None:
     _STATE.written.append(str(path))
 
 
+def forget_written(path) -> None:
+    """``path`` was put back as it was (outputs committed together, one of which failed)."""
+    with contextlib.suppress(ValueError):
+        _STATE.written.remove(str(path))
+
+
 def written() -> list[str]:
     """The outputs put in place so far by this process, in order."""
     return list(_STATE.written)

@@ -39,7 +39,8 @@ import numpy as np
 from bnfreeze.errors import InputError
 from bnfreeze.io.arrays import feed_dtype
 from bnfreeze.io.images import ImageLayout, decode_image, image_layout
-from bnfreeze.io.signature import TensorSpec
+from bnfreeze.io.ranges import check_pixels, needs_check, problem
+from bnfreeze.io.signature import TensorSpec, data_name, select_inputs
 
 RECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec", ".tfr", ".record", ".records")
 COMPRESSION = {".gz": "GZIP", ".gzip": "GZIP", ".zz": "ZLIB", ".zlib": "ZLIB"}
@@ -184,8 +185,17 @@ class RecordData:
     def _decode(self, record):
         import tensorflow as tf
 
-        fmt = self.format
         dtype = feed_dtype(self.specs[0].dtype)
+        value = self._raw(record)
+        if self.format.kind == "image" and np.issubdtype(dtype, np.integer):
+            value = tf.round(value)  # resized pixels lie between integers: rounded, not truncated
+        return tf.cast(value, dtype)
+
+    def _raw(self, record):
+        """One record's sample as stored (before the cast to the input's dtype)."""
+        import tensorflow as tf
+
+        fmt = self.format
         if fmt.kind in ("float_list", "int64_list"):
             size = int(np.prod(fmt.sample_shape, dtype=np.int64))
             kind = tf.float32 if fmt.kind == "float_list" else tf.int64
@@ -199,10 +209,34 @@ class RecordData:
                 value = tf.io.parse_tensor(raw, out_type=tf.as_dtype(fmt.stored_dtype))
                 value = tf.ensure_shape(value, fmt.sample_shape)
         if fmt.kind != "image" and fmt.rescale != 1.0:  # --rescale of tensor features (a float input)
+            dtype = tf.as_dtype(feed_dtype(self.specs[0].dtype))
             value = tf.cast(value, dtype) * tf.cast(fmt.rescale, dtype)
         if value.dtype.is_floating:
             value = tf.debugging.check_numerics(value, "NaN or Inf")
-        return tf.cast(value, dtype)
+        return value
+
+    def check_values(self) -> None:
+        """Refuse (naming the file and the record) a value the input cannot take, reading the records once
+        before any work; nothing is read where the stored dtype cannot hold one (images: their pixels times
+        ``rescale`` were checked when the records were opened)."""
+        import tensorflow as tf
+
+        spec = self.specs[0]
+        if self.format.kind == "image" or not needs_check(spec, np.dtype(self.format.stored_dtype)):
+            return
+        for path in self.files:
+            first = 0
+            try:
+                for batch in tf.data.TFRecordDataset(path, self.compression).map(self._raw).batch(1024):
+                    values = batch.numpy()
+                    found = problem(values, spec)
+                    if found is not None:
+                        record, value, what = found
+                        raise InputError(f"{path}: record {first + record + 1}: input {spec.name} holds {value}; "
+                                         f"{what}")
+                    first += len(values)
+            except tf.errors.OpError as exc:
+                raise InputError(self._culprit(self.files.index(path), exc)) from exc
 
     def _iterate(self, dataset) -> Iterator[dict]:
         import tensorflow as tf
@@ -266,7 +300,11 @@ def load_records(patterns, specs: list[TensorSpec], *, feature: str | None = Non
             raise InputError(f"{path}: --rescale multiplies float inputs; the model's input {specs[0].name} is "
                              f"{specs[0].dtype}")
         fmt = replace(fmt, rescale=rescale)
-    return RecordData(source, files, specs, fmt, compression)
+    if fmt.kind == "image":
+        check_pixels(specs[0], fmt.rescale, path)
+    data = RecordData(source, files, specs, fmt, compression)
+    data.check_values()  # before any work
+    return data
 
 
 def _first_example(files: list[str], compression: str):
@@ -294,7 +332,7 @@ def _record_format(path: str, example, spec: TensorSpec, feature: str | None, fe
     features = example.features.feature
     names = sorted(features)
     if feature is None:
-        candidates = [spec.name, *DEFAULT_FEATURES]
+        candidates = list(dict.fromkeys([data_name(spec), spec.name, *DEFAULT_FEATURES]))
         feature = next((c for c in candidates if c in features), names[0] if len(names) == 1 else None)
         if feature is None:
             raise InputError(f"{path}: give --feature: the records have features {', '.join(names) or '(none)'}")
@@ -393,6 +431,24 @@ class DatasetData:
         return iter(())
 
 
+def _check_dataset_values(dataset, specs: list[TensorSpec]) -> None:
+    """Read the samples once before any work where their dtype can hold a value an input cannot take."""
+    import tensorflow as tf
+
+    wanted = [s for s in specs if needs_check(s, np.dtype(tf.as_dtype(dataset.element_spec[s.name].dtype).name))]
+    if not wanted:
+        return
+    first = 0
+    for batch in dataset.batch(1024):
+        for spec in wanted:
+            found = problem(np.asarray(batch[spec.name]), spec)
+            if found is not None:
+                sample, value, what = found
+                raise InputError(f"<tf.data.Dataset>: input {spec.name} holds {value} at sample {first + sample}; "
+                                 f"{what}")
+        first += int(batch[wanted[0].name].shape[0])
+
+
 def dataset_data(dataset, specs: list[TensorSpec]) -> DatasetData:
     """Wrap a ``tf.data.Dataset`` of samples or of batches: the inputs first (a tuple's first item), cast."""
     import tensorflow as tf
@@ -402,12 +458,13 @@ def dataset_data(dataset, specs: list[TensorSpec]) -> DatasetData:
 
     def inputs_of(element_spec):
         if isinstance(element_spec, dict):
-            if all(n in element_spec for n in names):
-                return lambda e: {n: e[n] for n in names}
+            chosen = select_inputs({key: key for key in element_spec}, specs)
+            if chosen is not None:
+                return lambda e: {n: e[k] for n, k in chosen.items()}
             if len(names) == 1 and "x" in element_spec:
                 return lambda e: {names[0]: e["x"]}
-            raise InputError(f"<tf.data.Dataset>: needs elements keyed {', '.join(names)} (or x); "
-                             f"they have {', '.join(map(str, element_spec))}")
+            raise InputError(f"<tf.data.Dataset>: needs elements keyed {', '.join(data_name(s) for s in specs)} "
+                             f"(or x); they have {', '.join(map(str, element_spec))}")
         if isinstance(element_spec, tuple):
             if len(names) > 1 and len(element_spec) == len(names) and all(
                     isinstance(s, tf.TensorSpec) for s in element_spec):
@@ -435,10 +492,13 @@ def dataset_data(dataset, specs: list[TensorSpec]) -> DatasetData:
         dtype = tf.as_dtype(dataset.element_spec[s.name].dtype)
         if dtype.is_complex or dtype == tf.bool or dtype == tf.string:
             raise InputError(f"<tf.data.Dataset>: {s.name} has dtype {dtype.name}; the model's input is {s.dtype}")
-    casts = {s.name: tf.as_dtype(feed_dtype(s.dtype)) for s in specs}
-    dataset = dataset.map(lambda e: {n: tf.cast(e[n], casts[n]) for n in names})
+        if dtype.is_floating and np.issubdtype(feed_dtype(s.dtype), np.integer):
+            raise InputError(f"<tf.data.Dataset>: {s.name} holds floats, but the model's input {s.name} is {s.dtype}")
     cardinality = int(dataset.cardinality())
     size = cardinality if cardinality >= 0 else None
     if cardinality == int(tf.data.INFINITE_CARDINALITY):
         raise InputError("<tf.data.Dataset>: is infinite (repeat()); take as many samples as the calibration needs")
+    _check_dataset_values(dataset, specs)
+    casts = {s.name: tf.as_dtype(feed_dtype(s.dtype)) for s in specs}
+    dataset = dataset.map(lambda e: {n: tf.cast(e[n], casts[n]) for n in names})
     return DatasetData(dataset, specs, size)

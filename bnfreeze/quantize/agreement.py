@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from bnfreeze.compare import Accumulator, OutputComparison, Tolerance
 from bnfreeze.errors import InputError
 from bnfreeze.io.signature import TensorSpec, input_specs, output_specs
 from bnfreeze.quantize.calibration import fill_batch
-from bnfreeze.recalibration.report import class_labels, predictions
+from bnfreeze.recalibration.report import ClassRule, Scorer
 from bnfreeze.verify.harness import check_inputs, infer, match_outputs, run_reference
 
 DEFAULT_MIN_TOP1 = 0.99
@@ -120,15 +119,17 @@ def measure(model, runners: dict, data, tolerances: dict[str, Tolerance], batch_
         plans[label] = (runner, inputs, pairs, accumulators, Agreement([], tolerances=tolerances))
     first = references[0].name
     labels = data.label_batches(batch_size) if getattr(data, "labels", None) is not None else None
-    start = float_correct = labelled = 0
+    # one class rule for the float model and every artifact, decided by the float model (never per batch)
+    float_scorer = Scorer(ClassRule.of(model))
+    scorers = {label: Scorer(float_scorer.rule, float_scorer) for label in plans}
+    start = 0
     for feed in data.batches(batch_size):
         expected = run_reference(model, [feed])[0]
-        truth = class_labels(next(labels)) if labels is not None else None
+        truth = next(labels) if labels is not None else None
         if truth is not None:
-            float_correct += int(np.sum(predictions(expected[first]) == truth))
-            labelled += len(truth)
+            float_scorer.add(expected[first], truth)
         count = len(next(iter(feed.values())))
-        for runner, inputs, pairs, accumulators, agreement in plans.values():
+        for label, (runner, inputs, pairs, accumulators, agreement) in plans.items():
             fixed = fixed_batch(runner)  # a file of fixed batch size gets the last, shorter batch filled up
             got = infer(runner, {inputs[name]: fill_batch(value, fixed) for name, value in feed.items()
                                  if name in inputs})
@@ -138,9 +139,10 @@ def measure(model, runners: dict, data, tolerances: dict[str, Tolerance], batch_
                 accumulator.add(expected[pair.reference.name], got[pair.candidate.name], start)
             if truth is not None:
                 main = next(p.candidate.name for p in pairs if p.reference.name == first)
-                agreement.correct += int(np.sum(predictions(got[main]) == truth))
-                agreement.labelled += len(truth)
+                scorers[label].add(got[main], truth)
         start += len(next(iter(feed.values())))
-    for runner, inputs, pairs, accumulators, agreement in plans.values():
+    for label, (runner, inputs, pairs, accumulators, agreement) in plans.items():
         agreement.outputs = [a.result() for a in accumulators]
+        agreement.correct, agreement.labelled = scorers[label].counts()
+    float_correct, labelled = float_scorer.counts()
     return Measured({label: plan[4] for label, plan in plans.items()}, start, float_correct, labelled)

@@ -31,19 +31,37 @@ def fill_batch(value: np.ndarray, batch: int | None) -> np.ndarray:
 
 
 def sample_count(data, limit: int | None = None) -> int:
-    count = data.size if limit is None else min(data.size, limit)
+    size = data.size if data.size is not None else data.count()  # TFRecords: counted by reading them
+    count = size if limit is None else min(size, limit)
     if count == 0:
         raise InputError(f"{data.source}: holds no samples to calibrate on")
     return count
 
 
+def pairing(data, names: list[str], what: str) -> dict[str, str]:
+    """``{converter input name: data input name}``, by name (the converters name their inputs after the
+    Keras inputs, at most decorated with ``:0``), never by position."""
+    from bnfreeze.verify.matching import canonical
+
+    specs = [s.name for s in data.specs]
+    by_name = {canonical(n): n for n in specs}
+    chosen = {}
+    for name in names:
+        spec = name if name in specs else by_name.get(canonical(name))
+        if spec is None:
+            raise InputError(f"{data.source}: {what} has an input {name} that the data has no array for "
+                             f"(it has {', '.join(specs)})")
+        chosen[name] = spec
+    return chosen
+
+
 def representative_dataset(data, names: list[str], limit: int | None = None, batch: int | None = None):
     """A TF Lite ``representative_dataset``: feeds keyed by the signature's input names."""
-    specs = [s.name for s in data.specs]
+    pairs = pairing(data, names, "the TF Lite signature")
 
     def generate():
         for feed in samples(data, limit, batch):
-            yield {name: feed[spec] for name, spec in zip(names, specs)}
+            yield {name: feed[spec] for name, spec in pairs.items()}
 
     return generate
 
@@ -53,7 +71,7 @@ def onnx_reader(data, names: list[str], limit: int | None = None, batch: int | N
     from bnfreeze.io.interrupts import import_native
 
     quantization = import_native("onnxruntime.quantization")
-    specs = [s.name for s in data.specs]
+    pairs = pairing(data, names, "the ONNX graph")
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self):
@@ -63,7 +81,7 @@ def onnx_reader(data, names: list[str], limit: int | None = None, batch: int | N
             feed = next(self._feeds, None)
             if feed is None:
                 return None
-            return {name: feed[spec] for name, spec in zip(names, specs)}
+            return {name: feed[spec] for name, spec in pairs.items()}
 
         def rewind(self):
             self._feeds = samples(data, limit, batch)

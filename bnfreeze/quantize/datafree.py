@@ -56,6 +56,17 @@ def linear_kind(layer) -> str | None:
     return None
 
 
+def weights_problem(layer) -> str | None:
+    """Why ``layer``'s kernel and bias cannot be rewritten in float, or None: a layer Keras quantized
+    (``layer.quantize("int8")``: an integer kernel and its scale) or one with LoRA adapters (its kernel is
+    computed from the adapters at every call), or one whose weights are not floats. Such a layer is left
+    as it is by every weight rewrite of quantize, with this reason in the report (as fold does)."""
+    from bnfreeze.fold.rules.backward import weight_problem
+
+    names = ("kernel", "bias") if getattr(layer, "use_bias", False) else ("kernel",)
+    return weight_problem(layer.name, layer, names)
+
+
 def positively_homogeneous(layer) -> bool:
     """``f(x / s) == f(x) / s`` for every ``s > 0``: identity or an uncapped ReLU."""
     if is_exactly(layer, "ReLU"):
@@ -91,14 +102,31 @@ class Pair:
     rows: np.ndarray | None = None
 
 
-def equalization_pairs(model) -> list[Pair]:
+def equalization_pairs(model, skipped: list | None = None) -> list[Pair]:
     """Linear layers joined through positively homogeneous, channel-wise maps only, each tensor with one consumer.
 
     Crossed: uncapped ReLUs, identities at inference, max and average
     pooling (local and global) and a Flatten right before a Dense (channels
-    last), which reads channel ``i % C`` at row ``i``.
+    last), which reads channel ``i % C`` at row ``i``. A pair with a layer
+    whose weights cannot be rewritten (:func:`weights_problem`) is left out;
+    ``skipped`` receives ``{"layer", "step", "reason"}`` for it.
     """
     graph = ModelGraph(model)
+    pairs = []
+    found = _equalization_pairs(graph)
+    for pair in found:
+        problems = [(name, weights_problem(graph.layer(name))) for name in (pair.first, pair.second)]
+        problems = [(name, why) for name, why in problems if why]
+        if problems:
+            if skipped is not None:
+                skipped.extend({"layer": name, "step": "equalization", "reason": why} for name, why in problems
+                               if not any(e["layer"] == name and e["step"] == "equalization" for e in skipped))
+            continue
+        pairs.append(pair)
+    return pairs
+
+
+def _equalization_pairs(graph: ModelGraph) -> list[Pair]:
     pairs = []
     for name in graph.layer_names():
         if graph.is_input(name) or len(graph.calls.get(name, [])) != 1:
@@ -171,9 +199,10 @@ def _scale_in(kind: str, kernel: np.ndarray, factor: np.ndarray, rows: np.ndarra
 def equalize(model, sweeps: int = SWEEPS) -> tuple[object, dict]:
     """A copy of ``model`` with every equalizable pair equalized; and what was done."""
     result = copy_model(model)
-    pairs = equalization_pairs(result)
+    skipped: list = []
+    pairs = equalization_pairs(result, skipped)
     if not pairs:
-        return result, {"pairs": [], "sweeps": 0}
+        return result, {"pairs": [], "sweeps": 0, "not_rewritten": skipped}
     kernels = {}
     biases = {}
     kinds = {}
@@ -206,6 +235,7 @@ def equalize(model, sweeps: int = SWEEPS) -> tuple[object, dict]:
             layer.bias.assign(biases[name].astype(layer.bias.dtype))
     return result, {
         "sweeps": done,
+        "not_rewritten": skipped,
         "pairs": [{"first": p.first, "second": p.second, "through": p.through,
                    "range_spread_before": before[p.first + ">" + p.second],
                    "range_spread_after": _spread(kinds, kernels, p)} for p in pairs],
@@ -251,10 +281,13 @@ def correct_bias(model, data, *, per_tensor: bool = False, limit: int | None = N
     layers = [result.get_layer(name) for name in graph.layer_names()
               if not graph.is_input(name) and len(graph.calls.get(name, [])) == 1
               and linear_kind(graph.layer(name)) is not None]
+    not_rewritten = [{"layer": layer.name, "step": "bias correction", "reason": why}
+                     for layer in layers if (why := weights_problem(layer))]
+    layers = [layer for layer in layers if not weights_problem(layer)]
     skipped = [layer.name for layer in layers if not layer.use_bias]
     layers = [layer for layer in layers if layer.use_bias]
     if not layers:
-        return result, {"layers": [], "skipped": skipped}
+        return result, {"layers": [], "skipped": skipped, "not_rewritten": not_rewritten}
     probe = keras.Model(result.inputs[0] if len(result.inputs) == 1 else result.inputs,
                         [layer.input for layer in layers])
     names = [s.name for s in data.specs]
@@ -280,5 +313,5 @@ def correct_bias(model, data, *, per_tensor: bool = False, limit: int | None = N
         layer.bias.assign((bias - shift).astype(layer.bias.dtype))
         entries.append({"layer": layer.name, "max_shift": float(np.max(np.abs(shift))),
                         "max_bias": float(np.max(np.abs(bias)))})
-    return result, {"layers": entries, "skipped": skipped, "samples": count,
+    return result, {"layers": entries, "skipped": skipped, "not_rewritten": not_rewritten, "samples": count,
                     "weights": "per-tensor" if per_tensor else "per-channel"}

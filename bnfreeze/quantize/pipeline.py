@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bnfreeze.compare import Tolerance
-from bnfreeze.errors import InputError, ParityError
+from bnfreeze.errors import CheckError, InputError, ParityError
 from bnfreeze.export import check_destinations
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError
 from bnfreeze.fold.api import FoldResult, fold as fold_model
@@ -39,8 +39,9 @@ RECALIBRATION_MODES = ("none", "exact", "precise")
 KINDS = {"tflite": "TFLite", "onnx": "ONNX"}
 
 
-class QuantizeError(ExportError):
-    """A converter cannot quantize this model fully (exit code 2); nothing was written."""
+class QuantizeError(CheckError):
+    """A converter left ops of this model in float, so the artifact is not fully int8: the result does not
+    meet quantize's gate (exit code 1, like a failed agreement check); nothing was written."""
 
 
 class QuantizeCheckError(ParityError):
@@ -209,13 +210,14 @@ def quantize(
     folded = None
     source = reference
     moved = None
+    not_rewritten: list[dict] = []  # layers a weight rewrite left as they are (Keras-quantized, LoRA), and why
     if fold:
         folded = fold_model(reference, seed=seed, data=data, rules=INT8_RULES)
         source = folded.model
         if place_scales:
             from bnfreeze.quantize.placement import place_scales as move_scales
 
-            source, moved = move_scales(folded)
+            source, moved = move_scales(folded, not_rewritten)
             _check_exact(folded.model, source, seed, "moving the folded BN scales back through the ReLUs")
     equalization = corrected = None
     if equalize is None:
@@ -225,11 +227,13 @@ def quantize(
 
         before = source
         source, equalization = equalize_model(source)
+        not_rewritten += equalization.pop("not_rewritten", [])
         equalization["parity"] = _check_exact(before, source, seed, "cross-layer equalization")
     if bias_correction:
         from bnfreeze.quantize.datafree import correct_bias
 
         source, corrected = correct_bias(source, data, per_tensor=per_tensor, limit=max_samples, batch_size=batch_size)
+        not_rewritten += corrected.pop("not_rewritten", [])
     bn_names, layer_names = _bn_names(source), _layer_names(source)
 
     report = {
@@ -242,6 +246,7 @@ def quantize(
                                                                             "default_call", "parity")},
         "weights": "per-tensor" if per_tensor else "per-channel",
         "scales_moved_back": moved,
+        "not_rewritten": not_rewritten,
         "equalization": equalization,
         "bias_correction": corrected,
         "evaluation": None,
@@ -254,20 +259,19 @@ def quantize(
     temporaries: dict[str, Path] = {}
     with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
         for kind, destination in targets.items():
-            tmp = temporaries[kind] = stack.enter_context(atomic_path(destination, force=force,
-                                                                      folder=kind == "savedmodel"))
+            tmp = temporaries[kind] = stack.enter_context(atomic_path(destination, force=force, suffix=f".{kind}"))
             try:
                 if kind == "tflite":
                     tmp.write_bytes(convert_tflite(source, data, io=io, per_tensor=per_tensor,
                                                    allow_float_ops=allow_float_ops, limit=max_samples,
-                                                   workdir=destination.parent, batch_size=export_batch_size))
+                                                   workdir=tmp.parent, batch_size=export_batch_size))
                     settings = {"io": io, "batch_size": export_batch_size}
                 else:
                     quantize_onnx(source, data, tmp, per_tensor=per_tensor, calibrate=calibrate, opset=opset,
-                                  limit=max_samples, workdir=destination.parent, batch_size=export_batch_size)
+                                  limit=max_samples, workdir=tmp.parent, batch_size=export_batch_size)
                     settings = {"io": "float", "calibration": calibrate, "batch_size": export_batch_size}
             except ExportError as exc:  # a converter failed: the message names the file it was to write
-                raise ExportError(f"{destination}: {exc}; nothing was written") from exc
+                raise ExportError(f"{destination}: {exc}{_keras_quantized_hint(source)}; nothing was written") from exc
             facts = file_facts(tmp, kind, bn_names=bn_names, layer_names=layer_names)
             artifact = QuantizedArtifact(kind, str(destination), facts, settings=settings)
             artifacts.append(artifact)
@@ -277,7 +281,8 @@ def quantize(
                 plural = "s" if len(blocking) != 1 else ""
                 who = (f"the TF Lite converter left {len(blocking)} op{plural} in float" if kind == "tflite" else
                        f"onnxruntime runs {len(blocking)} op{plural} of the QDQ model in float")
-                raise QuantizeError(f"{destination}: {who}, so the model is not fully int8: {names}; "
+                hint = _keras_quantized_hint(source, {op.layer for op in blocking})
+                raise QuantizeError(f"{destination}: {who}, so the model is not fully int8: {names}{hint}; "
                                     f"pass --allow-float-ops to accept float ops; nothing was written")
         checked = evaluation if evaluation is not None else data
         runners = {}
@@ -310,6 +315,19 @@ def quantize(
                 report,
             )
     return QuantizeResult(source, artifacts, report, folded, recalibrated)
+
+
+def _keras_quantized_hint(model, layers: set | None = None) -> str:
+    """Where ``model`` has layers Keras quantized itself (``layer.quantize``; among ``layers`` when given):
+    a clause naming them, since the converters cannot requantize their integer kernels."""
+    found = {layer.name: mode for layer in model._flatten_layers(include_self=False, recursive=True)
+             if (mode := getattr(layer, "quantization_mode", None)) and (layers is None or layer.name in layers)}
+    if not found:
+        return ""
+    names = ", ".join(f"{name} ({mode})" for name, mode in sorted(found.items()))
+    return (f" ({names} {'is' if len(found) == 1 else 'are'} already quantized by Keras, whose integer kernels and "
+            "dynamic activation scales the converters do not turn into a full-integer model: quantize the float "
+            "model instead)")
 
 
 def _check_exact(before, after, seed: int, what: str) -> dict:

@@ -30,7 +30,7 @@ import numpy as np
 from bnfreeze.fold.classes import is_exactly
 from bnfreeze.fold.graph import ModelGraph
 from bnfreeze.fold.rewrite import copy_model
-from bnfreeze.quantize.datafree import homogeneous_activation, linear_kind, positively_homogeneous
+from bnfreeze.quantize.datafree import homogeneous_activation, linear_kind, positively_homogeneous, weights_problem
 
 #: Identities at inference: crossing them changes nothing.
 INFERENCE_IDENTITIES = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -72,8 +72,12 @@ def _target_channels(match, kind: str, kernel: np.ndarray, channels: int) -> np.
     return np.arange(channels) if kernel.shape[2] == channels else None
 
 
-def place_scales(fold_result) -> tuple[object, list[dict]]:
-    """A copy of the folded model with every movable forward-folded BN scale moved back (see the module doc)."""
+def place_scales(fold_result, skipped: list | None = None) -> tuple[object, list[dict]]:
+    """A copy of the folded model with every movable forward-folded BN scale moved back (see the module doc).
+
+    A layer whose weights cannot be rewritten (Keras-quantized, LoRA; :func:`weights_problem`) is left as it
+    is: ``skipped`` receives ``{"layer", "step", "reason"}`` for it.
+    """
     model = copy_model(fold_result.model)
     graph = ModelGraph(model)
     moved = []
@@ -88,6 +92,11 @@ def place_scales(fold_result) -> tuple[object, list[dict]]:
         if first_name is None or not set(match.through) <= set(crossed):
             continue
         first = model.get_layer(first_name)
+        problems = [(layer.name, why) for layer in (first, second) if (why := weights_problem(layer))]
+        if problems:
+            if skipped is not None:
+                skipped.extend({"layer": name, "step": "scale placement", "reason": why} for name, why in problems)
+            continue
         first_kind = linear_kind(first)
         scale = np.asarray(match.site.affine.scale, np.float64)
         first_kernel = np.asarray(first.kernel.numpy(), np.float64)

@@ -323,5 +323,7 @@ def _measure_accuracy(result: RecalibrationResult, model, data, batch_size: int)
     if getattr(data, "labels", None) is None:
         return
     result.accuracy_data = str(data.source)
-    result.accuracy_before = accuracy(model, data, batch_size)
-    result.accuracy_after = accuracy(result.model, data, batch_size)
+    before: list = []
+    result.accuracy_before = accuracy(model, data, batch_size, scorer=before)
+    # judged alike: where the output's activation does not give the one-unit threshold, the original's decides
+    result.accuracy_after = accuracy(result.model, data, batch_size, reference=before[0])

@@ -172,9 +172,8 @@ def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
     names the model in messages (default: the file it was loaded from, else
     its Keras name).
     """
-    from keras import tree
-
     from bnfreeze.io.models import model_label
+    from bnfreeze.io.signature import call_arguments
 
     label = label or model_label(model)
     graph = _graph_of(model)
@@ -201,7 +200,10 @@ def flatten(model, ordered: bool = True, label: str | None = None) -> Program:
                 inputs = {id(t): key(t) for t in node.input_tensors}
                 inner = _graph_of(op)
                 if inner is not None:
-                    inner_inputs = [key(t) for t in tree.flatten(node.arguments.args[0])]
+                    # paired the way Keras pairs them: a dict by the inner model's input names (or its dict
+                    # keys), not by the dict's sorted order
+                    arguments = call_arguments(inner, node.arguments.args[0], label)
+                    inner_inputs = [key(t) for t in arguments]
                     outs = visit(inner, scope + (len(steps), op.name), path + (op.name,), inner_inputs)
                     for outer, inner_key in zip(node.outputs, outs):
                         alias[id(outer)] = inner_key

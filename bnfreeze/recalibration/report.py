@@ -90,14 +90,68 @@ def warnings_for(changes: list[BnChange], samples: int, mode: str, batch_size: i
     return found
 
 
-def predictions(outputs: np.ndarray) -> np.ndarray:
-    """Class predictions: argmax over the last axis, or a 0.5 threshold for one unit in [0, 1] (0 for logits)."""
-    outputs = np.asarray(outputs)
-    if outputs.ndim >= 2 and outputs.shape[-1] > 1:
-        return outputs.argmax(axis=-1)
-    flat = outputs.reshape(len(outputs), -1)[:, 0]
-    threshold = 0.5 if flat.min() >= 0 and flat.max() <= 1 else 0.0
-    return (flat > threshold).astype(np.int64)
+#: one-unit outputs: the threshold of each output activation (a probability at 0.5; a logit, tanh, softsign at 0)
+THRESHOLDS = {"sigmoid": 0.5, "hard_sigmoid": 0.5, "hard_silu": None, "softmax": 0.5, "linear": 0.0, "tanh": 0.0,
+              "softsign": 0.0}
+#: layers an output passes through unchanged in value (its activation is the one before them)
+_VALUE_KEEPING = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+                  "GaussianDropout", "AlphaDropout", "Identity", "ActivityRegularization", "Flatten", "Reshape")
+
+
+def output_activation(model, index: int = 0) -> str | None:
+    """The activation that computes output ``index`` of ``model`` (``sigmoid``, ``linear``, ...), following
+    nested models and layers that keep values (Dropout, Flatten, ...); None where it cannot be told."""
+    import keras
+
+    tensors = keras.tree.flatten(model.outputs)
+    if index >= len(tensors):
+        return None
+    tensor = tensors[index]
+    for _ in range(256):
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        op = history.operation
+        inner = getattr(op, "outputs", None) if isinstance(op, keras.Model) else None
+        if inner is not None:
+            flat = keras.tree.flatten(inner)
+            if history.tensor_index >= len(flat):
+                return None
+            tensor = flat[history.tensor_index]
+            continue
+        name = type(op).__name__
+        if not isinstance(op, keras.layers.Layer):  # a keras.ops node: ops.sigmoid, ops.tanh
+            return name.lower() if name.lower() in THRESHOLDS and type(op).__module__.startswith("keras.") else None
+        if type(op) is getattr(keras.layers, name, None) and name in _VALUE_KEEPING:
+            nodes = op._inbound_nodes
+            if history.node_index >= len(nodes) or len(nodes[history.node_index].input_tensors) != 1:
+                return None
+            tensor = nodes[history.node_index].input_tensors[0]
+            continue
+        activation = getattr(op, "activation", None)
+        if activation is None:
+            return None
+        return getattr(activation, "__name__", None)
+    return None
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    """How an output becomes class predictions: the arg-max over its classes, or, for one unit, a threshold.
+
+    The threshold is a property of the model (its output activation), never
+    of a batch; where the activation does not tell (``threshold`` None) it is
+    decided once, over the whole data set (0.5 when every value lies in
+    [0, 1], else 0), by :class:`Scorer`.
+    """
+
+    threshold: float | None = None
+    activation: str | None = None
+
+    @classmethod
+    def of(cls, model, index: int = 0) -> "ClassRule":
+        activation = output_activation(model, index)
+        return cls(THRESHOLDS.get(activation) if activation else None, activation)
 
 
 def class_labels(labels: np.ndarray) -> np.ndarray:
@@ -107,13 +161,67 @@ def class_labels(labels: np.ndarray) -> np.ndarray:
     return labels.reshape(len(labels)).astype(np.int64)
 
 
-def accuracy(model, data, batch_size: int, limit: int | None = None) -> float:
-    """Top-1 accuracy of ``model``'s first output on labelled ``data`` (inference mode)."""
+class Scorer:
+    """Top-1 accuracy over a whole data set, fed batch by batch: the same figure at any batch size.
+
+    Arg-max outputs are counted as they come; one-unit outputs are kept (one
+    number per sample) and thresholded once at the end, by ``rule`` or by
+    ``reference``'s decision (an int8 artifact is judged by its float model's
+    threshold, never by its own values).
+    """
+
+    def __init__(self, rule: ClassRule, reference: "Scorer | None" = None):
+        self.rule = rule
+        self.reference = reference
+        self.correct = 0
+        self.total = 0
+        self._values: list[np.ndarray] = []
+        self._truth: list[np.ndarray] = []
+
+    def add(self, outputs, labels) -> None:
+        outputs = np.asarray(outputs)
+        truth = class_labels(labels)
+        if outputs.ndim >= 2 and outputs.shape[-1] > 1:
+            self.correct += int(np.sum(outputs.argmax(axis=-1) == truth))
+            self.total += len(truth)
+            return
+        self._values.append(outputs.reshape(len(outputs), -1)[:, 0].astype(np.float64))
+        self._truth.append(truth)
+
+    def threshold(self) -> float:
+        """The one-unit threshold: the rule's, the reference's, or decided over every value seen."""
+        if self.rule.threshold is not None:
+            return self.rule.threshold
+        if self.reference is not None:
+            return self.reference.threshold()
+        values = np.concatenate(self._values) if self._values else np.zeros(0)
+        return 0.5 if values.size and values.min() >= 0 and values.max() <= 1 else 0.0
+
+    def counts(self) -> tuple[int, int]:
+        correct, total = self.correct, self.total
+        if self._values:
+            values, truth = np.concatenate(self._values), np.concatenate(self._truth)
+            correct += int(np.sum((values > self.threshold()).astype(np.int64) == truth))
+            total += len(truth)
+        return correct, total
+
+    @property
+    def accuracy(self) -> float | None:
+        correct, total = self.counts()
+        return correct / total if total else None
+
+
+def accuracy(model, data, batch_size: int, limit: int | None = None, reference: Scorer | None = None,
+             scorer: list | None = None) -> float:
+    """Top-1 accuracy of ``model``'s first output on labelled ``data`` (inference mode), the same at any
+    ``batch_size``. ``reference``: a scorer whose one-unit threshold this one follows; ``scorer``, a list
+    that receives this run's :class:`Scorer`."""
     from bnfreeze.parity import run_keras
 
-    correct = total = 0
+    counted = Scorer(ClassRule.of(model), reference)
     for feed, labels in zip(data.batches(batch_size, limit), data.label_batches(batch_size, limit)):
-        outputs = run_keras(model, [feed[s.name] for s in data.specs])[0]
-        correct += int(np.sum(predictions(outputs) == class_labels(labels)))
-        total += len(labels)
-    return correct / total if total else float("nan")
+        counted.add(run_keras(model, [feed[s.name] for s in data.specs])[0], labels)
+    if scorer is not None:
+        scorer.append(counted)
+    result = counted.accuracy
+    return float("nan") if result is None else result

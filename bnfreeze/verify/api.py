@@ -129,7 +129,7 @@ def data_specs(reference: Runner) -> list[TensorSpec]:
     keys = [canonical(s.name) for s in specs]
     if len(set(keys)) != len(keys):
         keys = [s.name for s in specs]
-    return [TensorSpec(key, tuple(s.shape), s.real_dtype) for key, s in zip(keys, specs)]
+    return [TensorSpec(key, tuple(s.shape), s.real_dtype, key=s.key, values=s.values) for key, s in zip(keys, specs)]
 
 
 def verify(
@@ -210,6 +210,7 @@ def verify(
         plans: list[tuple[VerifyRow, Comparison]] = []
         used_inputs: set[str] = set()
         used_outputs: set[str] = set()
+        bounds: dict[str, tuple[object, str]] = {}  # data name -> (the tightest ValueRange of a Keras candidate, path)
         for path, cls in classes:
             for dev in DEVICES[device]:
                 if dev not in cls.devices:
@@ -236,6 +237,7 @@ def verify(
                 names = {p.reference.name: p.candidate.name for p in input_pairs}
                 if isinstance(runner, KerasRunner):  # ids beyond its vocabulary could not be fed to it
                     _narrow(ranges, _integer_ranges(runner.model, names))
+                    _tighten(bounds, runner, names)
                 row.output_names = {p.reference.name: p.candidate.name for p in pairs
                                     if p.reference.name != p.candidate.name}
                 row.tolerance = tolerance.for_runtimes((ref_runner.backend, "cpu"), (cls.backend, dev))
@@ -245,6 +247,8 @@ def verify(
             _check_maps_used(outputs_map, ref_outputs, used_outputs, "output")
         if dataset is None:  # random samples over the integer ranges of every Keras model compared
             dataset = random_data(specs, samples, seed, int_high=ranges)
+        else:
+            _check_candidate_ranges(dataset, specs, bounds)  # before any run, like the reference's own ranges
         total = dataset.count()
         if on_header is not None:
             on_header(VerifyReport(str(reference), str(dataset.source), tolerance, [], ref_runner.backend,
@@ -268,8 +272,10 @@ def verify(
                     and isinstance(ref_runner, KerasRunner) and first_feed is not None):
                 from bnfreeze.verify.locate import first_divergence
 
-                where = first_divergence(ref_runner.model, comparison.runner.model, first_feed,
-                                         row.tolerance.elementary())
+                where = first_divergence(
+                    ref_runner.model, comparison.runner.model,
+                    {ref_inputs[name]: value for name, value in first_feed.items()}, row.tolerance.elementary(),
+                    {comparison.inputs[name]: value for name, value in first_feed.items() if name in comparison.inputs})
                 if where:
                     row.first_diverging_layer = where
                     row.reason = f"{row.reason}; first diverging layer: {where}"
@@ -291,6 +297,36 @@ def _narrow(ranges: dict[str, int], bounds: dict[str, int]) -> None:
     """Each input's integer range: the smallest bound any model compared sets (an id must fit them all)."""
     for name, bound in bounds.items():
         ranges[name] = min(ranges.get(name, bound), bound)
+
+
+def _tighten(bounds: dict, runner, names: dict[str, str]) -> None:
+    """Note the vocabulary bound of each of a Keras candidate's inputs, by data name, where it is the tightest."""
+    own = {spec.name: spec.values for spec in runner.input_specs() if spec.values is not None}
+    for data_name, name in names.items():
+        value = own.get(name)
+        if value is not None and (data_name not in bounds or value.high < bounds[data_name][0].high):
+            bounds[data_name] = (value, str(runner.path))
+
+
+def _check_candidate_ranges(dataset, specs: list[TensorSpec], bounds: dict) -> None:
+    """Given data must fit every Keras candidate's inputs too (an id beyond a candidate's vocabulary): read
+    once, before anything runs, only where a candidate bounds an input."""
+    from dataclasses import replace
+
+    from bnfreeze.io.ranges import problem
+
+    narrowed = {s.name: (replace(s, values=bounds[s.name][0]), bounds[s.name][1]) for s in specs if s.name in bounds}
+    if not narrowed:
+        return
+    start = 0
+    for feed in dataset.batches(256):
+        for name, (spec, path) in narrowed.items():
+            found = problem(feed[name], spec)
+            if found is not None:
+                sample, value, what = found
+                raise InputError(f"{dataset.source}: input {name} holds {value} at sample {start + sample}; "
+                                 f"the candidate {path} {what[3:] if what.startswith('it ') else what}")
+        start += len(next(iter(feed.values())))
 
 
 def _check_maps_used(mapping: dict[str, str], reference: list[TensorSpec], used: set[str], kind: str) -> None:

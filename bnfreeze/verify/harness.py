@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnfreeze.compare import Accumulator, OutputComparison, Tolerance
-from bnfreeze.errors import BnfreezeError, InputError
+from bnfreeze.errors import BnfreezeError, InputError, cannot_run
 from bnfreeze.io.models import model_label
 from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
 from bnfreeze.parity import random_inputs
@@ -42,6 +42,9 @@ def run_reference(model, feeds) -> list[dict[str, np.ndarray]]:
             try:
                 outputs = model(pack_inputs(model, arrays), training=False)
             except Exception as exc:  # the model's own fault: it cannot run on inputs of its declared shape
+                refusal = cannot_run(model_label(model), exc)
+                if refusal is not None:
+                    raise refusal from exc
                 shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
                 raise InputError(f"{model_label(model)} does not run on inputs of its declared shape ({shapes}): "
                                  f"{first_line(exc)}") from exc
@@ -86,6 +89,9 @@ def infer(runner: Runner, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     except BnfreezeError:
         raise
     except Exception as exc:  # onnxruntime, TFLite and TF raise many types
+        refusal = cannot_run(runner.path, exc)
+        if refusal is not None:
+            raise refusal from exc
         hint = _fixed_batch(runner, feed)
         raise InputError(f"{runner.path}: {runner.backend} failed to run it ({first_line(exc)}){hint}") from exc
 

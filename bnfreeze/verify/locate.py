@@ -55,24 +55,29 @@ def _counterparts(reference, candidate_names: set[str]) -> dict[str, str | None]
     return mapping
 
 
-def first_divergence(reference, candidate, feed: dict, tolerance: Tolerance = Tolerance()) -> str | None:
+def first_divergence(reference, candidate, feed: dict, tolerance: Tolerance = Tolerance(),
+                     candidate_feed: dict | None = None) -> str | None:
     """Name of the first reference layer whose output the candidate does not reproduce.
 
-    A reference that is not a plain Keras graph (a KerasHub backbone, a model with layers of its own
-    call) is compared as bnfreeze reads it: the plain model computes what it computes at inference.
+    ``feed`` holds the reference's inputs by their names (:func:`bnfreeze.io.signature.input_specs`),
+    ``candidate_feed`` the same values by the candidate's input names (default: ``feed``): each model gets
+    its own inputs by name, never by position. A reference that is not a plain Keras graph (a KerasHub
+    backbone, a model with layers of its own call) is compared as bnfreeze reads it: the plain model
+    computes what it computes at inference, with the same inputs in the same order.
     """
     import keras
 
     from bnfreeze.fold.plain import plain_model
+    from bnfreeze.io.signature import input_specs
 
-    inputs = reference.inputs if hasattr(reference, "inputs") else None
+    arrays = [feed[s.name] for s in input_specs(reference)]
     reference = plain_model(reference).model
-    inputs = inputs or reference.inputs
     ref_probe, ref_names = _probe(reference)
     cand_probe, cand_names = _probe(candidate)
-    arrays = [feed[t.name] for t in inputs] if all(t.name in feed for t in inputs) else list(feed.values())
+    cand_feed = feed if candidate_feed is None else candidate_feed
+    cand_arrays = [cand_feed[s.name] for s in input_specs(candidate)]
     ref_out = ref_probe(arrays, training=False)
-    cand_out = dict(zip(cand_names, cand_probe(arrays, training=False)))
+    cand_out = dict(zip(cand_names, cand_probe(cand_arrays, training=False)))
     mapping = _counterparts(reference, set(cand_names))
     for name, ref in zip(ref_names, ref_out):
         other = mapping.get(name, name)

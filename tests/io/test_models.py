@@ -49,21 +49,34 @@ def test_a_file_output_never_replaces_a_folder(tmp_path):
     assert (folder / "model.keras").read_text() == "precious"
 
 
-def test_a_folder_output_replaces_only_a_savedmodel_folder(tmp_path):
+def test_a_folder_output_replaces_only_a_folder_bnfreeze_wrote(tmp_path):
+    # a folder output replaces whole what is there: only a folder bnfreeze wrote, holding only what it wrote
     folder = tmp_path / "not_a_savedmodel"
     folder.mkdir()
     (folder / "notes.txt").write_text("precious")
-    with pytest.raises(InputError, match="not a SavedModel"):
-        with atomic_path(folder, force=True, folder=True) as tmp:
-            tmp.mkdir()
-    assert (folder / "notes.txt").read_text() == "precious"
+    theirs = tmp_path / "their_sm"  # a SavedModel written by someone else (tf.saved_model.save, say)
+    theirs.mkdir()
+    (theirs / "saved_model.pb").write_text("theirs")
+    for other in (folder, theirs):
+        with pytest.raises(InputError, match="a folder bnfreeze did not write"):
+            with atomic_path(other, force=True, folder=True) as tmp:
+                tmp.mkdir()
+    assert (folder / "notes.txt").read_text() == "precious" and (theirs / "saved_model.pb").read_text() == "theirs"
     saved = tmp_path / "sm"
-    saved.mkdir()
-    (saved / "saved_model.pb").write_text("old")
-    with atomic_path(saved, force=True, folder=True) as tmp:
-        tmp.mkdir()
-        (tmp / "saved_model.pb").write_text("new")
-    assert (saved / "saved_model.pb").read_text() == "new"
+    for content in ("old", "new"):
+        with atomic_path(saved, force=True, folder=True) as tmp:
+            tmp.mkdir()
+            (tmp / "saved_model.pb").write_text(content)
+            (tmp / "variables").mkdir()
+            (tmp / "variables" / "v.index").write_text(content)
+        assert (saved / "saved_model.pb").read_text() == content
+    # a file of its own put into bnfreeze's folder afterwards makes it someone else's
+    (saved / "variables" / "mine.txt").write_text("precious")
+    with pytest.raises(InputError, match=r"holds files bnfreeze did not write \(variables/mine.txt\)"):
+        with atomic_path(saved, force=True, folder=True) as tmp:
+            tmp.mkdir()
+    assert (saved / "variables" / "mine.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_savedmodel", "sm", "their_sm"]
 
 
 @pytest.mark.parametrize("name,kind", [("m.onnx", "an ONNX file"), ("m.tflite", "a TFLite file"),

@@ -110,7 +110,7 @@ def sin_model_path(tmp_path_factory):
 def test_a_model_the_converter_cannot_fully_quantize_is_refused_unless_allowed(sin_model_path, tmp_path):
     model, calib = sin_model_path / "sin.keras", sin_model_path / "calib.npy"
     result = run("quantize", model, "--calib-data", calib, "--tflite", tmp_path / "m.tflite", "--check", "snr")
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output  # the result misses the gate (fully int8): a failed check
     assert "left 1 op in float, so the model is not fully int8: SIN" in result.output
     assert "--allow-float-ops" in result.output and list(tmp_path.iterdir()) == []
     result = run("quantize", model, "--calib-data", calib, "--tflite", tmp_path / "m.tflite", "--check", "snr",

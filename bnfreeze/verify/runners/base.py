@@ -95,7 +95,9 @@ class IOSpec(TensorSpec):
 
 
 def plain(spec: TensorSpec) -> IOSpec:
-    return spec if isinstance(spec, IOSpec) else IOSpec(spec.name, tuple(spec.shape), spec.dtype)
+    if isinstance(spec, IOSpec):
+        return spec
+    return IOSpec(spec.name, tuple(spec.shape), spec.dtype, key=spec.key, values=spec.values)
 
 
 class Runner(ABC):
@@ -178,6 +180,12 @@ def to_input(value: np.ndarray, spec: IOSpec) -> np.ndarray:
     if np.issubdtype(value.dtype, np.floating) and not np.issubdtype(dtype, np.floating) and dtype != np.bool_:
         raise InputError(f"input {spec.name} takes {spec.dtype} without quantization parameters; "
                          f"real (float) data cannot be fed to it")
+    from bnfreeze.io.ranges import problem
+
+    found = problem(value, spec)  # a cast would wrap it (300 in a uint8 input) or overflow it (float16)
+    if found is not None:
+        sample, bad, what = found
+        raise InputError(f"input {spec.name} cannot take {bad} (sample {sample} of the batch); {what}")
     return np.ascontiguousarray(value.astype(dtype))
 
 
