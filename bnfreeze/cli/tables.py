@@ -344,6 +344,8 @@ def print_recalibration(console, model_label: str, report: dict) -> None:
                  Column("Δmean rms/σ"), Column("var ratio"), Column("var ratio range")], rows,
                 plain=lambda r: (f"{r[0]}: level {r[1]}, {r[2]} call{'s' if r[2] != '1' else ''}, mean shift max "
                                  f"{r[3]} σ (rms {r[4]}), variance ratio {r[5]} ({r[6]})"))
+    if report.get("structure"):
+        print_structure(console, {**report, "model": model_label})
     for kept in report.get("kept", []):  # every BN not recalibrated, those inside layers it cannot reach included
         say(console, f"not recalibrated: {kept['reason']}")
     for warning in report.get("warnings", []):

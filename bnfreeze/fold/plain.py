@@ -90,6 +90,16 @@ class PlainModel:
     #: Why a model rebuilt from this one's config would not be this model (a layer that does not come
     #: back from its own config), or None. Reading and planning work; writing does not.
     unwritable: str | None = None
+    #: ``{id(plain layer): original layer}`` for each layer of a rebuilt plain model that stands for a
+    #: layer of ``original`` (its state was copied from it); empty when nothing changed.
+    sources: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    def source_of(self, layer):
+        """The layer of ``original`` that ``layer`` (of ``model``) stands for: itself when nothing changed,
+        None for a layer the plain reading made (a traced call's nested model)."""
+        if not self.changed:
+            return layer
+        return self.sources.get(id(layer))
 
     @property
     def changed(self) -> bool:
@@ -583,9 +593,12 @@ class _Reader:
         return _functional_entry(layer.name, trace.config)
 
     # -- state ---------------------------------------------------------------------------------
-    def transfer(self, rebuilt) -> None:
-        """Give every layer of the rebuilt model the state of the layer it stands for."""
+    def transfer(self, rebuilt) -> dict[int, Any]:
+        """Give every layer of the rebuilt model the state of the layer it stands for; returns
+        ``{id(rebuilt layer): the layer it stands for}`` for each (inner layers of a copied layer included)."""
         from bnfreeze.fold.rewrite import copy_state
+
+        stands_for: dict[int, Any] = {}
 
         def walk(model, path: Path):
             for op in _live_operations(model).values():
@@ -598,8 +611,12 @@ class _Reader:
                     walk(op, here)
                 elif here in self.sources:
                     copy_state(self.sources[here], op)
+                    for twin, mine in zip(op._flatten_layers(include_self=True, recursive=True),
+                                          self.sources[here]._flatten_layers(include_self=True, recursive=True)):
+                        stands_for[id(twin)] = mine
 
         walk(rebuilt, ())
+        return stands_for
 
 
 def plain_model(model) -> PlainModel:
@@ -622,6 +639,6 @@ def plain_model(model) -> PlainModel:
     except Exception as exc:
         raise InputError(f"{reader.label}: its plain Keras graph does not rebuild "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
-    reader.transfer(rebuilt)
+    sources = reader.transfer(rebuilt)
     return PlainModel(model=rebuilt, original=model, notes=reader.notes, unused_bns=reader.unused_bns,
-                      opaque=reader.opaque)
+                      opaque=reader.opaque, sources=sources)

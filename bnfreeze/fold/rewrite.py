@@ -220,8 +220,32 @@ def copy_state(source, target) -> None:
 
 
 def copy_model(model):
-    """A new model with ``model``'s config and a bit-for-bit copy of its weights."""
-    return apply_plan(model, [])
+    """A new model with ``model``'s config and a bit-for-bit copy of its weights.
+
+    A model of Keras's own Functional or Sequential class is rebuilt from its graph config. Any other
+    class (a KerasHub backbone, a user's subclass) is rebuilt the way loading its saved file would: from
+    its own config, then every layer, in the order the class builds them, loads its twin's state. Its
+    config is its constructor's arguments, not a graph, so its layers may get other automatic names.
+    """
+    import keras
+
+    from bnfreeze.errors import InputError
+    from bnfreeze.fold.graph import model_kind
+    from bnfreeze.io.models import model_label
+
+    if model_kind(model) != "subclassed":
+        return apply_plan(model, [])
+
+    serialized = keras.saving.serialize_keras_object(model)
+    serialized.pop("compile_config", None)
+    twin = keras.saving.deserialize_keras_object(serialized, safe_mode=False)
+    mine = model._flatten_layers(include_self=True, recursive=True)
+    theirs = twin._flatten_layers(include_self=True, recursive=True)
+    if [type(layer) for layer in mine] != [type(layer) for layer in theirs]:
+        raise InputError(f"{model_label(model)}: a model rebuilt from its config does not hold the same layers "
+                         f"({type(model).__name__}.get_config does not describe it)")
+    copy_state(model, twin)
+    return twin
 
 
 def without_layers(model, names: list[str]):

@@ -153,7 +153,9 @@ def recalibrate(
         raise InputError(f"{data.source}: holds no samples")
 
     result_model = copy_model(model)
-    program = flatten(result_model, ordered=mode == "exact", label=model_label(model))
+    reading = _plain_reading(result_model, model_label(model))
+    program = flatten(reading.model, ordered=mode == "exact", label=model_label(model))
+    _explain_opaque(program, reading)
     if not program.bn_layers:
         why = "".join(f"; {reason}" for _, reason in list(program.kept.values())[:3])
         raise InputError(f"{program.label}: has no BatchNormalization layer bnfreeze can reach{why}; "
@@ -167,9 +169,15 @@ def recalibrate(
             yield [feed[n] for n in names]
 
     def assign(layer_id: int, stats: Statistics) -> None:
-        _assign(program.bn_layers[layer_id], stats, f"{data.source}: {program.bn_names[layer_id]}")
+        where = f"{data.source}: {program.bn_names[layer_id]}"
+        layer = program.bn_layers[layer_id]
+        _assign(layer, stats, where)
+        if reading.changed:  # the statistics go into the model of the user's own classes
+            _assign(reading.source_of(layer), stats, where)
 
     details: dict = {"batch_size": batch_size, "replicas": executor.replicas}
+    if reading.notes:
+        details["structure"] = reading.notes_dicts()
     if cluster.workers > 1:
         details["workers"] = cluster.workers
     if mode == "exact":
@@ -221,6 +229,45 @@ def recalibrate(
         # the chief reports; it measures on the whole calibration set (or eval_data), not on its shard
         _measure_accuracy(result, model, source if eval_data is None else as_data(eval_data, _specs(model)), batch_size)
     return result
+
+
+def _plain_reading(model, label: str):
+    """``model`` read the way fold reads it (:func:`bnfreeze.fold.plain.plain_model`): a KerasHub backbone's
+    Functional graph, layers with their own ``call`` traced, so recalibration reaches the BNs inside them.
+
+    The statistics are measured on the plain model at inference (``training=False``, what deployment and
+    every export run) and written into ``model`` itself, whose classes stay the user's. A model whose plain
+    reading cannot be built is measured as it is (its own-call layers keep their BNs, with the reason).
+    """
+    from bnfreeze.fold.plain import PlainModel, plain_model
+
+    from bnfreeze.fold.graph import model_kind
+
+    try:
+        reading = plain_model(model)
+    except InputError:
+        if model_kind(model) == "subclassed":
+            raise  # why bnfreeze cannot read it: the trace's reason, not "a subclassed model"
+        return PlainModel(model=model, original=model)
+    if reading.changed and any(reading.source_of(bn) is None for bn in _batch_norms(reading.model)):
+        return PlainModel(model=model, original=model, notes=reading.notes)  # a BN it cannot trace back
+    return reading
+
+
+def _batch_norms(model) -> list:
+    from bnfreeze.fold.classes import is_batch_norm
+
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if is_batch_norm(layer)]
+
+
+def _explain_opaque(program: Program, reading) -> None:
+    """A BN kept because it sits inside a layer bnfreeze could not trace says what stopped the trace."""
+    for layer_id, (name, reason) in list(program.kept.items()):
+        for qualified, opaque in reading.opaque.items():
+            if name.startswith(qualified + "/"):
+                program.kept[layer_id] = (name, f"{name}: it is inside {qualified} ({type(opaque.layer).__name__}), "
+                                                f"which bnfreeze keeps as it is: {opaque.reason}")
+                break
 
 
 def _specs(model):

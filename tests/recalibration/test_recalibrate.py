@@ -534,10 +534,11 @@ def test_a_time_distributed_bn_on_the_merged_axis_is_kept_and_alone_is_refused()
         recalibrate(model, data_of(model, np.ones((8, 5, 3), np.float32)))
 
 
-def test_each_bn_inside_a_layer_bnfreeze_cannot_look_into_is_listed_with_the_reason():
+def _two_bn_block(name: str, weight_outside: bool):
+    """A user's block with its own ``call``: Dense -> BN -> relu -> BN. With ``weight_outside`` it also
+    multiplies by a weight of its own (a variable used outside any layer: bnfreeze cannot trace it)."""
     import keras
 
-    @keras.saving.register_keras_serializable(package="test_recalibrate")
     class Block(keras.layers.Layer):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
@@ -549,18 +550,66 @@ def test_each_bn_inside_a_layer_bnfreeze_cannot_look_into_is_listed_with_the_rea
             self.dense.build(input_shape)
             self.first.build((None, 3))
             self.second.build((None, 3))
+            if weight_outside:
+                self.scale = self.add_weight(shape=(3,), initializer="ones", name="scale")
 
         def call(self, x, training=None):
-            return self.second(self.first(self.dense(x), training=training), training=training)
+            h = keras.ops.relu(self.first(self.dense(x), training=training))
+            if weight_outside:
+                h = h * self.scale
+            return self.second(h, training=training)
 
+    Block.__name__ = Block.__qualname__ = name
+    return keras.saving.register_keras_serializable(package="test_recalibrate")(Block)
+
+
+def _normalized(h, layer):
+    gamma, beta = layer.gamma.numpy().astype(np.float64), layer.beta.numpy().astype(np.float64)
+    mean, var = layer.moving_mean.numpy().astype(np.float64), layer.moving_variance.numpy().astype(np.float64)
+    return gamma * (h - mean) / np.sqrt(var + layer.epsilon) + beta
+
+
+def test_bns_inside_a_users_own_block_are_recalibrated_exactly_and_the_block_stays_the_users():
+    """The block is traced (as fold reads it), so its BNs are measured; the statistics go into the user's own
+    Block. Checked against NumPy: each BN's stored moments equal those of its inference-time input, in order."""
+    import keras
+
+    block_cls = _two_bn_block("TracedBlock", weight_outside=False)
     inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(Block(name="block")(inputs)))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(block_cls(name="block")(inputs)))
+    x = np.random.default_rng(0).normal(1, 2, (37, 4)).astype(np.float32)  # a ragged last batch of 16
+    result = recalibrate(model, data_of(model, x), batch_size=16)
+    assert [c.name for c in result.changes] == ["block/first", "block/second", "bn"]
+    assert result.report["kept"] == [] and result.report["skipped"] == []
+    assert [(n["layer"], n["action"]) for n in result.report["structure"]] == [("block", "traced")]
+    block = result.model.get_layer("block")
+    assert type(block) is block_cls  # the user's class, not bnfreeze's reading of it
+    d = x.astype(np.float64) @ block.dense.kernel.numpy() + block.dense.bias.numpy()
+    h = np.maximum(_normalized(d, block.first), 0.0)
+    out = _normalized(h, block.second)
+    for layer, seen in ((block.first, d), (block.second, h), (result.model.get_layer("bn"), out)):
+        assert_close(layer.moving_mean.numpy(), seen.mean(axis=0))
+        assert_close(layer.moving_variance.numpy(), seen.var(axis=0))
+    # the input model is untouched
+    assert np.allclose(model.get_layer("block").first.moving_mean.numpy(), 0.0)
+
+
+def test_each_bn_inside_a_layer_bnfreeze_cannot_look_into_is_listed_with_the_reason():
+    import keras
+
+    block_cls = _two_bn_block("OpaqueBlock", weight_outside=True)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(block_cls(name="block")(inputs)))
     result = recalibrate(model, data_of(model, np.random.default_rng(0).normal(1, 2, (32, 4)).astype(np.float32)))
     assert [c.name for c in result.changes] == ["bn"]
     assert result.report["skipped"] == ["block"]
     assert [k["name"] for k in result.report["kept"]] == ["block/first", "block/second"]
-    assert all("it is inside block (" in k["reason"] and "out of bnfreeze's sight" in k["reason"]
-               for k in result.report["kept"])
+    for kept in result.report["kept"]:  # the reason names the class and what stopped the trace
+        assert "inside block" in kept["reason"] and "OpaqueBlock" in kept["reason"]
+        assert "outside a layer" in kept["reason"], kept["reason"]
+    assert [(n["layer"], n["action"]) for n in result.report["structure"]] == [("block", "opaque")]
+    block = result.model.get_layer("block")
+    assert np.allclose(block.first.moving_mean.numpy(), 0.0) and np.allclose(block.first.moving_variance, 1.0)
 
 
 def test_exact_sees_what_an_adapted_normalization_computes():
