@@ -107,7 +107,8 @@ def fold_file(
     result.report["output"] = str(output)
     if on_folded is not None:
         on_folded(result.report)
-    with committed_together() as stack:
+    artifacts = []
+    with committed_together() as stack:  # the folded model and every artifact that passed, together
         if exports.targets:
             artifacts = export(result.model, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
                                seed=seed, outputs=stack, progress=progress)
@@ -115,7 +116,17 @@ def fold_file(
         result.model.save(stack.enter_context(atomic_path(output, force=force, suffix=".keras")))
         if report is not None:
             stack.enter_context(atomic_path(report, force=force)).write_text(to_json(result.report))
+    _raise_refused(artifacts, [output, report])
     return result
+
+
+def _raise_refused(artifacts, written) -> None:
+    """A refused artifact fails the command once the outputs that passed are in place (the line says which)."""
+    from bnfreeze.export import refusal
+
+    error = refusal(artifacts, written)
+    if error is not None:
+        raise error
 
 
 def _check_opset(exports: ExportOptions) -> None:
@@ -246,7 +257,8 @@ def recalibrate_file(
             fold_result.report.update(model=str(output), output=str(folded))
             summary.update(folded_output=str(folded), fold=fold_result.report)
             final = fold_result.model
-        with committed_together() as stack:  # every output in place together, or none
+        artifacts = []
+        with committed_together() as stack:  # every output that passed in place together, or none
             if exports.targets:
                 artifacts = export(final, **_export_kwargs(exports), force=force, tolerance=Tolerance(atol, rtol),
                                    seed=seed, outputs=stack, progress=progress)
@@ -256,6 +268,7 @@ def recalibrate_file(
                 fold_result.model.save(stack.enter_context(atomic_path(folded, force=force, suffix=".keras")))
             if report is not None:
                 stack.enter_context(atomic_path(report, force=force)).write_text(to_json(summary))
+        _raise_refused(artifacts, [output, folded if fold_result is not None else None, report])
     finally:
         if cluster.workers > 1:
             _executor_of(strategy).barrier("the chief's writing")

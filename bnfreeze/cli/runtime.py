@@ -3,7 +3,9 @@ imported (quietly) only where a command first needs it, after every check that n
 
 Exit codes: 0 success, 1 a check failed (nothing written), 2 bad input,
 3 internal error (a bug: rerun with --debug), 130 interrupted (SIGINT),
-143 terminated (SIGTERM); nothing is written unless the exit code is 0.
+143 terminated (SIGTERM); nothing is written unless the exit code is 0, except that
+an export artifact refused (exit 1 or 2) never costs the outputs that passed: they are
+written, and the line names them (:func:`bnfreeze.export.refusal`).
 """
 
 from __future__ import annotations

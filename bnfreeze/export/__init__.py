@@ -2,8 +2,11 @@
 
 Every artifact is written to a temporary path beside its destination, loaded
 with its runtime, and compared with the Keras model on seeded inputs (one
-sample and a batch, or the fixed batch size). Only when every requested
-artifact passes are they renamed into place; otherwise nothing is written.
+sample and a batch, or the fixed batch size). The artifacts that pass are
+renamed into place together (with the command's other outputs); one that
+fails its check, or that its converter cannot write, is not written, and
+never costs the others: the command then fails with one line naming what it
+refused and what it wrote (:func:`refusal`).
 """
 
 from __future__ import annotations
@@ -38,10 +41,34 @@ class Artifact:
     passed: bool
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
+    #: why the artifact was not written (its converter failed, it is not usable, or it differs), or None
+    error: str | None = None
+    #: the error class that refusal raises for it (ParityError: it differs; ExportError: it could not be made)
+    error_class: type = field(default=ParityError, repr=False)
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "path": self.path, "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "passed": self.passed, "seconds": self.seconds, **self.details}
+        entry = {"kind": self.kind, "path": self.path, "max_abs": self.max_abs, "max_rel": self.max_rel,
+                 "passed": self.passed, "seconds": self.seconds, **self.details}
+        if self.error is not None:
+            entry.update(written=False, error=self.error)
+        return entry
+
+
+def refusal(artifacts: list[Artifact], also_written: list = ()) -> Exception | None:
+    """The one-line error for the artifacts that were refused, naming those that passed and were written
+    with ``also_written`` (the command's other outputs), or None when every artifact passed.
+
+    It is a :class:`ParityError` (exit 1: the result does not meet the gate) where an artifact differs,
+    else the first refusal's class (an :class:`ExportError`: a converter could not write it, exit 2).
+    """
+    refused = [a for a in artifacts if a.error is not None]
+    if not refused:
+        return None
+    written = [a.path for a in artifacts if a.error is None] + [str(p) for p in also_written if p is not None]
+    cls = ParityError if any(a.error_class is ParityError for a in refused) else refused[0].error_class
+    said = "; ".join(a.error for a in refused)
+    tail = f"; written: {', '.join(written)} (they passed)" if written else "; nothing was written"
+    return cls(f"{said}{tail}")
 
 
 def requested(onnx=None, savedmodel=None, tflite=None) -> dict[str, Path]:
@@ -75,14 +102,15 @@ def export(
     outputs: contextlib.ExitStack | None = None,
     progress=None,
 ) -> list[Artifact]:
-    """Write the requested artifacts of ``model``; raise ParityError (writing nothing) if one differs.
+    """Write the requested artifacts of ``model``, each checked first; those that pass are written.
 
-    ``outputs`` (from :func:`bnfreeze.io.files.committed_together`) puts the
-    artifacts in place together with the caller's other outputs; by default
-    they are committed together when every artifact has passed. ``progress`` hears of each artifact as its
+    Without ``outputs`` the passing artifacts are committed together, and then a refused one raises
+    (:func:`refusal`: a ParityError where one differs, an ExportError where one could not be made).
+    ``outputs`` (from :func:`bnfreeze.io.files.committed_together`) puts the passing artifacts in place
+    together with the caller's other outputs; the caller raises :func:`refusal` after its commit (a
+    refused artifact comes back with ``error`` set). ``progress`` hears of each artifact as its
     conversion starts (:mod:`bnfreeze.io.progress`).
     """
-    import time
 
     targets = requested(onnx, savedmodel, tflite)
     if not targets:
@@ -103,35 +131,58 @@ def export(
     artifacts = []
     with (contextlib.nullcontext(outputs) if outputs is not None else committed_together()) as stack:
         for kind, destination in targets.items():
-            writer, runner_cls = FORMATS[kind]
-            tmp = stack.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel",
-                                                  suffix=None if kind == "savedmodel" else f".{kind}"))
-            if progress is not None:
-                progress.start(f"exporting {destination} ({kind}) and checking it", None)
-            started = time.perf_counter()
-            kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
+            scope = contextlib.ExitStack()  # this artifact's temporary: removed if it fails, else committed
             try:
-                written = writer(model, tmp, **kwargs)
-            except ExportError as exc:
-                raise ExportError(f"{destination}: {exc}; nothing was written") from exc
-            seconds = time.perf_counter() - started
-            held = tolerance.for_runtimes((runner_cls.backend, "cpu"))  # this runtime's own float noise
-            try:
-                with runner_cls(tmp, "cpu") as runner:
-                    comparisons = compare_runner(runner, feeds, expected, check_inputs(runner, specs), held)
-            except InputError as exc:
-                detail = str(exc).split(": ", 1)[-1]
-                raise ExportError(f"{destination}: the {kind} artifact is not usable ({detail}); nothing was written") from exc
-            worst = summarize(comparisons)
-            artifact = Artifact(kind, str(destination), worst["max_abs"], worst["max_rel"], worst["passed"],
-                                round(seconds, 3), {**written.details, "tolerance": held.as_dict()})
+                with scope:
+                    tmp = scope.enter_context(atomic_path(destination, force=force, folder=kind == "savedmodel",
+                                                          suffix=None if kind == "savedmodel" else f".{kind}"))
+                    artifact = _make(model, kind, destination, tmp, feeds, expected, specs, tolerance,
+                                     batch_size, opset, progress)
+                    stack.enter_context(scope.pop_all())  # its rename waits for the command's other outputs
+            except (ExportError, ParityError) as exc:
+                artifact = getattr(exc, "artifact", None) or Artifact(kind, str(destination), float("nan"),
+                                                                      float("nan"), False)
+                artifact.passed, artifact.error, artifact.error_class = False, str(exc), type(exc)
             artifacts.append(artifact)
-            if not artifact.passed:
-                raise ParityError(
-                    f"{destination}: the {kind} artifact differs from the Keras model "
-                    f"(max_abs {artifact.max_abs:.3g}, max_rel {artifact.max_rel:.3g}); nothing was written"
-                )
+    if outputs is None:
+        error = refusal(artifacts)
+        if error is not None:
+            raise error
     return artifacts
 
 
-__all__ = ["Artifact", "ExportError", "export", "check_destinations", "requested", "DEFAULT_OPSET"]
+def _make(model, kind, destination, tmp, feeds, expected, specs, tolerance, batch_size, opset,
+          progress) -> Artifact:
+    """Write one artifact to ``tmp``, load it with its runtime and compare it; raise (ExportError or
+    ParityError, carrying the artifact where it was measured) when it may not be written."""
+    import time
+
+    writer, runner_cls = FORMATS[kind]
+    if progress is not None:
+        progress.start(f"exporting {destination} ({kind}) and checking it", None)
+    started = time.perf_counter()
+    kwargs = {"batch_size": batch_size} if kind != "onnx" else {"batch_size": batch_size, "opset": opset}
+    try:
+        written = writer(model, tmp, **kwargs)
+    except ExportError as exc:
+        raise ExportError(f"{destination}: {exc}; not written") from exc
+    seconds = time.perf_counter() - started
+    held = tolerance.for_runtimes((runner_cls.backend, "cpu"))  # this runtime's own float noise
+    try:
+        with runner_cls(tmp, "cpu") as runner:
+            comparisons = compare_runner(runner, feeds, expected, check_inputs(runner, specs), held)
+    except InputError as exc:
+        detail = str(exc).split(": ", 1)[-1]
+        raise ExportError(f"{destination}: the {kind} artifact is not usable ({detail}); not written") from exc
+    worst = summarize(comparisons)
+    artifact = Artifact(kind, str(destination), worst["max_abs"], worst["max_rel"], worst["passed"],
+                        round(seconds, 3), {**written.details, "tolerance": held.as_dict()})
+    if not artifact.passed:
+        error = ParityError(f"{destination}: the {kind} artifact differs from the Keras model "
+                            f"(max_abs {artifact.max_abs:.3g}, max_rel {artifact.max_rel:.3g}); not written")
+        error.artifact = artifact
+        raise error
+    return artifact
+
+
+__all__ = ["Artifact", "ExportError", "export", "check_destinations", "refusal", "requested", "DEFAULT_OPSET"]

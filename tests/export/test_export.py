@@ -116,9 +116,49 @@ def test_a_wrong_artifact_is_not_written(folded_digits, tmp_path, monkeypatch):
         return written
 
     monkeypatch.setitem(__import__("bnfreeze.export", fromlist=["FORMATS"]).FORMATS, "onnx", (scaled_onnx, OnnxRunner))
-    with pytest.raises(bnfreeze.ParityError, match="nothing was written"):
+    with pytest.raises(bnfreeze.ParityError) as caught:
         export(folded_digits, onnx=tmp_path / "m.onnx", tflite=tmp_path / "m.tflite")
-    assert list(tmp_path.iterdir()) == []
+    message = str(caught.value)
+    assert "m.onnx: the onnx artifact differs from the Keras model" in message and "not written" in message
+    assert message.endswith(f"written: {tmp_path / 'm.tflite'} (they passed)"), message
+    assert "\n" not in message
+    # the artifact that passed is not thrown away with the one that did not
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+    with pytest.raises(bnfreeze.ParityError, match="nothing was written"):
+        export(folded_digits, onnx=tmp_path / "only.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+
+
+def test_a_converter_that_fails_costs_only_its_own_artifact(folded_digits, tmp_path, monkeypatch):
+    """A SavedModel its writer cannot make is refused (ExportError, exit 2); the ONNX and TF Lite files that
+    passed are written, and fold's other outputs (the folded model, the report) too."""
+    import json
+
+    from bnfreeze.cli.operations import ExportOptions, fold_file
+    from bnfreeze.export import FORMATS
+
+    def broken(model, path, **kwargs):
+        raise ExportError("the SavedModel exporter failed (a stand-in for a converter error)")
+
+    monkeypatch.setitem(FORMATS, "savedmodel", (broken, FORMATS["savedmodel"][1]))
+    with pytest.raises(ExportError) as caught:
+        export(folded_digits, onnx=tmp_path / "a.onnx", savedmodel=tmp_path / "a_saved", tflite=tmp_path / "a.tflite")
+    assert "a_saved: the SavedModel exporter failed" in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "a.tflite"]
+
+    source = tmp_path / "digits.keras"
+    folded_digits.save(source)
+    out = tmp_path / "out"
+    out.mkdir()
+    exports = ExportOptions(onnx=out / "m.onnx", savedmodel=out / "m_saved", tflite=out / "m.tflite")
+    with pytest.raises(ExportError) as caught:
+        fold_file(source, out / "m.keras", report=out / "report.json", exports=exports, atol=1e-5, rtol=1e-4)
+    assert "written:" in str(caught.value) and str(out / "m.keras") in str(caught.value)
+    assert sorted(p.name for p in out.iterdir()) == ["m.keras", "m.onnx", "m.tflite", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    refused = [a for a in report["artifacts"] if a.get("written") is False]
+    assert [a["kind"] for a in refused] == ["savedmodel"] and "exporter failed" in refused[0]["error"]
+    assert keras.models.load_model(out / "m.keras") is not None
 
 
 def test_peer_leaves_bn_nodes_that_bnfreeze_folds(tmp_path):
