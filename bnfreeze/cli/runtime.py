@@ -68,6 +68,11 @@ class _QuietLoader(importlib.abc.Loader):
                     os.dup2(saved, 2)
         finally:
             os.close(saved)
+        # TensorFlow's Python warnings ("N out of the last N calls ... triggered tf.function retracing", from
+        # the checks that run a model at several shapes on purpose) are not the user's to act on
+        import logging
+
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 _QUIET = _QuietTensorFlow()

@@ -245,6 +245,11 @@ def copy_model(model):
         raise InputError(f"{model_label(model)}: a model rebuilt from its config does not hold the same layers "
                          f"({type(model).__name__}.get_config does not describe it)")
     copy_state(model, twin)
+    # an input the class makes without a name gets Keras's next automatic one in the twin: give it the
+    # original's, by which data and artifacts are paired with the model
+    for mine, theirs in zip(getattr(model, "inputs", None) or [], getattr(twin, "inputs", None) or []):
+        if getattr(theirs, "name", None) != getattr(mine, "name", None):
+            theirs.name = mine.name
     return twin
 
 

@@ -177,7 +177,7 @@ def recalibrate(
 
     details: dict = {"batch_size": batch_size, "replicas": executor.replicas}
     if reading.notes:
-        details["structure"] = reading.notes_dicts()
+        details["structure"] = _structure_notes(reading)
     if cluster.workers > 1:
         details["workers"] = cluster.workers
     if mode == "exact":
@@ -252,6 +252,28 @@ def _plain_reading(model, label: str):
     if reading.changed and any(reading.source_of(bn) is None for bn in _batch_norms(reading.model)):
         return PlainModel(model=model, original=model, notes=reading.notes)  # a BN it cannot trace back
     return reading
+
+
+#: what each reading of a layer means for recalibrate, whose output keeps the model's own classes and layers
+_MEANING = {
+    "read as Functional": "its call is Keras's own: measured as the graph it holds; the output keeps the class "
+                          "and all it carries",
+    "traced": "{detail}; its BNs measured through the traced call, the output keeps the layer as it is",
+    "opaque": "{detail}; its BNs keep their statistics",
+    "dropped": "the identity at inference, so not run while measuring; the output keeps it",
+    "pinned": "run at training=False while measuring, as at inference; the output keeps it as it is",
+}
+
+
+def _structure_notes(reading) -> list[dict]:
+    """The plain reading's notes, said for recalibrate (fold's notes speak of the plain model it writes)."""
+    notes = []
+    for note in reading.notes_dicts():
+        meaning = _MEANING.get(note["action"])
+        if meaning is not None:
+            note = {**note, "detail": meaning.format(detail=note["detail"])}
+        notes.append(note)
+    return notes
 
 
 def _batch_norms(model) -> list:
