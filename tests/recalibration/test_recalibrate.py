@@ -454,8 +454,9 @@ def test_a_model_without_an_order_is_refused_naming_its_file(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["exact", "precise"])
-def test_a_nested_functional_subclass_runs_its_own_call_and_keeps_its_bns(mode):
-    # before: its graph was inlined and its call ignored: bn was measured on what the graph, not the model, computes
+def test_a_nested_functional_subclass_with_its_own_call_is_measured_through_that_call(mode):
+    # once its graph was inlined and its call ignored (bn measured on what the graph, not the model, computes);
+    # then it was kept whole; now its call is traced (as fold reads it) and both BNs are measured through it
     import keras
     from keras import layers
 
@@ -466,15 +467,21 @@ def test_a_nested_functional_subclass_runs_its_own_call_and_keeps_its_bns(mode):
 
     keras.utils.set_random_seed(0)
     inner_in = keras.Input((4,))
-    inner = Doubled(inner_in, layers.BatchNormalization(name="inner_bn")(layers.Dense(4)(inner_in)), name="doubled")
+    inner = Doubled(inner_in, layers.BatchNormalization(name="inner_bn")(layers.Dense(4, name="d")(inner_in)),
+                    name="doubled")
     inputs = keras.Input((4,))
     model = keras.Model(inputs, layers.BatchNormalization(name="bn")(inner(inputs)))
     x = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
     result = recalibrate(model, data_of(model, x), mode=mode)
-    assert [c.name for c in result.changes] == ["bn"]
-    assert [k["name"] for k in result.kept] == ["doubled/inner_bn"]
-    observed = np.asarray(inner(x, training=False), np.float64)
+    assert sorted(c.name for c in result.changes) == ["bn", "doubled/inner_bn"]
+    assert result.kept == []
+    doubled = result.model.get_layer("doubled")
+    assert type(doubled) is Doubled
     if mode == "exact":
+        dense = np.asarray(doubled.get_layer("d")(x), np.float64)
+        assert_close(doubled.get_layer("inner_bn").moving_mean.numpy(), dense.mean(axis=0))
+        assert_close(doubled.get_layer("inner_bn").moving_variance.numpy(), dense.var(axis=0))
+        observed = np.asarray(doubled(x, training=False), np.float64)  # with its new statistics, through its call
         assert_close(bn_statistics(result.model)["bn"][0], observed.mean(axis=0))
         assert_close(bn_statistics(result.model)["bn"][1], observed.var(axis=0))
 
