@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
+from benchmarks_md import write_section  # noqa: E402
 
 START = "<!-- bench_int8: start (written by scripts/bench_int8.py) -->"
 END = "<!-- bench_int8: end -->"
@@ -316,18 +317,6 @@ def markdown(results: list[dict], machine: str, args) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the int8 section of ``path`` (between the markers), or append it; keep everything else."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section.rstrip("\n") + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(MODELS))
@@ -353,7 +342,7 @@ def main() -> None:
             results.append(bench(name, args.epochs, args.calls, args.seed, folder))
             print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     section = markdown(results, machine, args)
-    write_section(args.out, section)
+    write_section(args.out, section, START, END)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     print(section)

@@ -27,6 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from benchmarks_md import write_section
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
@@ -156,18 +157,6 @@ def markdown(rows: list[Row], machine: str, args) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the section between the markers in ``path``, or append it; keep everything else."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section.rstrip("\n") + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="zoo entries (default: every one but the heavy ones)")
@@ -190,7 +179,7 @@ def main() -> None:
     section = markdown(rows, machine, args)
     print(section)
     if args.out:
-        write_section(args.out, section)
+        write_section(args.out, section, START, END)
 
 
 if __name__ == "__main__":

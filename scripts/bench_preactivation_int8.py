@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import numpy as np  # noqa: E402
+from benchmarks_md import write_section  # noqa: E402
 
 START = "<!-- bench_preactivation_int8: start (written by scripts/bench_preactivation_int8.py) -->"
 END = "<!-- bench_preactivation_int8: end -->"
@@ -146,16 +147,6 @@ def markdown(results: dict, machine: str, args) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
@@ -177,7 +168,7 @@ def main() -> None:
             results[seed] = run_seed(seed, args.epochs, Path(tmp))
             print(f"seed {seed}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     section = markdown(results, machine, args)
-    write_section(args.out, section)
+    write_section(args.out, section, START, END)
     print(section)
 
 
