@@ -167,7 +167,20 @@ def _open(path: Path) -> dict[str, np.ndarray]:
     raise InputError(f"{path}: unknown data format {path.suffix or '(no suffix)'!r}; expected .npy or .npz")
 
 
-class _Rows(ABC):
+class _RowArray:
+    """What NumPy and the batch readers ask of an array read by rows: its length and ``np.asarray``."""
+
+    shape: tuple
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        array = self[:]
+        return array if dtype is None else array.astype(dtype)
+
+
+class _Rows(_RowArray, ABC):
     """An array in a file, read row range by row range, never whole.
 
     Reads the ``.npy`` header and then only the rows asked for, so memory
@@ -197,13 +210,6 @@ class _Rows(ABC):
     @abstractmethod
     def _open_stream(self):
         """A binary stream of the ``.npy`` bytes (any position: readers seek)."""
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype=None, copy=None):
-        array = self[:]
-        return array if dtype is None else array.astype(dtype)
 
     def __getitem__(self, index):
         if not self.shape:
@@ -357,7 +363,7 @@ def load_arrays(path, specs: list[TensorSpec], rescale: float | None = None) -> 
                      rescale=rescale)
 
 
-class ConcatRows:
+class ConcatRows(_RowArray):
     """Arrays of several files read as one, by row ranges (each part read only where asked)."""
 
     def __init__(self, parts: list):
@@ -366,13 +372,6 @@ class ConcatRows:
         self.dtype = np.result_type(*[p.dtype for p in parts])
         self.ndim = len(self.shape)
         self.offsets = np.cumsum([0] + [int(p.shape[0]) for p in parts])
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype=None, copy=None):
-        array = self[:]
-        return array if dtype is None else array.astype(dtype)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
