@@ -17,6 +17,7 @@ from bnfreeze.errors import InputError
 from bnfreeze.export import DEFAULT_OPSET, check_destinations, export, requested
 from bnfreeze.fold.api import FoldResult, fold
 from bnfreeze.fold.inspection import NormalizationRow, inspect, plan_rows
+from bnfreeze.fold.plain import input_specs_of
 from bnfreeze.io.files import atomic_path, check_output_paths, committed_together, derived_path, is_special, to_json
 from bnfreeze.io.models import check_model_file, load_model, model_label
 from bnfreeze.io.progress import NoProgress
@@ -83,7 +84,6 @@ def fold_file(
 
     ``progress`` hears of each step as it starts; ``on_folded`` gets the fold report once parity has held,
     before any artifact is exported (minutes, for a large model)."""
-    from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
 
     model_path = Path(model_path)
@@ -100,7 +100,7 @@ def fold_file(
     progress = progress or NoProgress()
     progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
-    source = open_data(data, input_specs(model), rescale, model=model) if data is not None else None
+    source = open_data(data, input_specs_of(model), rescale, model=model) if data is not None else None
     progress.start(f"folding {model_path} and checking parity", None)
     result = fold(model, atol=atol, rtol=rtol, seed=seed, data=source, max_kept=max_kept)
     result.report["model"] = str(model_path)
@@ -195,7 +195,6 @@ def recalibrate_file(
     without writing once the chief is done. Returns the RecalibrationResult,
     the FoldResult (or None) and the report dict that ``report`` receives.
     """
-    from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import check_data_path, open_data
     from bnfreeze.recalibration import parse_bytes, recalibrate
     from bnfreeze.recalibration.execution import cluster_of
@@ -228,7 +227,7 @@ def recalibrate_file(
     if progress is not None:
         progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
-    specs = input_specs(model)
+    specs = input_specs_of(model)
     data = open_data(calib_data, specs, rescale, feature=feature, feature_type=feature_type, model=model)
     evaluation = None
     if eval_data is not None:
@@ -307,7 +306,6 @@ def quantize_file(
 
     Returns the report dict (the JSON ``report`` receives).
     """
-    from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
     from bnfreeze.quantize.pipeline import QuantizeCheckError, quantize
     from bnfreeze.quantize.agreement import criteria
@@ -328,7 +326,7 @@ def quantize_file(
     progress.start(f"loading {model_path}", None)
     model = load_model(model_path, unsafe=unsafe)
     criteria(model, checks, min_top1, min_snr)  # bounds the checks would not use: before any work
-    specs = input_specs(model)
+    specs = input_specs_of(model)
     data = open_data(calib_data, specs, scale, model=model)
     evaluation = None
     if eval_data is not None:
@@ -395,7 +393,6 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
     """
     from bnfreeze.html.page import (bn_facts, compare_warning, describe_data, has_max_pooling, match_bns,
                                     parity_facts, render)
-    from bnfreeze.io.signature import input_specs
     from bnfreeze.io.sources import open_data
     from bnfreeze.parity import fixed_batch, random_data
 
@@ -411,7 +408,7 @@ def report_file(model_path, output=None, *, compare=None, data=None, samples: in
         raise InputError(f"{data}: no such file or folder")
     model = load_model(model_path, unsafe=unsafe)
     other = load_model(compare, unsafe=unsafe) if compare is not None else None
-    specs = input_specs(model)
+    specs = input_specs_of(model)
     fixed = fixed_batch(specs)  # Input(batch_shape=...), stateful RNNs: every batch must have that size
     if fixed and data is None:
         samples = -(-samples // fixed) * fixed

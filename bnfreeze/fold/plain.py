@@ -642,3 +642,14 @@ def plain_model(model) -> PlainModel:
     sources = reader.transfer(rebuilt)
     return PlainModel(model=rebuilt, original=model, notes=reader.notes, unused_bns=reader.unused_bns,
                       opaque=reader.opaque, sources=sources)
+
+
+def input_specs_of(model) -> list:
+    """The input specs of ``model`` (:func:`bnfreeze.io.signature.input_specs`); a subclassed model, which
+    records no inputs, has those of its plain reading (its call traced on the shapes it was built with)."""
+    from bnfreeze.io.signature import input_specs
+
+    if not hasattr(model, "inputs"):
+        return input_specs(plain_model(model).model)
+    return input_specs(model)
+

@@ -177,10 +177,41 @@ def rebuild(model, config):
     import keras
 
     serialized = keras.saving.serialize_keras_object(model)
-    serialized["config"] = config
+    serialized["config"] = copy.deepcopy(config)
+    _name_every_layer(serialized["config"])
     serialized.pop("build_config", None)
     serialized.pop("compile_config", None)
     return keras.saving.deserialize_keras_object(serialized, safe_mode=False)
+
+
+def _name_every_layer(config: dict) -> None:
+    """Give each layer entry of a graph config (nested graphs included) its node name in its own config,
+    where the class's ``get_config`` leaves the name out and its constructor takes one: rebuilt without
+    it, the layer would get Keras's next automatic name (``blk_1``), and be found by no name."""
+    import keras
+
+    for entry in config.get("layers", []) if isinstance(config, dict) else []:
+        inner = entry.get("config")
+        if not isinstance(inner, dict):
+            continue
+        if "layers" in inner:
+            _name_every_layer(inner)
+        if "name" in inner or "name" not in entry:
+            continue
+        cls = keras.saving.get_registered_object(entry.get("registered_name") or entry.get("class_name"))
+        if _takes_a_name(cls):
+            inner["name"] = entry["name"]
+
+
+def _takes_a_name(cls) -> bool:
+    """Does ``cls``'s constructor take ``name`` (by name or as one of its ``**kwargs``)?"""
+    import inspect
+
+    try:
+        parameters = inspect.signature(cls.__init__).parameters.values() if cls is not None else []
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "name" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _transfer_weights(old, new, path, new_weights, changed_paths) -> None:
@@ -238,6 +269,8 @@ def copy_model(model):
 
     serialized = keras.saving.serialize_keras_object(model)
     serialized.pop("compile_config", None)
+    if isinstance(serialized.get("config"), dict) and "name" not in serialized["config"] and _takes_a_name(type(model)):
+        serialized["config"]["name"] = model.name  # else the twin is Keras's next automatic name (net_1)
     twin = keras.saving.deserialize_keras_object(serialized, safe_mode=False)
     mine = model._flatten_layers(include_self=True, recursive=True)
     theirs = twin._flatten_layers(include_self=True, recursive=True)

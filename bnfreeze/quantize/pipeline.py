@@ -25,9 +25,9 @@ from bnfreeze.export import check_destinations
 from bnfreeze.export.formats import DEFAULT_OPSET, ExportError
 from bnfreeze.fold.api import FoldResult, fold as fold_model
 from bnfreeze.fold.classes import is_batch_norm
+from bnfreeze.fold.plain import input_specs_of
 from bnfreeze.fold.rules import INT8_RULES
 from bnfreeze.io.files import atomic_path, committed_together
-from bnfreeze.io.signature import input_specs
 from bnfreeze.quantize.agreement import Agreement, criteria, measure
 from bnfreeze.quantize.calibration import sample_count
 from bnfreeze.quantize.facts import ArtifactFacts, file_facts
@@ -95,7 +95,7 @@ def _open(data, model):
 
         if not Path(data).exists():
             raise InputError(f"{data}: no such file or folder")
-        return open_data(data, input_specs(model))
+        return open_data(data, input_specs_of(model))
     return data
 
 

@@ -293,9 +293,9 @@ def _explain_opaque(program: Program, reading) -> None:
 
 
 def _specs(model):
-    from bnfreeze.io.signature import input_specs
+    from bnfreeze.fold.plain import input_specs_of
 
-    return input_specs(model)
+    return input_specs_of(model)
 
 
 def _worker_share(data, max_samples: int | None, batch_size: int, cluster):

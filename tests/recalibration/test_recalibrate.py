@@ -643,3 +643,45 @@ def test_a_numpy_array_gives_the_statistics_of_the_same_samples_as_a_loader(mode
     for name, (mean, var) in bn_statistics(exact.model).items():
         np.testing.assert_allclose(bn_statistics(by_array.model)[name][0], mean, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(bn_statistics(by_array.model)[name][1], var, rtol=1e-6)
+
+
+def test_a_subclassed_model_and_a_block_whose_config_has_no_name_are_recalibrated(tmp_path):
+    """A ``keras.Model`` subclass with its own call records no inputs (its inputs come from its plain
+    reading), and a block whose ``get_config`` leaves its name out is rebuilt under its own name (it was
+    exit 3: 'no such layer blk_1'); both keep their classes and names, with exact statistics."""
+    import keras
+    from keras import layers
+
+    @keras.saving.register_keras_serializable(package="test_recalibrate")
+    class Net(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = layers.Conv2D(4, 3)
+            self.norm = layers.BatchNormalization()
+
+        def call(self, x, training=False):
+            return self.norm(self.conv(x), training=training)
+
+    @keras.saving.register_keras_serializable(package="test_recalibrate")
+    class Nameless(layers.Layer):  # Keras's own get_config, which leaves a subclass's name out here
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = layers.Conv2D(4, 3)
+            self.norm = layers.BatchNormalization()
+
+        def call(self, x, training=None):
+            return self.norm(self.conv(x), training=training)
+
+    x = np.random.default_rng(2).normal(0.5, 2.0, (24, 8, 8, 3)).astype(np.float32)
+    net = Net(name="net")
+    net(x[:1])
+    inputs = keras.Input((8, 8, 3))
+    functional = keras.Model(inputs, Nameless(name="blk")(inputs))
+    for model, block in ((net, net), (functional, functional.get_layer("blk"))):
+        result = recalibrate(model, x, batch_size=5)
+        assert len(result.changes) == 1 and result.kept == []
+        twin = result.model if block is model else result.model.get_layer("blk")
+        assert type(twin) is type(block) and twin.name == block.name
+        conv = np.asarray(twin.conv(x), np.float64).reshape(-1, 4)
+        assert_close(twin.norm.moving_mean.numpy(), conv.mean(axis=0))
+        assert_close(twin.norm.moving_variance.numpy(), conv.var(axis=0))
