@@ -4,7 +4,7 @@ The deployment domain differs from the training domain by lower contrast, a
 brightness offset and sensor noise (``shift``). The model is recalibrated,
 in every mode, on *unlabelled* shifted training images and evaluated on the
 shifted test split; a control recalibrates on clean training images and is
-evaluated on the clean test split. Prints a Markdown table (the README shows
+evaluated on the clean test split. Prints a Markdown table (docs/recalibrate.md shows
 it) and, with ``--json``, writes the numbers.
 
 Run: ``python scripts/adabn_demo.py`` (needs the ``test`` extras).
