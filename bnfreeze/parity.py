@@ -175,15 +175,18 @@ def _scaled(specs, arrays, magnitude: float):
             for spec, a in zip(specs, arrays)]
 
 
-def run_original(reference, arrays, training=False) -> list[np.ndarray]:
-    """Run the original model; a model that cannot run on inputs of its own declared shapes is bad input."""
+def run_original(reference, arrays, training=False, source=None) -> list[np.ndarray]:
+    """Run the original model; a model that cannot run on inputs of its own declared shapes is bad input.
+    ``source`` names the data the inputs come from (None: seeded random inputs)."""
     try:
         return run_keras(reference, arrays, training)
     except Exception as exc:
-        from bnfreeze.errors import cannot_run
+        from bnfreeze.errors import runtime_refusal
         from bnfreeze.io.models import model_label
 
-        refusal = cannot_run(model_label(reference), exc)
+        # no kernel for an op here, or ids beyond an Embedding the range checks could not see (one inside
+        # a user's layer, or ids computed before the lookup): one line
+        refusal = runtime_refusal(model_label(reference), exc, source)
         if refusal is not None:
             raise refusal from exc
         shapes = ", ".join(str(tuple(np.shape(a))) for a in arrays)
@@ -195,8 +198,9 @@ class _NotFinite(Exception):
     """The original model's own outputs overflow at these (scaled) inputs: nothing to compare them with."""
 
 
-def _compare_run(reference, candidate, arrays, training, names, label, tolerance, scaled: bool = False):
-    expected = run_original(reference, arrays, training)
+def _compare_run(reference, candidate, arrays, training, names, label, tolerance, scaled: bool = False,
+                 source=None):
+    expected = run_original(reference, arrays, training, source)
     if scaled and not all(np.all(np.isfinite(e)) for e in expected if np.issubdtype(e.dtype, np.floating)):
         raise _NotFinite()
     got = run_keras(candidate, arrays, training)
@@ -206,11 +210,12 @@ def _compare_run(reference, candidate, arrays, training, names, label, tolerance
             for name, ref, cand in zip(names, expected, got)]
 
 
-def _deterministic(model, arrays, tolerance) -> bool:
-    """Does the default call of ``model`` give the same outputs twice in a row (no active dropout or noise)?"""
+def _deterministic(model, arrays, tolerance, training=None) -> bool:
+    """Does ``model`` (its default call, or the call with ``training``) give the same outputs twice in a row
+    (no active dropout or noise, no state that changes between calls)?"""
     with preserved_state(model):
-        first = run_keras(model, arrays, None)
-        second = run_keras(model, arrays, None)
+        first = run_keras(model, arrays, training)
+        second = run_keras(model, arrays, training)
     return all(compare_output("", a, b, tolerance).passed for a, b in zip(first, second))
 
 
@@ -252,11 +257,11 @@ def check_models(
     for offset, (training, batch, magnitude) in enumerate(runs):
         batch = fixed_batch(specs) or batch  # inputs that fix the batch size run at that size
         arrays = _scaled(specs, random_inputs(specs, batch, seed + offset, int_high=ranges), magnitude)
-        cases.append((training, arrays, f"random x{magnitude:g}", False, magnitude != 1.0))
+        cases.append((training, arrays, f"random x{magnitude:g}", False, magnitude != 1.0, None))
     if any(d is None for spec in specs if spec.dtype != "string" for d in spec.shape[1:]):
         # unknown sizes: also at an odd size; a model that cannot run there is not compared there
         arrays = random_inputs(specs, fixed_batch(specs) or 1, seed + len(runs), ODD_FREE_DIM, int_high=ranges)
-        cases.append((False, arrays, f"random x1, unknown dims {ODD_FREE_DIM}", True, False))
+        cases.append((False, arrays, f"random x1, unknown dims {ODD_FREE_DIM}", True, False, None))
     if data is not None:
         size = fixed_batch(specs) or DATA_BATCH
         for index, feed in enumerate(data.batches(size, max(DATA_SAMPLES, size))):
@@ -265,17 +270,19 @@ def check_models(
                 break  # a model with a fixed batch size cannot run the last, smaller batch
             first = index * size
             label = f"{getattr(data, 'source', 'data')} samples {first}-{first + len(arrays[0]) - 1}"
-            cases.append((False, arrays, label, False, False))
+            source = getattr(data, "source", None)
+            cases.append((False, arrays, label, False, False, source))
             if index == 0:
-                cases.append((None, arrays, label, False, False))
-    for training, arrays, inputs, optional, scaled in cases:
+                cases.append((None, arrays, label, False, False, source))
+    for training, arrays, inputs, optional, scaled, source in cases:
         call = "training=False" if training is False else "default call"
         batch = int(arrays[0].shape[0]) if arrays else 0
         label = f"{call}, batch {batch}, {inputs}"
         expected_model = default_reference if training is None and default_reference is not None else reference
         try:
             with preserved_state(reference, candidate, expected_model):
-                found = _compare_run(expected_model, candidate, arrays, training, names, label, tolerance, scaled)
+                found = _compare_run(expected_model, candidate, arrays, training, names, label, tolerance, scaled,
+                                     source)
         except _NotFinite:  # float16 at x100, say: the other runs still compare every output
             records.append(ParityRun(call, inputs, 0, 0.0, 0.0, True,
                                      "the original model's outputs overflow at these inputs: not compared"))
@@ -287,6 +294,13 @@ def check_models(
                                      "the original model does not run at this size: not compared"))
             continue
         note = None
+        if training is False and not all(c.passed for c in found) and not _deterministic(expected_model, arrays,
+                                                                                          tolerance, False):
+            from bnfreeze.io.models import model_label
+
+            raise InputError(f"{model_label(reference)}: gives different outputs for the same inputs at inference "
+                             f"({label}): dropout or noise active at training=False, or state that changes "
+                             "between calls; no fold of it can be checked")
         if training is None and not all(c.passed for c in found) and not _deterministic(expected_model, arrays,
                                                                                          tolerance):
             note = "the default call is not deterministic (dropout or noise active in it): not comparable"

@@ -106,14 +106,17 @@ def compute_dtype(model) -> str:
 
 def output_precisions(model) -> list[str]:
     """For each output (in ``keras.tree.flatten`` order), the lowest compute precision of the layers
-    it depends on (the whole of a nested model or custom layer on the way counts)."""
+    it depends on (the whole of a nested model or custom layer on the way counts), and of the tensors on the
+    way (a layer that casts its float32 result to float16 rounds it there)."""
     import keras
 
     result = []
     for tensor in keras.tree.flatten(model.outputs):
         dtypes, seen, stack = set(), set(), [tensor]
         while stack:
-            history = getattr(stack.pop(), "_keras_history", None)
+            current = stack.pop()
+            dtypes.add(str(getattr(current, "dtype", "")))
+            history = getattr(current, "_keras_history", None)
             if history is None:
                 continue
             operation, node_index = history[0], history[1]

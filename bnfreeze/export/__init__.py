@@ -122,6 +122,12 @@ def export(
         from bnfreeze.export.formats import check_opset
 
         check_opset(opset)
+    if not hasattr(model, "inputs"):
+        # a subclassed model records no inputs or outputs to name the artifacts' after: its plain reading
+        # (its call traced and checked against it, bnfreeze.fold.plain) is what is converted and compared
+        from bnfreeze.fold.plain import plain_model
+
+        model = plain_model(model).model
     tolerance = tolerance.resolved(model)
     specs = input_specs(model)
     fixed = fixed_batch(specs)

@@ -54,10 +54,11 @@ def default_call_note(plain: PlainModel | None) -> str | None:
     """How the original's default call ``model(x)`` differs from its inference call, or None."""
     if plain is None or not plain.default_call_changed:
         return None
-    names = [n.layer for n in plain.notes if n.action in ("dropped", "pinned")]
+    names = [n.layer for n in plain.notes if n.action in ("dropped", "pinned")] + list(plain.pinned_calls)
     shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-    return (f"under model(x) the original passes training=True on from {shown} (Keras's default for "
-            "preprocessing layers): layers after them run in training mode there (BNs on batch statistics, "
+    return (f"under model(x) the original passes training=True on from {shown} (layers whose call defaults to "
+            "training=True, as Keras's preprocessing layers do): they and the layers after them run in training "
+            "mode there (BNs on batch statistics, "
             "augmentation and dropout active). predict, serving and every export call it with training=False; "
             "the output computes that under both calls")
 

@@ -93,6 +93,8 @@ class PlainModel:
     #: ``{id(plain layer): original layer}`` for each layer of a rebuilt plain model that stands for a
     #: layer of ``original`` (its state was copied from it); empty when nothing changed.
     sources: dict[int, Any] = field(default_factory=dict, repr=False)
+    #: traced layers whose own call defaults to training=True (the original's model(x) runs them so)
+    pinned_calls: list[str] = field(default_factory=list)
 
     def source_of(self, layer):
         """The layer of ``original`` that ``layer`` (of ``model``) stands for: itself when nothing changed,
@@ -113,7 +115,7 @@ class PlainModel:
         default call the inference call; the original's default call passes
         ``training=True`` on to the layers after it.
         """
-        return any(note.action in ("dropped", "pinned") for note in self.notes)
+        return bool(self.pinned_calls) or any(note.action in ("dropped", "pinned") for note in self.notes)
 
     def notes_dicts(self) -> list[dict]:
         return [note.as_dict() for note in self.notes]
@@ -179,8 +181,26 @@ def _keep_input_names(config: dict, model) -> None:
             stack.extend(item.values())
 
 
+def _recorded_reshape(layer) -> str | None:
+    """``"(None, 12, 12, 3) differs from its input's (None, 16, 16, 3)"`` where the graph records another
+    output shape for ``layer`` than its input's, else None."""
+    try:
+        before, after = tuple(layer.input.shape), tuple(layer.output.shape)
+    except (AttributeError, ValueError):  # no single recorded call
+        return None
+    return None if before == after else f"{after} differs from its input's {before}"
+
+
 def _needs(layer) -> str:
-    package = type(layer).__module__.split(".")[0]
+    """What the output needs to load where it keeps ``layer`` as it is: its package, or the file that
+    ``--custom-objects`` imported its class from."""
+    import sys
+
+    module = type(layer).__module__
+    package = module.split(".")[0]
+    if package.startswith("bnfreeze_custom_objects"):  # a --custom-objects file, imported under a made-up name
+        where = getattr(sys.modules.get(module), "__file__", None)
+        return f" (the output needs the classes of {where or 'the --custom-objects file'} to load)"
     return f" (the output needs {package} to load)" if package not in ("keras", "__main__", "builtins") else ""
 
 
@@ -188,9 +208,15 @@ def _rebuild_problem(layer) -> str | None:
     """Why ``layer`` does not come back from its own config as itself (bnfreeze writes it so), or None."""
     import keras
 
+    from bnfreeze.fold.rewrite import takes_a_name
+
     label = f"{layer.name} ({class_label(layer)})"
     try:
-        clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=False)
+        serialized = keras.saving.serialize_keras_object(layer)
+        inner = serialized.get("config")
+        if isinstance(inner, dict) and "name" not in inner and takes_a_name(type(layer)):
+            inner["name"] = layer.name  # as bnfreeze writes it (bnfreeze.fold.rewrite.name_every_layer)
+        clone = keras.saving.deserialize_keras_object(serialized, safe_mode=False)
     except Exception as exc:  # the class's own config does not round-trip
         text = " ".join(str(exc).split())
         return f"{label} does not rebuild from its own config ({type(exc).__name__}: {text[:120]})"
@@ -281,6 +307,10 @@ class _Reader:
         self.label = label
         self.notes: list[StructureNote] = []
         self.sources: dict[Path, Any] = {}
+        #: traced layers whose call defaults to training=True (traced, as every layer, at training=False)
+        self.pinned_calls: list[str] = []
+        #: dropped layers whose recorded output shape is not their input's (RandomCrop): why a rebuild may fail
+        self.reshaping_drops: list[str] = []
         self.graphs: set[Path] = set()
         self.unused_bns: list[tuple[str, str]] = []
         self.opaque: dict[str, Opaque] = {}
@@ -405,6 +435,10 @@ class _Reader:
             if trains_by_default(layer):
                 if drops_at_inference(layer, dtypes):
                     dropped.append(name)
+                    reshaped = _recorded_reshape(layer)
+                    if reshaped is not None:
+                        self.reshaping_drops.append(f"{self.qualified(here)} ({class_label(layer)}) is the identity "
+                                                    f"at inference, but its recorded output shape {reshaped}")
                     self.note(here, layer, "dropped", "a random augmentation: the identity at inference "
                               "(predict, serving and every export call it with training=False)")
                 else:
@@ -562,11 +596,17 @@ class _Reader:
             self.note(path, layer, "opaque", f"kept as it is{_needs(layer)}: {reason}")
             return
         nodes = None
+        pin = trains_by_default(layer)
+        if pin:  # the original's default call model(x) runs it in training mode: the plain model's does not
+            last = self.notes[-1]
+            self.notes[-1] = StructureNote(last.layer, last.cls, last.action, last.detail + (
+                "; its call defaults to training=True: traced at training=False, what predict, serving and "
+                "every export do, so model(x) of the output is its inference call"))
+            self.pinned_calls.append(last.layer)
         if not sequential:
             nodes = []
             # Keras records the default of a call that defaults to training=True (Pipeline) as if it were
             # passed: such a call is pinned to training=False, like a preprocessing layer
-            pin = trains_by_default(layer)
             for node in entry.get("inbound_nodes", []):
                 tensors = [{"class_name": "__keras_tensor__", "config": t} for t in _node_tensors(node)]
                 training = False if pin else (node.get("kwargs") or {}).get("training")
@@ -631,17 +671,24 @@ def plain_model(model) -> PlainModel:
         unwritable = f"{reader.label}: bnfreeze cannot write a model holding {name}: {why}"
     if not reader.changed:
         return PlainModel(model=model, original=model, notes=reader.notes, unused_bns=reader.unused_bns,
-                          opaque=reader.opaque, unwritable=unwritable)
+                          opaque=reader.opaque, unwritable=unwritable, pinned_calls=reader.pinned_calls)
     if unwritable:
         raise InputError(unwritable)
+    from bnfreeze.fold.rewrite import name_every_layer
+
+    name_every_layer(entry.get("config") or {})
     try:
         rebuilt = keras.saving.deserialize_keras_object(entry, safe_mode=False)
     except Exception as exc:
+        why = ""
+        if reader.reshaping_drops:  # the layers after it were built (and traced) for the recorded shape
+            why = (f"; {reader.reshaping_drops[0]}, and the layers after it were built for that shape: at "
+                   "inference the original runs them on the unchanged input")
         raise InputError(f"{reader.label}: its plain Keras graph does not rebuild "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}){why}") from exc
     sources = reader.transfer(rebuilt)
     return PlainModel(model=rebuilt, original=model, notes=reader.notes, unused_bns=reader.unused_bns,
-                      opaque=reader.opaque, sources=sources)
+                      opaque=reader.opaque, sources=sources, pinned_calls=reader.pinned_calls)
 
 
 def input_specs_of(model) -> list:

@@ -178,13 +178,13 @@ def rebuild(model, config):
 
     serialized = keras.saving.serialize_keras_object(model)
     serialized["config"] = copy.deepcopy(config)
-    _name_every_layer(serialized["config"])
+    name_every_layer(serialized["config"])
     serialized.pop("build_config", None)
     serialized.pop("compile_config", None)
     return keras.saving.deserialize_keras_object(serialized, safe_mode=False)
 
 
-def _name_every_layer(config: dict) -> None:
+def name_every_layer(config: dict) -> None:
     """Give each layer entry of a graph config (nested graphs included) its node name in its own config,
     where the class's ``get_config`` leaves the name out and its constructor takes one: rebuilt without
     it, the layer would get Keras's next automatic name (``blk_1``), and be found by no name."""
@@ -195,15 +195,15 @@ def _name_every_layer(config: dict) -> None:
         if not isinstance(inner, dict):
             continue
         if "layers" in inner:
-            _name_every_layer(inner)
+            name_every_layer(inner)
         if "name" in inner or "name" not in entry:
             continue
         cls = keras.saving.get_registered_object(entry.get("registered_name") or entry.get("class_name"))
-        if _takes_a_name(cls):
+        if takes_a_name(cls):
             inner["name"] = entry["name"]
 
 
-def _takes_a_name(cls) -> bool:
+def takes_a_name(cls) -> bool:
     """Does ``cls``'s constructor take ``name`` (by name or as one of its ``**kwargs``)?"""
     import inspect
 
@@ -269,7 +269,7 @@ def copy_model(model):
 
     serialized = keras.saving.serialize_keras_object(model)
     serialized.pop("compile_config", None)
-    if isinstance(serialized.get("config"), dict) and "name" not in serialized["config"] and _takes_a_name(type(model)):
+    if isinstance(serialized.get("config"), dict) and "name" not in serialized["config"] and takes_a_name(type(model)):
         serialized["config"]["name"] = model.name  # else the twin is Keras's next automatic name (net_1)
     twin = keras.saving.deserialize_keras_object(serialized, safe_mode=False)
     mine = model._flatten_layers(include_self=True, recursive=True)

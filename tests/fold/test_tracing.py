@@ -380,3 +380,197 @@ def test_command_line_lists_traced_and_opaque_blocks(tmp_path):
     assert inspected.returncode == 0, inspected.stderr
     assert "good: traced (bnfreeze_trace_tests>ConvBNReLU)" in inspected.stdout
     assert "branchy: opaque" in inspected.stdout
+
+
+@register
+class TrainsByDefault(_Block):
+    """A block whose call defaults to training=True and adds 100 in training mode: model(x) of a model
+    holding it runs that branch, predict and every export do not."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(4, 3, padding="same", name="conv")
+        self.bn = layers.BatchNormalization(name="bn")
+
+    def call(self, x, training=True):
+        y = self.bn(self.conv(x), training=training)
+        return y + 100.0 if training else y
+
+
+def test_a_block_whose_call_defaults_to_training_true_folds_for_inference_and_says_so():
+    a = keras.Input((6, 6, 3))
+    model = keras.Model(a, TrainsByDefault(name="block")(a))
+    randomize_bn(model, seed=2)
+    result = bnfreeze.fold(model)
+    assert result.parity.passed and [e["bn"] for e in result.report["folded"]] == ["block/bn"]
+    (note,) = result.report["structure"]
+    assert note["action"] == "traced" and "defaults to training=True" in note["detail"]
+    assert "block" in result.report["default_call"]
+    x = np.random.default_rng(3).standard_normal((2, 6, 6, 3)).astype("float32")
+    want = np.asarray(model(x, training=False))
+    for got in (result.model(x), result.model(x, training=False), result.model.predict(x, verbose=0)):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+@register
+class NamelessScaled(layers.Layer):
+    """Keras's own get_config, which leaves the name of a subclass taking ``**kw`` out, and a weight used
+    outside any layer (so it is kept as it is)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.conv = layers.Conv2D(4, 3, padding="same")
+        self.bn = layers.BatchNormalization()
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.bn.build((*input_shape[:-1], 4))
+        self.scale = self.add_weight(shape=(4,), initializer="ones", name="scale")
+
+    def call(self, x, training=None):
+        return self.bn(self.conv(x), training=training) * self.scale
+
+
+def test_a_kept_layer_whose_config_leaves_out_its_name_is_written_under_its_name(tmp_path):
+    a = keras.Input((6, 6, 3))
+    x = NamelessScaled(name="scaled")(a)
+    model = keras.Model(a, ConvBNReLU(4, name="after")(x))
+    randomize_bn(model, seed=4)
+    result = bnfreeze.fold(model)  # it was refused whole: 'rebuilds from its own config under another name'
+    actions = {n["layer"]: n["action"] for n in result.report["structure"]}
+    assert actions == {"scaled": "opaque", "after": "traced"}
+    assert [e["bn"] for e in result.report["kept"]] == ["scaled/" + model.get_layer("scaled").bn.name]
+    assert [e["bn"] for e in result.report["folded"]] == ["after/bn"] and result.parity.passed
+    assert "scaled" in [layer.name for layer in result.model.layers]
+
+
+@register
+class RandomAtInference(_Block):
+    """Monte-Carlo dropout: active whatever the call says."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = layers.Dense(4, name="dense")
+        self.bn = layers.BatchNormalization(name="bn")
+        self.drop = layers.Dropout(0.5, name="drop")
+
+    def call(self, x, training=None):
+        return self.drop(self.bn(self.dense(x), training=training), training=True)
+
+
+def test_a_model_random_at_inference_is_said_to_be_random_not_badly_folded():
+    a = keras.Input((4,))
+    model = keras.Model(a, RandomAtInference(name="mc")(a))
+    randomize_bn(model, seed=1)
+    with pytest.raises(bnfreeze.InputError, match="gives different outputs for the same inputs at inference"):
+        bnfreeze.fold(model)
+
+
+@register
+class HalfOut(_Block):
+    """Casts its float32 result to float16: the output carries float16 rounding."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(4, 3, padding="same", name="conv")
+        self.bn = layers.BatchNormalization(name="bn")
+
+    def call(self, x, training=None):
+        return keras.ops.cast(self.bn(self.conv(x), training=training) * 30.0, "float16")
+
+
+def test_an_output_cast_to_float16_is_held_to_float16_tolerances():
+    a = keras.Input((6, 6, 3))
+    model = keras.Model(a, HalfOut(name="half")(a))
+    randomize_bn(model, seed=6)
+    from bnfreeze.compare import Tolerance
+
+    assert [dtype for _name, dtype in Tolerance().resolved(model).output_dtypes] == ["float16"]
+    result = bnfreeze.fold(model)  # it failed at float32's 1e-5/1e-4: max_abs 0.0156, one float16 step
+    assert result.parity.passed, result.report["parity"]
+
+
+@register
+class SubNet(keras.Model):
+    """A subclassed model with its own call: it records no inputs or outputs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(4, 3, name="conv")
+        self.bn = layers.BatchNormalization(name="bn")
+
+    def call(self, x, training=False):
+        return self.bn(self.conv(x), training=training)
+
+
+def test_a_subclassed_model_is_exported_through_its_plain_reading(tmp_path):
+    from bnfreeze.export import export
+
+    model = SubNet(name="subnet")
+    model(np.zeros((1, 8, 8, 3), np.float32))
+    randomize_bn(model, seed=8)
+    artifacts = export(model, onnx=tmp_path / "m.onnx", tflite=tmp_path / "m.tflite")  # it was exit 3
+    assert [a.passed for a in artifacts] == [True, True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.tflite"]
+
+
+@register
+class LooksUp(_Block):
+    """An Embedding inside a layer of its own: the data checks do not see its vocabulary."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embed = layers.Embedding(20, 4, name="embed")
+        self.bn = layers.BatchNormalization(name="bn")
+
+    def call(self, ids, training=None):
+        return self.bn(self.embed(ids), training=training)
+
+
+def test_ids_beyond_a_table_inside_a_users_layer_are_one_line_naming_the_data(tmp_path):
+    from bnfreeze.io.sources import open_data
+    from bnfreeze.io.signature import input_specs
+
+    a = keras.Input((5,), dtype="int32")
+    model = keras.Model(a, LooksUp(name="lookup")(a))
+    randomize_bn(model, seed=9)
+    assert bnfreeze.fold(model).parity.passed  # random ids stay inside the table it holds
+    path = tmp_path / "ids.npy"
+    np.save(path, np.full((4, 5), 25, np.int32))
+    with pytest.raises(bnfreeze.InputError) as caught:
+        bnfreeze.fold(model, data=open_data(path, input_specs(model)))
+    assert str(caught.value).startswith(f"{path}: holds an id the model cannot look up (indices")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_crop_the_graph_records_but_inference_skips_is_named_when_the_graph_cannot_rebuild():
+    a = keras.Input((16, 16, 3))
+    augment = keras.Sequential([layers.RandomFlip(), layers.RandomCrop(12, 12, name="crop")], name="aug")
+    model = keras.Model(a, ConvBNReLU(4, name="block")(augment(a)))
+    with pytest.raises(bnfreeze.InputError, match=r"aug/crop \(RandomCrop\) is the identity at inference, but its "
+                                                  r"recorded output shape \(None, 12, 12, 3\) differs"):
+        bnfreeze.fold(model)
+
+
+def test_a_kept_layer_from_a_custom_objects_file_names_the_file(tmp_path):
+    from bnfreeze.io.custom_objects import import_custom_objects
+
+    module = tmp_path / "my_layers.py"
+    module.write_text(
+        "import keras\n"
+        "@keras.saving.register_keras_serializable('my_layers')\n"
+        "class Gate(keras.layers.Layer):\n"
+        "    def __init__(self, **kwargs):\n"
+        "        super().__init__(**kwargs)\n"
+        "        self.bn = keras.layers.BatchNormalization()\n"
+        "    def build(self, shape):\n"
+        "        self.bn.build(shape)\n"
+        "        self.gain = self.add_weight(shape=shape[-1:], initializer='ones')\n"
+        "    def call(self, x, training=None):\n"
+        "        return self.bn(x, training=training) * self.gain\n")
+    import_custom_objects(module, unsafe=True)
+    gate = keras.saving.get_registered_object("my_layers>Gate")
+    a = keras.Input((4,))
+    result = bnfreeze.fold(keras.Model(a, gate(name="gate")(keras.layers.Dense(4)(a))))
+    (note,) = result.report["structure"]
+    assert note["action"] == "opaque" and f"the output needs the classes of {module} to load" in note["detail"]
