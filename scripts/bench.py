@@ -138,7 +138,8 @@ def tf_callable(model, x, device: str):
 
     def call():
         with tf.device(device):
-            fn(tensor).numpy()
+            for output in tf.nest.flatten(fn(tensor)):  # a dict or list of outputs (KerasHub backbones)
+                output.numpy()
 
     return call
 
