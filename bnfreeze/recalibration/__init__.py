@@ -241,6 +241,7 @@ def _plain_reading(model, label: str):
     """
     from bnfreeze.fold.plain import PlainModel, plain_model
 
+    from bnfreeze.fold.classes import batch_norms_inside
     from bnfreeze.fold.graph import model_kind
 
     try:
@@ -249,7 +250,7 @@ def _plain_reading(model, label: str):
         if model_kind(model) == "subclassed":
             raise  # why bnfreeze cannot read it: the trace's reason, not "a subclassed model"
         return PlainModel(model=model, original=model)
-    if reading.changed and any(reading.source_of(bn) is None for bn in _batch_norms(reading.model)):
+    if reading.changed and any(reading.source_of(bn) is None for bn in batch_norms_inside(reading.model)):
         return PlainModel(model=model, original=model, notes=reading.notes)  # a BN it cannot trace back
     return reading
 
@@ -274,12 +275,6 @@ def _structure_notes(reading) -> list[dict]:
             note = {**note, "detail": meaning.format(detail=note["detail"])}
         notes.append(note)
     return notes
-
-
-def _batch_norms(model) -> list:
-    from bnfreeze.fold.classes import is_batch_norm
-
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if is_batch_norm(layer)]
 
 
 def _explain_opaque(program: Program, reading) -> None:
