@@ -15,6 +15,7 @@ def build(policy: str):
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
+    keras.utils.set_random_seed(3)  # the kernels too: their float16 rounding is what the checks meet
     try:
         model = keras.Sequential([
             keras.Input((8, 8, 3)), layers.Conv2D(6, 3, use_bias=False), layers.BatchNormalization(), layers.ReLU(),
@@ -69,3 +70,66 @@ def test_recalibrate_keeps_statistics_in_the_variable_dtype(policy, stat_dtype):
     rtol = 1e-5 if policy == "float64" else 1e-2
     np.testing.assert_allclose(first.moving_mean.numpy(), seen.mean(axis=(0, 1, 2)), rtol=rtol, atol=rtol)
     np.testing.assert_allclose(first.moving_variance.numpy(), seen.var(axis=(0, 1, 2)), rtol=rtol, atol=rtol)
+
+
+def _tampered(result, factor: float):
+    """The folded model with one output channel of its first convolution scaled by ``factor``."""
+    import keras
+
+    conv = next(l for l in result.model.layers if isinstance(l, keras.layers.Conv2D))
+    kernel = conv.kernel.numpy()
+    kernel[..., 2] *= factor
+    conv.kernel.assign(kernel)
+    return result.model
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_a_low_precision_fold_is_judged_in_its_float32_reading_where_one_channel_shows(policy):
+    """One channel off by 1% hides under float16's rounding and 1e-2 tolerance; the float32 reading,
+    held to float32's 1e-5 / 1e-4, shows it."""
+    from bnfreeze.parity import check_models
+
+    model = build(policy)
+    result = bnfreeze.fold(model)
+    readings = [r for r in result.report["parity"]["runs"] if r["inputs"].endswith(", float32 reading")]
+    own = [r for r in result.report["parity"]["runs"] if not r["inputs"].endswith(", float32 reading")]
+    assert len(readings) == len(own) >= 5 and all(r["max_abs"] < 1e-5 for r in readings)
+    assert result.report["parity"]["float32_reading_tolerance"]["atol"] == DTYPE_TOLERANCES["float32"][0]
+    assert result.report["parity"]["samples"] == sum(r["batch"] for r in own)
+    tampered = _tampered(result, 1.01)
+    unit = ((False, 8, 1.0),)  # a batch of standard-normal inputs, where float16 rounding stays small
+    assert check_models(model, tampered, Tolerance(*DTYPE_TOLERANCES[dtype_of(policy)]), runs=unit).passed
+    parity = check_models(model, tampered, runs=unit)
+    assert not parity.passed
+    assert "float32 reading" in parity.failure() and "float32 defaults" in parity.failure()
+    failed = [r for r in parity.runs if not r.passed]
+    assert failed and all(r.inputs.endswith(", float32 reading") for r in failed)
+    assert [l.dtype_policy.name for l in model.layers] == [l.dtype_policy.name for l in build(policy).layers]
+
+
+def dtype_of(policy: str) -> str:
+    return policy.split("_")[-1]
+
+
+def test_low_precision_rounding_at_large_inputs_is_reported_not_judged():
+    """Softmax outputs over float16 logits of 100s differ by 1e-2 between two exact orders of the same sums:
+    the scaled runs are judged in the float32 reading, and the float16 figures stay in the report."""
+    model = build("mixed_float16")
+    result = bnfreeze.fold(model)
+    runs = result.report["parity"]["runs"]
+    scaled = [r for r in runs if r["inputs"] in ("random x10", "random x100")]
+    assert len(scaled) == 2 and all(r["passed"] and r["note"].startswith("float16 figures reported, not judged") for r in scaled)
+    assert all(r["batch"] == 8 and r["max_abs"] == r["max_abs"] for r in scaled)
+    assert {"random x10, float32 reading", "random x100, float32 reading"} <= {r["inputs"] for r in runs}
+
+
+def test_explicit_tolerances_and_pure_low_precision_models_have_no_float32_reading():
+    """Given tolerances are the user's word; a pure float16 policy stores float16 variables, so no float32
+    reading computes with the weights the model stores."""
+    model = build("mixed_float16")
+    given = bnfreeze.fold(model, atol=0.05, rtol=0.05)
+    assert not [r for r in given.report["parity"]["runs"] if "float32 reading" in r["inputs"]]
+    assert "float32_reading_tolerance" not in given.report["parity"]
+    pure = build("float16")
+    result = bnfreeze.fold(pure, atol=0.1, rtol=0.1)
+    assert not [r for r in result.report["parity"]["runs"] if "float32 reading" in r["inputs"]]

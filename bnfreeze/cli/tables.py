@@ -60,6 +60,8 @@ def _layers(count: int) -> str:
 
 def _parity_runs(runs: list[dict]) -> str:
     """``5 runs: inference at x1, x10 and x100, the default call, data``: what the fold's check compared."""
+    from bnfreeze.parity import READING
+
     scales = []
     for run in runs:
         inputs = str(run.get("inputs", ""))
@@ -75,6 +77,8 @@ def _parity_runs(runs: list[dict]) -> str:
         parts.append("the default call")
     if any("samples" in str(run.get("inputs", "")) for run in runs):
         parts.append("data")
+    if any(str(run.get("inputs", "")).endswith(READING) for run in runs):
+        parts.append("each also in the float32 reading, held to float32's tolerance")
     return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {', '.join(parts)}"
 
 

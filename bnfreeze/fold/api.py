@@ -148,8 +148,7 @@ def fold(
     report = build_report(model.name, fold_plan, parity, plain=plain)
     if parity is not None and not parity.passed:
         raise ParityError(
-            f"the folded model differs from {model_label(model)}: max_abs {parity.max_abs:.3g}, "
-            f"max_rel {parity.max_rel:.3g} ({tolerance.describe()})",
+            f"the folded model differs from {model_label(model)}: {parity.failure()}",
             parity,
         )
     return FoldResult(model=folded, plan=fold_plan, parity=parity, report=report, plain=plain)

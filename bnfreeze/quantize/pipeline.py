@@ -336,8 +336,8 @@ def _check_exact(before, after, seed: int, what: str) -> dict:
 
     parity = check_models(before, after, Tolerance(), seed=seed)
     if not parity.passed:
-        raise ParityError(f"{what} changed what the model computes (max_abs {parity.max_abs:.3g}, "
-                          f"max_rel {parity.max_rel:.3g}); nothing was written", parity)
+        raise ParityError(f"{what} changed what the model computes ({parity.failure()}); nothing was written",
+                          parity)
     return {"max_abs": parity.max_abs, "max_rel": parity.max_rel, "passed": parity.passed}
 
 
