@@ -144,7 +144,7 @@ def fold(
     default_reference = plain.model if plain.default_call_changed else None
     like = plain.model if not hasattr(model, "inputs") else None  # a subclassed model records no inputs
     parity = (check_models(model, folded, tolerance, seed=seed, data=data, default_reference=default_reference,
-                           like=like) if check else None)
+                           like=like, reading_reference=plain.model) if check else None)
     report = build_report(model.name, fold_plan, parity, plain=plain)
     if parity is not None and not parity.passed:
         raise ParityError(
