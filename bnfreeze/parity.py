@@ -177,7 +177,8 @@ class ParityResult:
         reading = self.reading_tolerance is not None and run.inputs.endswith(READING)
         bounds = (self.reading_tolerance if reading else self.tolerance)
         described = f" ({bounds.describe()})" if bounds is not None else ""
-        return f"max_abs {run.max_abs:.3g}, max_rel {run.max_rel:.3g} at {run.call}, {run.inputs}{described}"
+        note = f": {run.note}" if run.note else ""
+        return f"max_abs {run.max_abs:.3g}, max_rel {run.max_rel:.3g} at {run.call}, {run.inputs}{described}{note}"
 
 
 #: (call, batch size, magnitude) of the seeded runs: inference on one sample (the deployment case) and on
@@ -327,11 +328,12 @@ def check_models(
         found, record = _run_case(reference, candidate, case, names, tolerance, call, inputs, batch)
         if low and scaled and record.batch:
             # the model's own rounding at large inputs, not the fold: judged in the float32 reading below
-            worst = summarize(found)
-            record = ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], True,
+            # (an overflow the original does not have is no rounding: still judged)
+            worst, found = summarize(found), [c for c in found if not c.finite]
+            record = ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], all(c.passed for c in found),
                                f"{tolerance.dtype} figures reported, not judged (its rounding grows with the inputs); "
-                               "the float32 reading of this run judges the fold")
-            found = []
+                               "the float32 reading of this run judges the fold" if not found else
+                               f"NaN or Inf in the folded model's {tolerance.dtype} outputs where the original has none")
         comparisons.extend(found)
         records.append(record)
         samples += record.batch
@@ -340,11 +342,12 @@ def check_models(
                                       inputs + READING, batch)
             if scaled and record.batch and exact.dtype in LOW_PRECISIONS:
                 # weights stored in float16: the fold rounds them, an error that grows with the inputs too
-                worst = summarize(found)
-                record = ParityRun(call, inputs + READING, batch, worst["max_abs"], worst["max_rel"], True,
+                worst, found = summarize(found), [c for c in found if not c.finite]
+                record = ParityRun(call, inputs + READING, batch, worst["max_abs"], worst["max_rel"],
+                                   all(c.passed for c in found),
                                    f"figures reported, not judged: the weights are stored in {exact.dtype}, and "
-                                   "their rounding grows with the inputs")
-                found = []
+                                   "their rounding grows with the inputs" if not found else
+                                   "NaN or Inf in the folded model's outputs where the original has none")
             comparisons.extend(found)
             records.append(record)
     worst = summarize(comparisons)

@@ -96,3 +96,23 @@ def test_a_quantized_layer_has_no_reading():
     dense.quantize("int8")
     with pytest.raises(NoReading, match="quantized"):
         float32_twin(model)
+
+
+def test_an_overflow_the_original_does_not_have_is_judged_at_every_scale():
+    """Equal in float32, the candidate's float16 values pass 65504 at x100 inputs: no rounding, a failure."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4,), name="x")
+    dense = keras.layers.Dense(3, dtype="mixed_float16", name="d")
+    reference = keras.Model(x, dense(x))
+    y = keras.Input((4,), name="x")
+    big = keras.layers.Dense(3, dtype="mixed_float16", name="d")
+    candidate = keras.Model(y, keras.layers.Rescaling(1 / 2000, dtype="mixed_float16")(big(y)))
+    big.set_weights([w * 2000 for w in dense.get_weights()])
+    parity = check_models(reference, candidate)
+    assert not parity.passed
+    failed = [r for r in parity.runs if not r.passed]
+    assert failed and all(not r.inputs.endswith(", float32 reading") for r in failed)
+    assert any("NaN or Inf" in (r.note or "") for r in failed)
+    assert all(r.passed for r in parity.runs if r.inputs == "random x1")
