@@ -21,7 +21,8 @@ from bnfreeze.compare.tolerance import TOLERANCE_CHECKS, lowest_precision
 from bnfreeze.errors import InputError, ParityError, message_line
 from bnfreeze.io.arrays import ArrayData
 from bnfreeze.io.signature import TensorSpec, input_specs, output_names, pack_inputs
-from bnfreeze.precision import LOW_PRECISIONS, NoReading, float32_twin, low_precision_layers, stored_precision
+from bnfreeze.compare.precision import (LOW_PRECISIONS, NoReading, float32_twin, low_precision_layers,
+                                        stored_precision)
 
 #: Size used for unknown (None) non-batch dimensions, such as the spatial
 #: dimensions of MobileNetV3 built with default arguments.
@@ -152,8 +153,8 @@ class ParityResult:
     outputs: list[OutputComparison] = field(default_factory=list)
     tolerance: Tolerance | None = None
     runs: list[ParityRun] = field(default_factory=list)
-    #: the tolerance of the runs in the float32 reading of a float16 or bfloat16 model (:mod:`bnfreeze.precision`);
-    #: None where there were none
+    #: the tolerance of the runs in the float32 reading of a float16 or bfloat16 model
+    #: (:mod:`bnfreeze.compare.precision`); None where there were none
     reading_tolerance: Tolerance | None = None
     #: why a float16 or bfloat16 model had no float32 reading (judged in its own precision only); None otherwise
     reading_unavailable: str | None = None
@@ -254,6 +255,7 @@ def check_models(
     default_reference=None,
     like=None,
     reading_reference=None,
+    stored: str | None = None,
 ) -> ParityResult:
     """Compare two models on seeded inputs (and on ``data``'s first samples when given).
 
@@ -273,10 +275,15 @@ def check_models(
     subclassed model, read by tracing its call).
 
     A float16 or bfloat16 model (tolerances not given) is also compared in its float32 reading
-    (:mod:`bnfreeze.precision`), every run, held to float32's tolerance: there the fold's algebra is judged.
-    Its runs at x10 and x100 are reported in its own precision but not judged there. ``reading_reference``
-    is the model whose float32 reading the candidate's must match (default ``reference``): the plain reading
-    of a traced model, which records the same operations as the candidate.
+    (:mod:`bnfreeze.compare.precision`), every run, held to float32's tolerance: there the fold's algebra is
+    judged.
+    A run where the original's own rounding (its outputs against its float32 reading's) is over a quarter
+    of the tolerance is reported in its own precision but not judged there (two roundings could add up past
+    the tolerance with the fold exact), unless the candidate overflows where the original does not.
+    ``reading_reference`` is the model whose float32 reading the candidate's must match (default
+    ``reference``): the plain reading of a traced model, which records the same operations as the candidate.
+    ``stored`` is the lowest precision the rewritten weights are stored in (default: the candidate's lowest):
+    float16 weights are rounded by the fold, so the reading is held to float16's bounds.
     """
     tolerance = tolerance.resolved(reference)
     specs = input_specs(like if like is not None else reference)
@@ -317,7 +324,7 @@ def check_models(
         except NoReading as exc:
             twins, unavailable = None, str(exc)
     low = twins is not None
-    exact = _float32_tolerance(tolerance, stored_precision(candidate)) if low else None
+    exact = _float32_tolerance(tolerance, stored or stored_precision(candidate)) if low else None
     samples = 0
     for training, arrays, inputs, optional, scaled, source in cases:
         call = "training=False" if training is False else "default call"
@@ -326,28 +333,21 @@ def check_models(
         expected_model = default_reference if training is None and default_reference is not None else reference
         case = (training, arrays, label, optional, scaled, source, expected_model)
         found, record = _run_case(reference, candidate, case, names, tolerance, call, inputs, batch)
-        if low and scaled and record.batch:
-            # the model's own rounding at large inputs, not the fold: judged in the float32 reading below
-            # (an overflow the original does not have is no rounding: still judged)
-            worst, found = summarize(found), [c for c in found if not c.finite]
-            record = ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], all(c.passed for c in found),
-                               f"{tolerance.dtype} figures reported, not judged (its rounding grows with the inputs); "
-                               "the float32 reading of this run judges the fold" if not found else
-                               f"NaN or Inf in the folded model's {tolerance.dtype} outputs where the original has none")
+        rounding = _own_rounding(expected_model, twins[0], arrays, training, names, tolerance) if low else None
+        if low and record.batch and rounding is not None:
+            # the original's own rounding here is large enough that two exact orders of the same sums may
+            # differ by more than the tolerance: the float32 reading judges the fold
+            found, record = _reported(found, record, f"{tolerance.dtype} figures reported, not judged: {rounding}")
         comparisons.extend(found)
         records.append(record)
         samples += record.batch
         if low:
             found, record = _run_case(twins[0], twins[1], case[:-1] + (twins[0],), names, exact, call,
                                       inputs + READING, batch)
-            if scaled and record.batch and exact.dtype in LOW_PRECISIONS:
-                # weights stored in float16: the fold rounds them, an error that grows with the inputs too
-                worst, found = summarize(found), [c for c in found if not c.finite]
-                record = ParityRun(call, inputs + READING, batch, worst["max_abs"], worst["max_rel"],
-                                   all(c.passed for c in found),
-                                   f"figures reported, not judged: the weights are stored in {exact.dtype}, and "
-                                   "their rounding grows with the inputs" if not found else
-                                   "NaN or Inf in the folded model's outputs where the original has none")
+            if record.batch and rounding is not None and exact.dtype in LOW_PRECISIONS:
+                # folded weights stored in float16 are rounded by the fold, an error of the same kind
+                found, record = _reported(found, record, f"figures reported, not judged: the folded weights are "
+                                                         f"stored in {exact.dtype}, and {rounding}")
             comparisons.extend(found)
             records.append(record)
     worst = summarize(comparisons)
@@ -399,13 +399,43 @@ def _run_case(reference, candidate, case, names, tolerance, call, inputs, batch)
     return found, ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], worst["passed"], note)
 
 
+def _own_rounding(model, twin, arrays, training, names, tolerance: Tolerance) -> str | None:
+    """Why the original's own low-precision rounding at these inputs is too large to judge a fold by (over a
+    quarter of the tolerance against its float32 reading, in words), or None where it is small."""
+    try:
+        with preserved_state(model, twin):
+            own = run_keras(model, arrays, training)
+            read = run_keras(twin, arrays, training)
+    except Exception:  # the comparison itself says what is wrong with the original
+        return None
+    for name, exact, rounded in zip(names, read, own):
+        bounds = tolerance.for_output(name).elementary()
+        quarter = replace(bounds, atol=bounds.abs_limit / 4, rtol=bounds.rel_limit / 4)
+        found = compare_output(name, exact, rounded, quarter)
+        if found.finite and not found.passed:
+            return (f"the original's own {tolerance.for_output(name).dtype or tolerance.dtype} rounding here "
+                    f"(max_abs {found.max_abs:.3g} against its float32 reading) is over a quarter of the "
+                    "tolerance; the float32 reading judges the fold")
+    return None
+
+
+def _reported(found, record: ParityRun, note: str):
+    """A run kept in the report but not judged, except an overflow the original does not have (no rounding)."""
+    worst, judged = summarize(found), [c for c in found if not c.finite]
+    if judged:
+        note = "NaN or Inf in the folded model's outputs where the original has none"
+    return judged, replace(record, max_abs=worst["max_abs"], max_rel=worst["max_rel"],
+                           passed=all(c.passed for c in judged), note=note)
+
+
 #: What the inputs of a run in the float32 reading end with.
 READING = ", float32 reading"
 
 
 def _wants_reading(tolerance: Tolerance, *models) -> bool:
     """A float16 or bfloat16 check whose tolerances were not given (given ones are the user's word), of models
-    that compute in low precision somewhere, with atol/rtol checks: :mod:`bnfreeze.precision` applies."""
+    that compute in low precision somewhere, with atol/rtol checks: :mod:`bnfreeze.compare.precision`
+    applies."""
     precisions = {tolerance.dtype, *(d for _, d in tolerance.output_dtypes)}
     if not precisions & set(LOW_PRECISIONS) or any(tolerance.given):
         return False

@@ -108,7 +108,11 @@ class BnfreezeGroup(click.Group):
             except Interrupted as exc:  # wherever it arrived, up to the exit: said truly, once
                 reported()
                 click.echo(_interrupted_message(exc), err=True)
-                sys.exit(exc.exit_code)
+                # at once: a signal that arrived inside TensorFlow's import leaves half-built objects whose
+                # finalizers print tracebacks during a normal shutdown; every write has ended by now
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(exc.exit_code)
             except click.UsageError as exc:  # one line, like every other bad input
                 where = exc.ctx.command_path if exc.ctx is not None else "bnfreeze"
                 click.echo(f"bnfreeze: error: {exc.format_message()} (see {where} --help)", err=True)

@@ -78,7 +78,7 @@ def _parity_runs(runs: list[dict]) -> str:
     if any("samples" in str(run.get("inputs", "")) for run in runs):
         parts.append("data")
     if any(str(run.get("inputs", "")).endswith(READING) for run in runs):
-        parts.append("each also in the float32 reading, held to float32's tolerance")
+        parts.append("each also in the float32 reading")
     return f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {', '.join(parts)}"
 
 
@@ -124,6 +124,15 @@ def print_fold_report(console, report: dict) -> None:
         say(console, f"parity on {parity['samples']} samples ({_parity_runs(runs)}): "
                      f"max_abs {_fmt(parity['max_abs'])}, max_rel {_fmt(parity['max_rel'])}"
                      f"{_tolerance_note(parity.get('tolerance'))}: {verdict}")
+        reading = parity.get("float32_reading_tolerance")
+        if reading:
+            stored = reading.get("dtype")
+            why = f" (the folded weights are stored in {stored})" if stored != "float32" else ""
+            say(console, f"  float32 reading: the same network and stored weights computing in float32, held to "
+                         f"{_tolerance_note(reading).strip(' ()')}{why}; there the fold's algebra is judged")
+        elif parity.get("float32_reading_unavailable"):
+            say(console, f"  no float32 reading ({parity['float32_reading_unavailable']}): every run judged in "
+                         f"{(parity.get('tolerance') or {}).get('dtype') or 'its own precision'}")
         for run in noted:
             say(console, f"  {run['call']}, {run['inputs']}: {run['note']}")
 

@@ -98,6 +98,20 @@ def fold_in_rounds(model, rules: Sequence[FoldRule] = RULES, *, opaque: dict | N
     return (current if folds or fresh else copy_model(model)), combined
 
 
+def _stored_precision(folded, fold_plan) -> str:
+    """The lowest precision the weights a fold rewrote are stored in (float16 ones are rounded by it)."""
+    from bnfreeze.compare.tolerance import lowest_precision
+
+    targets = set()
+    for match in fold_plan.folds:
+        for key, value in match.report_entry().items():
+            if "into" in key:
+                for name in (value if isinstance(value, list) else str(value).split(", ")):
+                    targets.add(str(name).split("/")[-1])
+    return lowest_precision({str(v.dtype) for layer in folded._flatten_layers(include_self=False, recursive=True)
+                             if layer.name in targets for v in layer.weights})
+
+
 def fold(
     model,
     *,
@@ -144,7 +158,8 @@ def fold(
     default_reference = plain.model if plain.default_call_changed else None
     like = plain.model if not hasattr(model, "inputs") else None  # a subclassed model records no inputs
     parity = (check_models(model, folded, tolerance, seed=seed, data=data, default_reference=default_reference,
-                           like=like, reading_reference=plain.model) if check else None)
+                           like=like, reading_reference=plain.model, stored=_stored_precision(folded, fold_plan))
+              if check else None)
     report = build_report(model.name, fold_plan, parity, plain=plain)
     if parity is not None and not parity.passed:
         raise ParityError(

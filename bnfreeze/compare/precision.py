@@ -17,6 +17,8 @@ quantized layer) has no reading: :class:`NoReading` says why, and the check judg
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 
 #: The precisions whose rounding a fold's check cannot hold to float32's tolerance.
@@ -90,7 +92,7 @@ def float32_twin(model):
                                                      safe_mode=False)
     except Exception as exc:  # a class whose config does not rebuild it
         raise NoReading(f"{type(model).__name__} does not rebuild from its config in float32 "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+                        f"({type(exc).__name__}: {_first_line(exc)})") from exc
     finally:
         keras.config.set_dtype_policy(previous)
     mine = model._flatten_layers(include_self=True, recursive=True)
@@ -99,15 +101,41 @@ def float32_twin(model):
         raise NoReading(f"{type(model).__name__}'s config does not describe the same layers")
     if low_precision_layers(twin):
         raise NoReading(f"{low_precision_layers(twin)[0].name} still computes in low precision")
+    rounding = _low_precision_output(twin)
+    if rounding is not None:
+        raise NoReading(rounding)
     for source, target in zip(mine, theirs):
         store: dict = {}
         source.save_own_variables(store)
         try:
             target.load_own_variables({key: _up(value) for key, value in store.items()})
+            if hasattr(source, "save_assets") and hasattr(target, "load_assets"):  # a lookup's vocabulary
+                with tempfile.TemporaryDirectory() as folder:
+                    source.save_assets(folder)
+                    target.load_assets(folder)
         except Exception as exc:
-            raise NoReading(f"{source.name}'s weights do not load into its float32 twin "
-                            f"({type(exc).__name__})") from exc
+            raise NoReading(f"{source.name}'s state does not load into its float32 twin "
+                            f"({type(exc).__name__}: {_first_line(exc)})") from exc
     return twin
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:200] if lines else ""
+
+
+def _low_precision_output(twin) -> str | None:
+    """Where the twin's graph still carries a float16 or bfloat16 tensor (a cast in the ``call`` of a layer
+    the config does not describe, a Lambda), in words; None where every tensor is float32 or wider."""
+    for model in twin._flatten_layers(include_self=True, recursive=True):
+        for operation in getattr(model, "_operations", None) or []:
+            for node in getattr(operation, "_inbound_nodes", []):
+                for tensor in getattr(node, "output_tensors", []):
+                    dtype = str(getattr(tensor, "dtype", ""))
+                    if dtype in LOW_PRECISIONS:
+                        return (f"{operation.name} ({type(operation).__name__}) outputs {dtype} whatever its policy "
+                                "(a cast in its call)")
+    return None
 
 
 def _up(value) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The float32 reading of a low-precision model (bnfreeze.precision)."""
+"""The float32 reading of a low-precision model (bnfreeze.compare.precision)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bnfreeze.parity import check_models
-from bnfreeze.precision import NoReading, float32_twin, low_precision_layers, stored_precision
+from bnfreeze.compare.precision import NoReading, float32_twin, low_precision_layers, stored_precision
 from support import randomize_bn
 
 
@@ -114,5 +114,36 @@ def test_an_overflow_the_original_does_not_have_is_judged_at_every_scale():
     assert not parity.passed
     failed = [r for r in parity.runs if not r.passed]
     assert failed and all(not r.inputs.endswith(", float32 reading") for r in failed)
-    assert any("NaN or Inf" in (r.note or "") for r in failed)
+    assert any("NaN or Inf" in (c.reason or "") for c in parity.outputs if not c.passed)
     assert all(r.passed for r in parity.runs if r.inputs == "random x1")
+
+
+def test_a_cast_the_config_does_not_describe_leaves_no_reading():
+    """A layer whose own call casts to float16 rounds inside the twin too: no reading, judged as before."""
+    import keras
+
+    @keras.saving.register_keras_serializable("bnfreeze_test")
+    class Half(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.cast(x * 3.0, "float16")
+
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, Half(dtype="mixed_float16")(keras.layers.Dense(3, dtype="mixed_float16")(x)))
+    with pytest.raises(NoReading, match=r"outputs float16 whatever its policy"):
+        float32_twin(model)
+    parity = check_models(model, model)
+    assert parity.passed and "outputs float16" in parity.reading_unavailable
+
+
+def test_an_adapted_lookup_keeps_its_vocabulary_in_the_twin():
+    import keras
+
+    lookup = keras.layers.StringLookup(name="words")
+    lookup.adapt(np.array(["cat", "dog", "bird"]))
+    x = keras.Input((1,), dtype="string", name="w")
+    ids = keras.ops.cast(lookup(x), "float32")
+    model = keras.Model(x, keras.layers.Dense(2, dtype="mixed_float16", name="d")(ids))
+    twin = float32_twin(model)
+    words = np.array([["dog"], ["cat"], ["fish"]])
+    np.testing.assert_allclose(np.asarray(twin(words)), np.asarray(model(words), np.float32), atol=1e-2)
+    assert check_models(model, model).reading_unavailable is None
