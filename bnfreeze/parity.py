@@ -228,7 +228,14 @@ def _compare_run(reference, candidate, arrays, training, names, label, tolerance
     expected = run_original(reference, arrays, training, source)
     if scaled and not all(np.all(np.isfinite(e)) for e in expected if np.issubdtype(e.dtype, np.floating)):
         raise _NotFinite()
-    got = run_keras(candidate, arrays, training)
+    try:
+        got = run_keras(candidate, arrays, training)
+    except Exception as exc:  # the rebuilt model: a layer its config does not rebuild (a Lambda's globals)
+        from bnfreeze.io.models import model_label
+
+        raise InputError(f"{model_label(reference)}: its rewritten copy does not run ({label}), so no fold of it "
+                         "can be checked; a layer that does not rebuild from its config, such as a Lambda "
+                         f"whose function uses names of its module, is the usual cause: {message_line(exc)}") from exc
     if len(expected) != len(got):
         raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")
     return [compare_output(f"{name}[{label}]", ref, cand, tolerance.for_output(name))

@@ -182,3 +182,19 @@ def test_under_the_float16_policy_a_fold_right_only_in_a_clip_range_is_refused()
     wrong.get_layer("relu6").max_value = 60.0
     parity = check_models(model, wrong)
     assert not parity.passed and "random x10" in parity.failure()
+
+
+def test_a_rewritten_copy_that_does_not_run_is_one_line_naming_the_cause():
+    """A Lambda whose function uses its module's names runs in memory; rebuilt from its config it does not."""
+    import keras
+    from keras import layers
+
+    from bnfreeze.errors import InputError
+
+    x = keras.Input((6, 6, 3))
+    h = layers.BatchNormalization()(layers.Conv2D(4, 3)(x))
+    h = layers.Lambda(lambda t: keras.ops.relu(t), output_shape=(4, 4, 4), name="relu")(h)
+    model = keras.Model(x, layers.Flatten()(h))
+    randomize_bn(model, 2)
+    with pytest.raises(InputError, match=r"its rewritten copy does not run .*such as a Lambda whose function uses names of its module"):
+        bnfreeze.fold(model)

@@ -191,6 +191,7 @@ def quantize(
         raise InputError(f"--batch-size must be >= 1, got {export_batch_size}")
     if isinstance(check, str):
         check = (check,)
+    _refuse_low_precision(model)
     tolerances = criteria(model, check, min_top1, min_snr)
     data = _open(data, model)
     evaluation = _open(eval_data, model)
@@ -315,6 +316,20 @@ def quantize(
                 report,
             )
     return QuantizeResult(source, artifacts, report, folded, recalibrated)
+
+
+def _refuse_low_precision(model) -> None:
+    """int8 starts from float32: onnxruntime's quantizer and TFLite's converter take float32 tensors, so a
+    model computing in float16 or bfloat16 gets one line (before any work) instead of an invalid graph."""
+    from bnfreeze.compare.precision import low_precision_layers
+    from bnfreeze.io.models import model_label
+
+    low = low_precision_layers(model)
+    if low:
+        raise InputError(f"{model_label(model)}: {low[0].name} computes in {low[0].compute_dtype} "
+                         f"({low[0].dtype_policy.name} policy); int8 quantization starts from a float32 model "
+                         "(onnxruntime's QuantizeLinear and the TF Lite converter take float32): rebuild it under "
+                         "keras.config.set_dtype_policy('float32') and copy its weights in, then quantize that")
 
 
 def _keras_quantized_hint(model, layers: set | None = None) -> str:

@@ -141,3 +141,18 @@ def test_batch_size_fixes_the_files_batch_dimension(model_copy, repo, tmp_path):
     assert [a["batch_size"] for a in report["artifacts"]] == [3, 3]
     assert report["evaluation"]["samples"] == 256 and report["passed"]
     assert "(tflite, int8 I/O, batch 3," in proc.stdout
+
+
+def test_a_float16_model_is_refused_in_one_line_before_any_work(tmp_path):
+    """onnxruntime's QuantizeLinear takes float32: a mixed_float16 model was an invalid graph (exit 3)."""
+    x = keras.Input((6, 6, 3), name="image")
+    h = layers.BatchNormalization(dtype="mixed_float16")(layers.Conv2D(4, 3, dtype="mixed_float16", name="conv")(x))
+    model = keras.Model(x, layers.Dense(3, dtype="float32")(layers.Flatten()(h)))
+    path = tmp_path / "half.keras"
+    model.save(path)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(8, 6, 6, 3)).astype("float32"))
+    result = run("quantize", path, "--calib-data", tmp_path / "calib.npy", "--onnx", tmp_path / "q.onnx")
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"bnfreeze: error: {path}: conv computes in float16 (mixed_float16 policy)"), line
+    assert not (tmp_path / "q.onnx").exists()
