@@ -205,6 +205,8 @@ def recalibrate_file(
     exports = exports or ExportOptions()
     if folded_output is not None and not fold_after:
         raise InputError("--folded-output needs --fold")
+    if fold_after:  # the fold's tolerances, before any work
+        Tolerance(atol=atol, rtol=rtol)
     folded = (Path(folded_output) if folded_output is not None else derived_path(output, "folded")) if fold_after else None
     for path in (output, folded):
         if path is not None and path.suffix != ".keras" and not is_special(path):

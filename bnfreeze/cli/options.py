@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 
@@ -59,6 +61,9 @@ def tolerance_options(func):
     return func
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 class _Rescale(click.ParamType):
     """A number or a fraction: ``0.00392156862745098`` or ``1/255``."""
 
@@ -70,10 +75,15 @@ class _Rescale(click.ParamType):
         try:
             if "/" in str(value):
                 numerator, denominator = str(value).split("/", 1)
-                return float(numerator) / float(denominator)
-            return float(value)
+                factor = float(numerator) / float(denominator)
+            else:
+                factor = float(value)
         except (ValueError, ZeroDivisionError):
             self.fail(f"{value!r} is not a number or a fraction such as 1/255", param, ctx)
+        if not (math.isfinite(factor) and factor != 0 and abs(factor) <= _FLOAT32_MAX):
+            self.fail(f"{value!r}: the factor must be a non-zero number that float32 holds (1/255 for raw "
+                      "pixels)", param, ctx)
+        return factor
 
 
 def rescale_option(func):

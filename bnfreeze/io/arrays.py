@@ -307,11 +307,37 @@ def _load_one(path: Path, specs: list[TensorSpec]) -> tuple[dict, np.ndarray | N
         raise InputError(f"{path}: the arrays hold different numbers of samples ({sorted(sizes)})")
     if sizes == {0}:
         raise InputError(f"{path}: holds no samples")
-    if labels is not None and labels.shape[0] != next(iter(sizes)):
-        raise InputError(f"{path}: y has {labels.shape[0]} labels for {next(iter(sizes))} samples")
+    if labels is not None:
+        check_labels(path, labels, next(iter(sizes)))
     for spec in specs:
         scan_values(path, spec, arrays[spec.name])
     return arrays, labels, next(iter(sizes))
+
+
+def check_labels(path, labels: np.ndarray, count: int) -> None:
+    """Labels are one per sample: class indices (whole, non-negative numbers) or rows of class scores
+    (one-hot, finite). Anything else would be scored as some class and give an accuracy that means nothing."""
+    if labels.ndim == 0:
+        raise InputError(f"{path}: y is a single number; give one label per sample ({count})")
+    if labels.shape[0] != count:
+        raise InputError(f"{path}: y has {labels.shape[0]} labels for {count} samples")
+    if labels.dtype.kind not in "iub" and labels.dtype.kind != "f":
+        raise InputError(f"{path}: y holds {labels.dtype} values; labels are class indices (integers) or one-hot "
+                         "rows of numbers")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        first = int(np.argwhere((~np.isfinite(labels.reshape(count, -1))).any(axis=1))[0][0])
+        raise InputError(f"{path}: y has a NaN or infinite label (sample {first})")
+    if labels.ndim >= 2 and labels.shape[-1] > 1:
+        return  # rows of class scores: the arg-max is the class
+    flat = labels.reshape(count)
+    if labels.dtype.kind == "f" and not np.all(flat == np.round(flat)):
+        first = int(np.argwhere(flat != np.round(flat))[0][0])
+        raise InputError(f"{path}: y has a fractional label ({flat[first]:g} at sample {first}); labels are class "
+                         "indices")
+    if labels.dtype.kind in "if" and flat.min() < 0:
+        first = int(np.argmin(flat))
+        raise InputError(f"{path}: y has a negative label ({flat[first]:g} at sample {first}); labels are class "
+                         "indices from 0")
 
 
 #: elements read at a time when a file's values are checked against an input (before any work)

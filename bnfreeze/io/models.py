@@ -55,6 +55,12 @@ def check_model_file(path: str | os.PathLike) -> str:
     from the content, or an :class:`InputError` naming the file (missing, a folder, an artifact, damaged)."""
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            try:
+                os.stat(path)
+            except OSError as exc:  # a loop, or a link to nothing: say which
+                raise InputError(f"{path}: {exc.strerror.lower() if exc.strerror else 'unreadable link'} "
+                                 f"(a symbolic link that leads to no file)") from exc
         raise InputError(f"{path}: no such file")
     kind = _format_of(path) if path.is_file() else None
     suffix = path.suffix.lower()

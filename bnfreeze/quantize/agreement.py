@@ -127,7 +127,10 @@ def measure(model, runners: dict, data, tolerances: dict[str, Tolerance], batch_
         expected = run_reference(model, [feed])[0]
         truth = next(labels) if labels is not None else None
         if truth is not None:
-            float_scorer.add(expected[first], truth)
+            try:
+                float_scorer.add(expected[first], truth)
+            except InputError as exc:
+                raise InputError(f"{getattr(data, 'source', 'data')}: {exc}") from exc
         count = len(next(iter(feed.values())))
         for label, (runner, inputs, pairs, accumulators, agreement) in plans.items():
             fixed = fixed_batch(runner)  # a file of fixed batch size gets the last, shorter batch filled up

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bnfreeze.errors import InputError
+
 
 @dataclass
 class BnChange:
@@ -78,9 +80,9 @@ def warnings_for(changes: list[BnChange], samples: int, mode: str, batch_size: i
     for change in changes:
         parts = []
         if change.variance_ratio_min < low:
-            parts.append(f"variance ratio new/old down to {change.variance_ratio_min:.3g} (limit {low:g})")
+            parts.append(f"variance ratio (new+eps)/(old+eps) down to {change.variance_ratio_min:.3g} (limit {low:g})")
         if change.variance_ratio_max > high:
-            parts.append(f"variance ratio new/old up to {change.variance_ratio_max:.3g} (limit {high:g})")
+            parts.append(f"variance ratio (new+eps)/(old+eps) up to {change.variance_ratio_max:.3g} (limit {high:g})")
         if change.mean_shift_max > MEAN_SHIFT_LIMIT:
             parts.append(f"mean moved by {change.mean_shift_max:.3g} old standard deviations (limit {MEAN_SHIFT_LIMIT:g})")
         if parts:
@@ -182,9 +184,15 @@ class Scorer:
         outputs = np.asarray(outputs)
         truth = class_labels(labels)
         if outputs.ndim >= 2 and outputs.shape[-1] > 1:
+            if truth.size and truth.max() >= outputs.shape[-1]:
+                raise InputError(f"a label is {int(truth.max())}, but the model's first output has "
+                                 f"{outputs.shape[-1]} classes (0 to {outputs.shape[-1] - 1})")
             self.correct += int(np.sum(outputs.argmax(axis=-1) == truth))
             self.total += len(truth)
             return
+        if truth.size and not np.isin(truth, (0, 1)).all():
+            raise InputError(f"a label is {int(truth[~np.isin(truth, (0, 1))][0])}, but the model's first output "
+                             "has one unit (a binary decision: labels 0 and 1)")
         self._values.append(outputs.reshape(len(outputs), -1)[:, 0].astype(np.float64))
         self._truth.append(truth)
 
@@ -220,7 +228,10 @@ def accuracy(model, data, batch_size: int, limit: int | None = None, reference: 
 
     counted = Scorer(ClassRule.of(model), reference)
     for feed, labels in zip(data.batches(batch_size, limit), data.label_batches(batch_size, limit)):
-        counted.add(run_keras(model, [feed[s.name] for s in data.specs])[0], labels)
+        try:
+            counted.add(run_keras(model, [feed[s.name] for s in data.specs])[0], labels)
+        except InputError as exc:
+            raise InputError(f"{getattr(data, 'source', 'data')}: {exc}") from exc
     if scorer is not None:
         scorer.append(counted)
     result = counted.accuracy

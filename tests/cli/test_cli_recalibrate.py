@@ -267,3 +267,35 @@ def test_a_bn_subclass_is_named_with_its_reason_and_a_model_of_only_those_is_ref
     line = proc.stderr.strip().splitlines()[-1]
     assert f"{tmp_path / 'one.keras'}: has no BatchNormalization layer bnfreeze can reach; doubling is a subclass" in line
     assert not (tmp_path / "one.r.keras").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rescale", "0"], "Invalid value for '--rescale': '0': the factor must be a non-zero number"),
+    (["--rescale", "nan"], "Invalid value for '--rescale': 'nan': the factor must be a non-zero number"),
+    (["--rescale", "1e39"], "Invalid value for '--rescale': '1e39': the factor must be a non-zero number"),
+    (["--fold", "--atol", "nan"], "tolerances must be >= 0 (atol=nan"),
+    (["--fold", "--rtol", "-1"], "tolerances must be >= 0"),
+])
+def test_bad_numbers_are_refused_before_any_work(model_copy, calib, tmp_path, args, message):
+    """One line, exit 2, before the model is even loaded (no 'loading' line, nothing written)."""
+    from click.testing import CliRunner
+
+    from bnfreeze.cli import main
+
+    result = CliRunner().invoke(main, ["recalibrate", str(model_copy), "--calib-data", str(calib),
+                                       "-o", str(tmp_path / "out.keras"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "loading" not in result.output, result.output
+    assert not (tmp_path / "out.keras").exists()
+
+
+def test_a_symbolic_link_loop_as_the_model_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from bnfreeze.cli import main
+
+    loop = tmp_path / "loop.keras"
+    loop.symlink_to(loop)
+    result = CliRunner().invoke(main, ["fold", str(loop)])
+    assert result.exit_code == 2
+    assert f"{loop}: too many levels of symbolic links (a symbolic link that leads to no file)" in result.output

@@ -135,3 +135,26 @@ def test_random_text_inputs_are_fed_as_text():
     (feed,) = list(random_data(specs, 4, seed=0).batches(8))
     assert feed["words"].shape == (4, 3) and feed["words"].dtype.kind == "U"
     assert feed["x"].dtype == np.float32
+
+
+@pytest.mark.parametrize("labels,message", [
+    (np.array(3), "y is a single number; give one label per sample"),
+    (np.array(["cat"] * 6), "y holds <U3 values; labels are class indices"),
+    (np.array([0, 1, np.nan, 1, 0, 1]), r"y has a NaN or infinite label \(sample 2\)"),
+    (np.array([0, 1, 0.5, 1, 0, 1]), r"y has a fractional label \(0.5 at sample 2\)"),
+    (np.array([0, 1, 2, -1, 0, 1]), r"y has a negative label \(-1 at sample 3\)"),
+    (np.where(np.arange(18).reshape(6, 3) == 4, np.inf, np.eye(3)[[0, 1, 2, 0, 1, 2]]),
+     r"y has a NaN or infinite label \(sample 1\)"),
+])
+def test_labels_that_name_no_class_are_refused_naming_the_file(tmp_path, labels, message):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((6, 4, 4, 2), np.float32), y=labels)
+    with pytest.raises(InputError, match=f"^{path}: " + message):
+        load_arrays(path, SPEC)
+
+
+def test_whole_float_labels_and_one_hot_rows_are_labels(tmp_path):
+    for labels in (np.array([0.0, 1.0, 2.0, 1.0]), np.eye(3)[[0, 2, 1, 1]].astype(np.float32)):
+        path = tmp_path / "d.npz"
+        np.savez(path, x=np.zeros((4, 4, 4, 2), np.float32), y=labels)
+        assert len(load_arrays(path, SPEC).labels) == 4

@@ -286,7 +286,7 @@ def test_doubtful_statistics_warn_and_strict_refuses(model, x):
     assert "few_samples" in kinds and "extreme_change" in kinds  # bn_dense: variance of one sample is 0
     assert "only 1 calibration sample" in one.report["warnings"][0]["message"]
     extreme = [w for w in one.warnings if w["bn"] == "bn_dense"]
-    assert extreme and "variance ratio new/old down to" in extreme[0]["message"]
+    assert extreme and "variance ratio (new+eps)/(old+eps) down to" in extreme[0]["message"]
     small = recalibrate(model, data_of(model, x[:10]), mode="fixed-batch", batch_size=16)
     assert small.warnings[0]["kind"] == "small_fixed_batch" and "10 samples" in small.warnings[0]["message"]
     with pytest.raises(ParityError, match="--strict.*only 1 calibration sample"):
@@ -685,3 +685,20 @@ def test_a_subclassed_model_and_a_block_whose_config_has_no_name_are_recalibrate
         conv = np.asarray(twin.conv(x), np.float64).reshape(-1, 4)
         assert_close(twin.norm.moving_mean.numpy(), conv.mean(axis=0))
         assert_close(twin.norm.moving_variance.numpy(), conv.var(axis=0))
+
+
+def test_a_label_beyond_the_models_classes_is_refused_naming_the_data(model, x, tmp_path):
+    """A label 7 for three classes scored as wrong everywhere: an accuracy that means nothing."""
+    from bnfreeze.recalibration.report import accuracy
+
+    classes = int(model.outputs[0].shape[-1])
+    path = tmp_path / "eval.npz"
+    y = np.zeros(len(x), np.int64)
+    y[3] = classes + 4
+    np.savez(path, x=x, y=y)
+    from bnfreeze.io.sources import open_data
+
+    data = open_data(path, input_specs(model))
+    with pytest.raises(InputError, match=rf"^{path}: a label is {classes + 4}, but the model's first output has "
+                                         rf"{classes} classes"):
+        accuracy(model, data, batch_size=8)
