@@ -17,9 +17,10 @@ quantized layer) has no reading: :class:`NoReading` says why, and the check judg
 
 from __future__ import annotations
 
-import tempfile
-
 import numpy as np
+
+from bnfreeze.errors import message_line
+from bnfreeze.io.models import copy_state
 
 #: The precisions whose rounding a fold's check cannot hold to float32's tolerance.
 LOW_PRECISIONS = ("float16", "bfloat16")
@@ -92,7 +93,7 @@ def float32_twin(model):
                                                      safe_mode=False)
     except Exception as exc:  # a class whose config does not rebuild it
         raise NoReading(f"{type(model).__name__} does not rebuild from its config in float32 "
-                        f"({type(exc).__name__}: {_first_line(exc)})") from exc
+                        f"({type(exc).__name__}: {message_line(exc)})") from exc
     finally:
         keras.config.set_dtype_policy(previous)
     mine = model._flatten_layers(include_self=True, recursive=True)
@@ -104,24 +105,12 @@ def float32_twin(model):
     rounding = _low_precision_output(twin)
     if rounding is not None:
         raise NoReading(rounding)
-    for source, target in zip(mine, theirs):
-        store: dict = {}
-        source.save_own_variables(store)
-        try:
-            target.load_own_variables({key: _up(value) for key, value in store.items()})
-            if hasattr(source, "save_assets") and hasattr(target, "load_assets"):  # a lookup's vocabulary
-                with tempfile.TemporaryDirectory() as folder:
-                    source.save_assets(folder)
-                    target.load_assets(folder)
-        except Exception as exc:
-            raise NoReading(f"{source.name}'s state does not load into its float32 twin "
-                            f"({type(exc).__name__}: {_first_line(exc)})") from exc
+    try:
+        copy_state(model, twin, convert=_up)  # variables cast up, a lookup's vocabulary as it is
+    except Exception as exc:
+        raise NoReading(f"{type(model).__name__}'s state does not load into its float32 twin "
+                        f"({type(exc).__name__}: {message_line(exc)})") from exc
     return twin
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:200] if lines else ""
 
 
 def _low_precision_output(twin) -> str | None:

@@ -636,7 +636,7 @@ class _Reader:
     def transfer(self, rebuilt) -> dict[int, Any]:
         """Give every layer of the rebuilt model the state of the layer it stands for; returns
         ``{id(rebuilt layer): the layer it stands for}`` for each (inner layers of a copied layer included)."""
-        from bnfreeze.fold.rewrite import copy_state
+        from bnfreeze.io.models import copy_state
 
         stands_for: dict[int, Any] = {}
 

@@ -24,11 +24,11 @@ loads in plain Keras and converts to one Add.
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import numpy as np
 
 from bnfreeze.fold.graph import model_kind_of_layer, tensor_configs, walk_histories
+from bnfreeze.io.models import copy_state
 from bnfreeze.fold.rules import Match, ShiftAdd
 
 Key = tuple[tuple[str, ...], str]
@@ -229,25 +229,6 @@ def _transfer_weights(old, new, path, new_weights, changed_paths) -> None:
             _transfer_weights(source, layer, path + (layer.name,), new_weights, changed_paths)
         else:
             copy_state(source, layer)
-
-
-def copy_state(source, target) -> None:
-    """Give ``target`` (built from ``source``'s config) ``source``'s state, as saving and loading would.
-
-    Every layer inside, itself included, saves its own variables and assets and
-    the twin loads them, so load hooks run (``Normalization.finalize_state``, a
-    lookup table's vocabulary) and variables are copied bit for bit.
-    """
-    pairs = zip(source._flatten_layers(include_self=True, recursive=True),
-                target._flatten_layers(include_self=True, recursive=True))
-    for mine, twin in pairs:
-        store: dict[str, np.ndarray] = {}
-        mine.save_own_variables(store)
-        twin.load_own_variables({key: np.array(value) for key, value in store.items()})
-        if hasattr(mine, "save_assets") and hasattr(twin, "load_assets"):
-            with tempfile.TemporaryDirectory() as folder:
-                mine.save_assets(folder)
-                twin.load_assets(folder)
 
 
 def copy_model(model):

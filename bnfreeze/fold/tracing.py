@@ -490,7 +490,7 @@ def _rebuild(trace: Trace):
     copied; layers with their own call are the layer's own (each is traced and checked on its own, or kept)."""
     import keras
 
-    from bnfreeze.fold.rewrite import copy_state
+    from bnfreeze.io.models import copy_state
 
     clones = []
 

@@ -24,6 +24,29 @@ LEGACY_SUFFIXES = (".h5", ".hdf5")
 _SOURCES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def copy_state(source, target, convert=None) -> None:
+    """Give ``target`` (built from ``source``'s config) ``source``'s state, as saving and loading would.
+
+    Every layer inside, itself included, saves its own variables and assets and
+    the twin loads them, so load hooks run (``Normalization.finalize_state``, a
+    lookup table's vocabulary) and variables are copied bit for bit, or through
+    ``convert`` (an array to the array to load) where given.
+    """
+    import numpy as np
+
+    convert = convert or np.array
+    pairs = zip(source._flatten_layers(include_self=True, recursive=True),
+                target._flatten_layers(include_self=True, recursive=True))
+    for mine, twin in pairs:
+        store: dict = {}
+        mine.save_own_variables(store)
+        twin.load_own_variables({key: convert(value) for key, value in store.items()})
+        if hasattr(mine, "save_assets") and hasattr(twin, "load_assets"):
+            with tempfile.TemporaryDirectory() as folder:
+                mine.save_assets(folder)
+                twin.load_assets(folder)
+
+
 def model_label(model) -> str:
     """How a message names a model: the file it was loaded from, else its Keras name."""
     try:
