@@ -225,6 +225,7 @@ class _NotFinite(Exception):
 
 def _compare_run(reference, candidate, arrays, training, names, label, tolerance, scaled: bool = False,
                  source=None):
+    """The comparisons of one run, and the reference's outputs in it."""
     expected = run_original(reference, arrays, training, source)
     if scaled and not all(np.all(np.isfinite(e)) for e in expected if np.issubdtype(e.dtype, np.floating)):
         raise _NotFinite()
@@ -239,7 +240,7 @@ def _compare_run(reference, candidate, arrays, training, names, label, tolerance
     if len(expected) != len(got):
         raise ParityError(f"the candidate has {len(got)} outputs, the reference {len(expected)}")
     return [compare_output(f"{name}[{label}]", ref, cand, tolerance.for_output(name))
-            for name, ref, cand in zip(names, expected, got)]
+            for name, ref, cand in zip(names, expected, got)], expected
 
 
 def _deterministic(model, arrays, tolerance, training=None) -> bool:
@@ -339,24 +340,26 @@ def check_models(
         label = f"{call}, batch {batch}, {inputs}"
         expected_model = default_reference if training is None and default_reference is not None else reference
         case = (training, arrays, label, optional, scaled, source, expected_model)
-        found, record = _run_case(reference, candidate, case, names, tolerance, call, inputs, batch)
-        rounding = _own_rounding(expected_model, twins[0], arrays, training, names, tolerance) if low else None
-        if low and record.batch and rounding is not None and found:
-            # the original's own rounding here is large enough that two exact orders of the same sums may
-            # differ by more than the tolerance: the float32 reading judges the fold
-            found, record = _reported(found, record, f"{tolerance.dtype} figures reported, not judged: {rounding}")
+        found, record, own = _run_case(reference, candidate, case, names, tolerance, call, inputs, batch)
+        if low:
+            read_found, read_record, read = _run_case(twins[0], twins[1], case[:-1] + (twins[0],), names, exact,
+                                                      call, inputs + READING, batch)
+            rounding = _own_rounding(names, read, own, tolerance) if own is not None and read is not None else None
+            if record.batch and rounding is not None and found:
+                # the original's own rounding here is large enough that two exact orders of the same sums may
+                # differ by more than the tolerance: the float32 reading judges the fold
+                found, record = _reported(found, record, f"{tolerance.dtype} figures reported, not judged: "
+                                                         f"{rounding}")
+            if read_record.batch and rounding is not None and read_found and exact.dtype in LOW_PRECISIONS:
+                # folded weights stored in float16 are rounded by the fold, an error of the same kind
+                read_found, read_record = _reported(read_found, read_record, "figures reported, not judged: the "
+                                                    f"folded weights are stored in {exact.dtype}, and {rounding}")
         comparisons.extend(found)
         records.append(record)
         samples += record.batch
         if low:
-            found, record = _run_case(twins[0], twins[1], case[:-1] + (twins[0],), names, exact, call,
-                                      inputs + READING, batch)
-            if record.batch and rounding is not None and found and exact.dtype in LOW_PRECISIONS:
-                # folded weights stored in float16 are rounded by the fold, an error of the same kind
-                found, record = _reported(found, record, f"figures reported, not judged: the folded weights are "
-                                                         f"stored in {exact.dtype}, and {rounding}")
-            comparisons.extend(found)
-            records.append(record)
+            comparisons.extend(read_found)
+            records.append(read_record)
     worst = summarize(comparisons)
     return ParityResult(
         max_abs=worst["max_abs"],
@@ -373,20 +376,21 @@ def check_models(
 
 
 def _run_case(reference, candidate, case, names, tolerance, call, inputs, batch):
-    """One run of :func:`check_models`: its comparisons (none where it was not compared) and its record."""
+    """One run of :func:`check_models`: its comparisons (none where it was not compared), its record, and the
+    expected model's outputs (None where it was not compared)."""
     training, arrays, label, optional, scaled, source, expected_model = case
     try:
         with preserved_state(reference, candidate, expected_model):
-            found = _compare_run(expected_model, candidate, arrays, training, names, label, tolerance, scaled,
+            found, expected = _compare_run(expected_model, candidate, arrays, training, names, label, tolerance, scaled,
                                  source)
     except _NotFinite:  # float16 at x100, say: the other runs still compare every output
         return [], ParityRun(call, inputs, 0, 0.0, 0.0, True,
-                             "the original model's outputs overflow at these inputs: not compared")
+                             "the original model's outputs overflow at these inputs: not compared"), None
     except InputError:  # only where the original itself cannot run
         if not optional:
             raise
         return [], ParityRun(call, inputs, 0, 0.0, 0.0, True,
-                             "the original model does not run at this size: not compared")
+                             "the original model does not run at this size: not compared"), None
     note = None
     if training is False and not all(c.passed for c in found) and not _deterministic(expected_model, arrays,
                                                                                       tolerance, False):
@@ -403,18 +407,12 @@ def _run_case(reference, candidate, case, names, tolerance, call, inputs, batch)
         note = ("compared with the original's inference call: its default call runs preprocessing layers in "
                 "training mode by design (see default_call)")
     worst = summarize(found)
-    return found, ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], worst["passed"], note)
+    return found, ParityRun(call, inputs, batch, worst["max_abs"], worst["max_rel"], worst["passed"], note), expected
 
 
-def _own_rounding(model, twin, arrays, training, names, tolerance: Tolerance) -> str | None:
-    """Why the original's own low-precision rounding at these inputs is too large to judge a fold by (over a
-    quarter of the tolerance against its float32 reading, in words), or None where it is small."""
-    try:
-        with preserved_state(model, twin):
-            own = run_keras(model, arrays, training)
-            read = run_keras(twin, arrays, training)
-    except Exception:  # the comparison itself says what is wrong with the original
-        return None
+def _own_rounding(names, read, own, tolerance: Tolerance) -> str | None:
+    """Why the original's own low-precision rounding in a run is too large to judge a fold by (its outputs
+    ``own`` over a quarter of the tolerance from its float32 reading's, ``read``), in words; None where small."""
     for name, exact, rounded in zip(names, read, own):
         bounds = tolerance.for_output(name).elementary()
         quarter = replace(bounds, atol=bounds.abs_limit / 4, rtol=bounds.rel_limit / 4)
